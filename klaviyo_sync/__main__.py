@@ -1,0 +1,3 @@
+from klaviyo_sync.cli import main
+
+main()

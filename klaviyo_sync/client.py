@@ -1,0 +1,304 @@
+"""The Klaviyo API client: one Session, one retried request function, a page generator.
+
+It prints nothing. Every failure becomes an ``ApiError`` (or a subclass) whose message names
+the endpoint and carries the API's own ``errors[].detail``, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from . import __version__
+from .errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError, redact
+from .ratelimit import RateLimiter, endpoint_key
+
+try:  # A faster decoder when present; the standard library otherwise.
+    import orjson
+
+    _loads: Callable[[bytes], object] = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = json.loads
+
+log = logging.getLogger("klaviyo_sync")
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com"
+# The revision of the OpenAPI spec this tool was written against (../shared/klaviyo-openapi).
+DEFAULT_REVISION = "2026-07-15"
+REVISION_WARN_DAYS = 548  # ~18 months; Klaviyo retires a revision about two years after its date
+JSONAPI = "application/vnd.api+json"
+
+
+@dataclass
+class Page:
+    data: list
+    included: list
+    url: str
+    next_url: str | None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_wait_s: float = 0.0
+    throttle_wait_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **kw: float) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "rate_limit_wait_s": round(self.rate_limit_wait_s + self.throttle_wait_s, 3),
+        }
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, detail: str, retry_after: float | None = None, rate_limited: bool = False):
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+def revision_age_warning(revision: str, today: date | None = None) -> str | None:
+    """A warning when the revision is older than ~18 months (Klaviyo retires them after ~2 years)."""
+    try:
+        rev_date = date.fromisoformat(revision.split(".")[0])
+    except ValueError:
+        return None
+    age = ((today or date.today()) - rev_date).days
+    if age > REVISION_WARN_DAYS:
+        return (
+            f"warning: API revision {revision} is {age // 30} months old; Klaviyo retires revisions "
+            "about two years after their date: upgrade klaviyo-sync or pass a newer --revision"
+        )
+    return None
+
+
+def _error_detail(resp: requests.Response, body: object) -> str:
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        parts = []
+        for err in body["errors"]:
+            if isinstance(err, dict):
+                text = err.get("detail") or err.get("title") or err.get("code")
+                if text:
+                    parts.append(str(text))
+        if parts:
+            return "; ".join(parts)
+    return resp.reason or f"HTTP {resp.status_code}"
+
+
+class KlaviyoClient:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        revision: str = DEFAULT_REVISION,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        max_attempts: int = 6,
+        max_retry_wait: float = 120.0,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        limiter: RateLimiter | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not api_key:
+            raise ValueError("an API key is required")
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"invalid base URL {base_url!r}: expected e.g. https://a.klaviyo.com")
+        self._origin = (parts.scheme, parts.netloc.lower())
+        self.revision = revision
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_retry_wait = max_retry_wait
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        # The key goes on each request after the host check, never on the Session itself.
+        self.session.headers.update(
+            {"revision": revision, "Accept": JSONAPI, "User-Agent": f"klaviyo-sync/{__version__}"}
+        )
+
+    # -- URLs ---------------------------------------------------------------------------------
+    def url_for(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return self.base_url + "/" + path_or_url.lstrip("/")
+
+    def check_origin(self, url: str) -> str:
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc.lower()) != self._origin:
+            raise UnsafeLinkError(
+                f"refusing to follow a link to {parts.scheme}://{parts.netloc}: it is not the "
+                f"configured API host {self.base_url}, and the API key would be sent there",
+                endpoint=parts.path,
+            )
+        return parts.path
+
+    # -- one request, retried -----------------------------------------------------------------
+    def request(self, method: str, path_or_url: str, *, params: dict | None = None, json_body: dict | None = None) -> dict:
+        url = self.url_for(path_or_url)
+        path = self.check_origin(url)
+        key = endpoint_key(path)
+        label = f"{method} {path}"
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.add(retries=1)
+            log.info("%s: retrying after %s", label, getattr(exc, "detail", exc))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            retry=retry_if_exception_type(_Retryable),
+            wait=lambda state: self._wait_for(state, key),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._send_once, method, url, params, json_body, key, label)
+        except _Retryable as exc:
+            raise ApiError(
+                f"{label} failed after {self.max_attempts} attempts: {exc.detail}", endpoint=path
+            ) from None
+
+    def _wait_for(self, state: RetryCallState, key: str) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            wait = exc.retry_after
+        else:
+            # Exponential backoff with full jitter on the upper half.
+            ceiling = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
+            wait = ceiling * (0.5 + random.random() / 2)
+        if isinstance(exc, _Retryable) and exc.rate_limited:
+            self.stats.add(rate_limit_wait_s=wait)
+            self.limiter.pause(key, wait)
+        return wait
+
+    def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str, label: str) -> dict:
+        waited = self.limiter.acquire(key)
+        if waited:
+            self.stats.add(throttle_wait_s=waited)
+        headers = {"Authorization": f"Klaviyo-API-Key {self._api_key}"}
+        data = None
+        if json_body is not None:
+            headers["Content-Type"] = JSONAPI
+            data = json.dumps(json_body)
+        self.stats.add(requests=1)
+        try:
+            resp = self.session.request(
+                method, url, params=params, data=data, headers=headers,
+                timeout=self.timeout, allow_redirects=False,
+            )
+            content = resp.content  # a connection dropped mid-body raises here
+        except requests.exceptions.Timeout as exc:
+            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            raise _Retryable(f"connection error ({type(exc).__name__})") from None
+        except requests.exceptions.RequestException as exc:
+            raise ApiError(f"{label}: {redact(str(exc), self._api_key)}") from None
+
+        status = resp.status_code
+        ctype = resp.headers.get("Content-Type", "")
+        body: object = None
+        if content and "html" not in ctype:
+            try:
+                body = _loads(content)
+            except ValueError:
+                body = None
+                if status < 300:
+                    raise _Retryable(f"HTTP {status} with a truncated or non-JSON body ({len(content)} bytes)") from None
+
+        if status < 300:
+            if not isinstance(body, dict):
+                raise _Retryable(f"HTTP {status} with an empty or non-object JSON body")
+            return body
+        if status == 429:
+            self.stats.add(rate_limited=1)
+            retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.max_retry_wait:
+                raise RateLimitExceeded(
+                    f"{label}: rate limit or quota reached; the API asks to wait {int(retry_after)} s, "
+                    f"more than the {int(self.max_retry_wait)} s this tool waits",
+                    retry_after=retry_after, endpoint=urlsplit(url).path,
+                )
+            raise _Retryable(f"HTTP 429: {_error_detail(resp, body)}", retry_after=retry_after, rate_limited=True)
+        if status >= 500:
+            raise _Retryable(f"HTTP {status}: {_error_detail(resp, body)}")
+        path = urlsplit(url).path
+        if status in (401, 403) and "html" in ctype:
+            raise ApiError(
+                f"{label}: HTTP {status} with an HTML body (a proxy or bot challenge answered, "
+                f"not the Klaviyo API{'; cf-mitigated: ' + resp.headers['cf-mitigated'] if resp.headers.get('cf-mitigated') else ''})",
+                status=status, endpoint=path,
+            )
+        detail = redact(_error_detail(resp, body), self._api_key)
+        if status == 401:
+            raise AuthError(f"{label}: HTTP 401, the API key was rejected: {detail} (check KLAVIYO_API_KEY)", status=status, endpoint=path)
+        if status == 403:
+            raise AuthError(f"{label}: HTTP 403, permission denied: {detail} (the key may lack a read scope)", status=status, endpoint=path)
+        raise ApiError(f"{label}: HTTP {status}: {detail}", status=status, endpoint=path)
+
+    # -- paging ---------------------------------------------------------------------------
+    def paginate(self, path: str, params: dict | None = None) -> Iterator[Page]:
+        """Yield every page, following ``links.next`` exactly as returned until it is absent."""
+        url: str | None = self.url_for(path)
+        first = True
+        while url:
+            body = self.request("GET", url, params=params if first else None)
+            first = False
+            data = body.get("data") or []
+            if isinstance(data, dict):
+                data = [data]
+            links = body.get("links") or {}
+            next_url = links.get("next") or None
+            if next_url:
+                self.check_origin(next_url)  # refuse before the key could be sent
+            yield Page(data=data, included=body.get("included") or [], url=url, next_url=next_url)
+            url = next_url
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value.strip()))
+    except ValueError:
+        return None

@@ -1,0 +1,119 @@
+"""Client-side rate limiting, shared by every worker thread of one client.
+
+Klaviyo counts requests per account in fixed windows of one second (burst) and one minute
+(steady). A token bucket refilled at the steady rate can still put up to twice its capacity
+into one fixed window, so each tier here is a sliding-window log instead: at most N requests in
+*any* interval of the window's length, which implies at most N in every fixed window the server
+may use, whatever its alignment. A 429 pauses every worker of that endpoint together.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# (burst per second, steady per minute), from Klaviyo's published limits.
+DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
+    "events": (350, 3500),
+    "event": (10, 150),
+    "metrics": (10, 150),
+    "campaigns": (10, 150),
+    "profiles": (75, 750),
+    "campaign-values-reports": (1, 2),
+    "other": (3, 60),
+}
+
+_ENDPOINT_PATTERNS = [
+    (re.compile(r"^/api/events/?$"), "events"),
+    (re.compile(r"^/api/events/[^/]+/?$"), "event"),
+    (re.compile(r"^/api/metrics(/[^/]+)?/?$"), "metrics"),
+    (re.compile(r"^/api/campaign(s|-messages)(/.*)?$"), "campaigns"),
+    (re.compile(r"^/api/profiles(/.*)?$"), "profiles"),
+    (re.compile(r"^/api/campaign-values-reports/?$"), "campaign-values-reports"),
+]
+
+
+def endpoint_key(path: str) -> str:
+    """The rate-limit bucket a request path belongs to."""
+    for pattern, key in _ENDPOINT_PATTERNS:
+        if pattern.match(path):
+            return key
+    return "other"
+
+
+@dataclass
+class _Tier:
+    limit: int
+    period: float
+    stamps: deque = field(default_factory=deque)
+
+    def wait_needed(self, now: float) -> float:
+        while self.stamps and self.stamps[0] <= now - self.period:
+            self.stamps.popleft()
+        if len(self.stamps) < self.limit:
+            return 0.0
+        return self.stamps[0] + self.period - now
+
+
+class RateLimiter:
+    """Per-endpoint sliding-window limits; ``acquire`` blocks until a request may go out."""
+
+    def __init__(
+        self,
+        limits: dict[str, tuple[int, int]] | None = None,
+        *,
+        headroom: float = 0.9,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self._limits = dict(DEFAULT_LIMITS)
+        self._limits.update(limits or {})
+        self._headroom = headroom
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tiers: dict[str, list[_Tier]] = {}
+        self._paused_until: dict[str, float] = {}
+        self.waited = 0.0
+
+    def _tiers_for(self, key: str) -> list[_Tier]:
+        tiers = self._tiers.get(key)
+        if tiers is None:
+            burst, steady = self._limits.get(key, self._limits["other"])
+            tiers = [
+                _Tier(max(1, int(burst * self._headroom)), 1.0),
+                _Tier(max(1, int(steady * self._headroom)), 60.0),
+            ]
+            self._tiers[key] = tiers
+        return tiers
+
+    def acquire(self, key: str) -> float:
+        """Block until one request to ``key`` fits every tier; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._paused_until.get(key, 0.0) - now
+                if wait <= 0:
+                    tiers = self._tiers_for(key)
+                    wait = max(t.wait_needed(now) for t in tiers)
+                    if wait <= 0:
+                        for t in tiers:
+                            t.stamps.append(now)
+                        self.waited += waited
+                        return waited
+            # A tiny floor keeps float rounding from spinning.
+            wait = max(wait, 0.001)
+            self._sleep(wait)
+            waited += wait
+
+    def pause(self, key: str, seconds: float) -> None:
+        """Hold every worker of this endpoint for ``seconds`` (after a 429)."""
+        with self._lock:
+            until = self._clock() + seconds
+            if until > self._paused_until.get(key, 0.0):
+                self._paused_until[key] = until

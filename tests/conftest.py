@@ -1,0 +1,93 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import responses
+from typer.testing import CliRunner
+
+from klaviyo_sync import db as store
+from klaviyo_sync.client import KlaviyoClient
+from klaviyo_sync.cli import app
+
+API_KEY = "pk_test_0000secretkey0000abcdef"
+BASE = "https://a.klaviyo.com"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in ("KLAVIYO_API_KEY", "KLAVIYO_SYNC_DB", "KLAVIYO_BASE_URL", "KLAVIYO_REVISION"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def fixture_json():
+    def load(name):
+        return json.loads((FIXTURES / name).read_text())
+
+    return load
+
+
+@pytest.fixture
+def mocked():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+class FakeTime:
+    """A clock that only moves when something sleeps; records every sleep."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time():
+    return FakeTime()
+
+
+@pytest.fixture
+def sleeps(fake_time):
+    return fake_time.sleeps
+
+
+@pytest.fixture
+def client(fake_time):
+    return KlaviyoClient(API_KEY, base_url=BASE, sleep=fake_time.sleep, clock=fake_time.monotonic)
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = store.open_db(tmp_path / "test.db")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "k.db"
+
+
+@pytest.fixture
+def cli(db_path, monkeypatch):
+    """Run the CLI in-process with the key in the environment, as cron would."""
+    runner = CliRunner()
+    monkeypatch.setattr("time.sleep", lambda s: None)
+
+    def run(*args, env=None, key=True):
+        full_env = {"KLAVIYO_SYNC_DB": str(db_path)}
+        if key:
+            full_env["KLAVIYO_API_KEY"] = API_KEY
+        full_env.update(env or {})
+        return runner.invoke(app, list(args), env=full_env)
+
+    return run

@@ -1,0 +1,159 @@
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from klaviyo_sync.client import DEFAULT_REVISION, KlaviyoClient, revision_age_warning
+from klaviyo_sync.errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError
+
+from .conftest import API_KEY, BASE
+
+METRICS = f"{BASE}/api/metrics"
+
+
+def page(ids, next_url=None, included=None):
+    body = {"data": [{"type": "metric", "id": i, "attributes": {"name": i}} for i in ids],
+            "links": {"self": "x", "next": next_url}}
+    if included is not None:
+        body["included"] = included
+    return body
+
+
+def test_paging_follows_links_next_to_the_last_page(mocked, client):
+    mocked.get(METRICS, json=page(["a", "b"], f"{METRICS}?page%5Bcursor%5D=c1"),
+               match=[matchers.query_string_matcher("")])
+    mocked.get(METRICS, json=page(["c"], f"{METRICS}?page%5Bcursor%5D=c2"),
+               match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
+    mocked.get(METRICS, json=page(["d"], f"{METRICS}?page%5Bcursor%5D=c3"),
+               match=[matchers.query_param_matcher({"page[cursor]": "c2"})])
+    mocked.get(METRICS, json=page(["e"], None),
+               match=[matchers.query_param_matcher({"page[cursor]": "c3"})])
+    pages = list(client.paginate("/api/metrics"))
+    assert [[r["id"] for r in p.data] for p in pages] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert client.stats.requests == 4
+
+
+def test_next_link_is_followed_exactly_without_resending_params(mocked, client):
+    nxt = f"{METRICS}?fields%5Bmetric%5D=name&page%5Bcursor%5D=zz"
+    mocked.get(METRICS, json=page(["a"], nxt), match=[matchers.query_param_matcher({"fields[metric]": "name"})])
+    mocked.get(METRICS, json=page(["b"]), match=[matchers.query_param_matcher({"fields[metric]": "name", "page[cursor]": "zz"})])
+    assert len(list(client.paginate("/api/metrics", {"fields[metric]": "name"}))) == 2
+    assert mocked.calls[1].request.url == nxt
+
+
+def test_headers_are_sent(mocked, client):
+    mocked.get(METRICS, json=page([]))
+    client.request("GET", "/api/metrics")
+    h = mocked.calls[0].request.headers
+    assert h["Authorization"] == f"Klaviyo-API-Key {API_KEY}"
+    assert h["revision"] == DEFAULT_REVISION == "2026-07-15"
+    assert h["Accept"] == "application/vnd.api+json"
+
+
+def test_post_sends_jsonapi_content_type(mocked, client):
+    mocked.post(f"{BASE}/api/campaign-values-reports", json={"data": {}})
+    client.request("POST", "/api/campaign-values-reports", json_body={"data": {"type": "x"}})
+    assert mocked.calls[0].request.headers["Content-Type"] == "application/vnd.api+json"
+
+
+def test_429_waits_for_retry_after_then_succeeds(mocked, client, sleeps):
+    mocked.get(METRICS, status=429, headers={"Retry-After": "7"},
+               json={"errors": [{"status": 429, "code": "throttled", "detail": "Request was throttled."}]})
+    mocked.get(METRICS, json=page(["a"]))
+    body = client.request("GET", "/api/metrics")
+    assert body["data"][0]["id"] == "a"
+    assert sleeps == [7.0]
+    assert client.stats.retries == 1 and client.stats.rate_limited == 1
+    assert client.stats.as_dict()["rate_limit_wait_s"] == 7.0
+
+
+def test_429_without_retry_after_backs_off_exponentially(mocked, client, sleeps):
+    for _ in range(3):
+        mocked.get(METRICS, status=429, json={"errors": []})
+    mocked.get(METRICS, json=page([]))
+    client.request("GET", "/api/metrics")
+    assert len(sleeps) == 3
+    for attempt, wait in enumerate(sleeps):
+        assert 0.5 * 2**attempt <= wait <= 2**attempt
+
+
+def test_retry_after_longer_than_the_cap_fails_fast(mocked, client, sleeps):
+    mocked.get(METRICS, status=429, headers={"Retry-After": "50000"}, json={"errors": []})
+    with pytest.raises(RateLimitExceeded, match="50000 s"):
+        client.request("GET", "/api/metrics")
+    assert sleeps == [] and len(mocked.calls) == 1
+
+
+def test_5xx_is_retried_then_gives_up_naming_the_endpoint_and_detail(mocked, client, sleeps):
+    mocked.get(METRICS, status=503, json={"errors": [{"detail": "Service is down for maintenance"}]})
+    with pytest.raises(ApiError) as info:
+        client.request("GET", "/api/metrics")
+    assert len(mocked.calls) == client.max_attempts == 6
+    assert len(sleeps) == 5
+    assert "GET /api/metrics" in str(info.value) and "Service is down for maintenance" in str(info.value)
+    assert info.value.exit_code == 3
+
+
+def test_connection_errors_are_retried(mocked, client):
+    mocked.get(METRICS, body=requests.exceptions.ConnectionError("boom"))
+    mocked.get(METRICS, json=page(["a"]))
+    assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+    assert client.stats.retries == 1
+
+
+def test_read_timeout_is_retried(mocked, client):
+    mocked.get(METRICS, body=requests.exceptions.ReadTimeout("slow"))
+    mocked.get(METRICS, json=page(["a"]))
+    assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+
+
+def test_truncated_json_body_is_retried(mocked, client):
+    mocked.get(METRICS, body='{"data": [{"type": "metric", "id"', content_type="application/vnd.api+json")
+    mocked.get(METRICS, json=page(["a"]))
+    assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+    assert client.stats.retries == 1
+
+
+@pytest.mark.parametrize("status,cls", [(400, ApiError), (401, AuthError), (403, AuthError), (404, ApiError)])
+def test_client_errors_are_not_retried(mocked, client, sleeps, status, cls):
+    mocked.get(METRICS, status=status, json={"errors": [{"detail": f"detail for {status}"}]})
+    with pytest.raises(cls, match=f"detail for {status}"):
+        client.request("GET", "/api/metrics")
+    assert len(mocked.calls) == 1 and sleeps == []
+
+
+def test_403_with_html_body_is_reported_as_such(mocked, client):
+    mocked.get(METRICS, status=403, body="<html>Just a moment...</html>", content_type="text/html",
+               headers={"cf-mitigated": "challenge"})
+    with pytest.raises(ApiError, match="HTML body") as info:
+        client.request("GET", "/api/metrics")
+    assert "challenge" in str(info.value)
+    assert len(mocked.calls) == 1
+
+
+@pytest.mark.parametrize("evil", [
+    "https://evil.example.com/api/metrics?page%5Bcursor%5D=x",
+    "http://a.klaviyo.com/api/metrics?page%5Bcursor%5D=x",  # scheme downgrade
+    "https://a.klaviyo.com.evil.example/api/metrics",
+])
+def test_off_host_next_link_is_refused_before_any_request(mocked, client, evil):
+    mocked.get(METRICS, json=page(["a"], evil))
+    pages = client.paginate("/api/metrics")
+    with pytest.raises(UnsafeLinkError, match="refusing"):
+        list(pages)
+    assert len(mocked.calls) == 1
+
+
+def test_key_never_in_error_messages(mocked, client):
+    mocked.get(METRICS, status=401, json={"errors": [{"detail": f"bad key {API_KEY}"}]})
+    with pytest.raises(AuthError) as info:
+        client.request("GET", "/api/metrics")
+    assert API_KEY not in str(info.value)
+
+
+def test_revision_age_warning():
+    from datetime import date
+
+    assert revision_age_warning("2026-07-15", today=date(2026, 11, 26)) is None
+    warning = revision_age_warning("2024-01-15", today=date(2026, 11, 26))
+    assert warning and "2024-01-15" in warning and "months old" in warning
