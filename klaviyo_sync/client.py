@@ -123,9 +123,12 @@ class KlaviyoClient:
         backoff_max: float = 60.0,
         limiter: RateLimiter | None = None,
         pool_size: int = 16,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ):
+        # Looked up at call time, so tests can patch time.sleep for the CLI.
+        sleep = sleep or (lambda seconds: time.sleep(seconds))
+        clock = clock or (lambda: time.monotonic())
         if not api_key:
             raise ValueError("an API key is required")
         self._api_key = api_key

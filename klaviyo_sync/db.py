@@ -1,0 +1,250 @@
+"""The SQLite store: opening, schema (as migrations), prepared upserts, sync state and runs.
+
+Schema steps are sqlite-utils ``Migrations``: each runs once, in a transaction, so opening an
+old file brings it up to date and opening a current one changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlite_utils import Database, Migrations
+
+from .errors import DatabaseError
+from .timeutil import iso, utcnow
+
+BUSY_TIMEOUT_MS = 30_000
+
+try:
+    import orjson
+
+    def to_json(value) -> str | None:
+        if value is None:
+            return None
+        return orjson.dumps(value).decode()
+except ImportError:  # pragma: no cover
+
+    def to_json(value) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+METRIC_COLUMNS = ["id", "name", "created", "updated", "integration_id", "integration_key",
+                  "integration_name", "integration_category", "attributes"]
+PROFILE_COLUMNS = ["id", "email", "phone_number", "external_id", "first_name", "last_name",
+                   "organization", "locale", "title", "image", "created", "updated",
+                   "last_event_date", "location", "properties"]
+EVENT_COLUMNS = ["id", "metric_id", "profile_id", "datetime", "timestamp", "uuid", "value", "properties"]
+CAMPAIGN_COLUMNS = ["id", "name", "channel", "status", "archived", "send_time", "scheduled_at",
+                    "created_at", "updated_at", "send_strategy", "subject", "label", "attributes"]
+CAMPAIGN_MESSAGE_COLUMNS = ["id", "campaign_id", "channel", "label", "subject", "preview_text",
+                            "from_email", "from_label", "body", "send_time", "send_times",
+                            "created_at", "updated_at", "definition"]
+STAT_NAMES = ["recipients", "delivered", "delivery_rate", "opens", "opens_unique", "open_rate",
+              "clicks", "clicks_unique", "click_rate", "conversions", "conversion_uniques",
+              "conversion_rate", "conversion_value", "unsubscribes", "unsubscribe_rate",
+              "bounced", "bounce_rate", "spam_complaints", "spam_complaint_rate"]
+CAMPAIGN_STAT_COLUMNS = ["campaign_id", "campaign_message_id", "send_channel", *STAT_NAMES,
+                         "conversion_metric_id", "timeframe_start", "timeframe_end", "fetched_at"]
+
+TEXT, INT, REAL = str, int, float
+
+migrations = Migrations("klaviyo_sync")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["metrics"].create(
+        {"id": TEXT, "name": TEXT, "created": TEXT, "updated": TEXT, "integration_id": TEXT,
+         "integration_key": TEXT, "integration_name": TEXT, "integration_category": TEXT,
+         "attributes": TEXT},
+        pk="id",
+    )
+    db["profiles"].create(
+        {"id": TEXT, "email": TEXT, "phone_number": TEXT, "external_id": TEXT, "first_name": TEXT,
+         "last_name": TEXT, "organization": TEXT, "locale": TEXT, "title": TEXT, "image": TEXT,
+         "created": TEXT, "updated": TEXT, "last_event_date": TEXT, "location": TEXT,
+         "properties": TEXT},
+        pk="id",
+    )
+    # Foreign keys are declared (for tools like Datasette) but not enforced: an event may be
+    # stored before its profile or metric.
+    db["events"].create(
+        {"id": TEXT, "metric_id": TEXT, "profile_id": TEXT, "datetime": TEXT, "timestamp": INT,
+         "uuid": TEXT, "value": REAL, "properties": TEXT},
+        pk="id",
+        not_null={"datetime"},
+        foreign_keys=[("metric_id", "metrics", "id"), ("profile_id", "profiles", "id")],
+    )
+    db["events"].create_index(["datetime"], index_name="idx_events_datetime")
+    db["events"].create_index(["metric_id", "datetime"], index_name="idx_events_metric_id_datetime")
+    db["events"].create_index(["profile_id"], index_name="idx_events_profile_id")
+    db["profiles"].create_index(["email"], index_name="idx_profiles_email")
+    db["metrics"].create_index(["name"], index_name="idx_metrics_name")
+
+    db["campaigns"].create(
+        {"id": TEXT, "name": TEXT, "channel": TEXT, "status": TEXT, "archived": INT,
+         "send_time": TEXT, "scheduled_at": TEXT, "created_at": TEXT, "updated_at": TEXT,
+         "send_strategy": TEXT, "subject": TEXT, "label": TEXT, "attributes": TEXT},
+        pk="id",
+    )
+    db["campaigns"].create_index(["send_time"], index_name="idx_campaigns_send_time")
+    db["campaign_messages"].create(
+        {"id": TEXT, "campaign_id": TEXT, "channel": TEXT, "label": TEXT, "subject": TEXT,
+         "preview_text": TEXT, "from_email": TEXT, "from_label": TEXT, "body": TEXT,
+         "send_time": TEXT, "send_times": TEXT, "created_at": TEXT, "updated_at": TEXT,
+         "definition": TEXT},
+        pk="id",
+        foreign_keys=[("campaign_id", "campaigns", "id")],
+    )
+    db["campaign_messages"].create_index(["campaign_id"], index_name="idx_campaign_messages_campaign_id")
+    stat_cols = {name: (REAL if name.endswith("_rate") or name == "conversion_value" else INT) for name in STAT_NAMES}
+    db["campaign_stats"].create(
+        {"campaign_id": TEXT, "campaign_message_id": TEXT, "send_channel": TEXT, **stat_cols,
+         "conversion_metric_id": TEXT, "timeframe_start": TEXT, "timeframe_end": TEXT,
+         "fetched_at": TEXT},
+        pk=("campaign_id", "campaign_message_id"),
+        foreign_keys=[("campaign_id", "campaigns", "id")],
+    )
+
+    db["sync_runs"].create(
+        {"id": INT, "command": TEXT, "arguments": TEXT, "started_at": TEXT, "finished_at": TEXT,
+         "status": TEXT, "window_start": TEXT, "window_end": TEXT, "rows_written": TEXT,
+         "pages": INT, "requests": INT, "retries": INT, "rate_limit_wait_s": REAL,
+         "seconds": REAL, "error": TEXT},
+        pk="id",
+    )
+    db["sync_runs"].create_index(["command", "started_at"], index_name="idx_sync_runs_command_started_at")
+    db["sync_state"].create({"key": TEXT, "value": TEXT, "updated_at": TEXT}, pk="key")
+
+    db.create_view("event_details", """
+        SELECT e.id, e.datetime, m.name AS metric, p.email, e.value,
+               e.metric_id, e.profile_id, e.properties
+        FROM events e
+        LEFT JOIN metrics m ON m.id = e.metric_id
+        LEFT JOIN profiles p ON p.id = e.profile_id""")
+    # One row per campaign: counts summed over its messages; a rate is the API's own when the
+    # campaign has one message, otherwise recomputed from the summed counts.
+    rate = ("CASE WHEN count(s.campaign_id) = 1 THEN max(s.{r}) "
+            "ELSE sum(s.{n}) * 1.0 / nullif(sum(s.delivered), 0) END AS {r}")
+    db.create_view("campaign_performance", f"""
+        SELECT c.id, c.name, c.channel, c.status, c.archived, c.send_time, c.subject, c.label,
+               sum(s.recipients) AS recipients, sum(s.delivered) AS delivered,
+               sum(s.opens) AS opens, sum(s.opens_unique) AS opens_unique,
+               {rate.format(r='open_rate', n='opens_unique')},
+               sum(s.clicks) AS clicks, sum(s.clicks_unique) AS clicks_unique,
+               {rate.format(r='click_rate', n='clicks_unique')},
+               sum(s.conversions) AS conversions,
+               {rate.format(r='conversion_rate', n='conversion_uniques')},
+               sum(s.conversion_value) AS conversion_value,
+               sum(s.unsubscribes) AS unsubscribes, sum(s.bounced) AS bounced,
+               sum(s.spam_complaints) AS spam_complaints,
+               max(s.fetched_at) AS stats_fetched_at
+        FROM campaigns c
+        LEFT JOIN campaign_stats s ON s.campaign_id = c.id
+        GROUP BY c.id""")
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty file readable by its owner only, unless it exists already."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
+    """Open (creating owner-only if new) the database in WAL mode with a busy timeout."""
+    path = Path(path)
+    try:
+        if str(path) != ":memory:":
+            if path.parent and not path.parent.exists():
+                raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
+            _create_private(path)
+        # isolation_level=None: no implicit transactions; every write is inside db.atomic().
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if str(path) != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        db = Database(conn, execute_plugins=False)
+        if migrate:
+            migrations.apply(db)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str] = ("id",), *, immutable: bool = False) -> str:
+    """A prepared upsert. It only rewrites a row whose values differ, so a re-sync of unchanged
+    data writes nothing and ``rowcount`` counts real changes."""
+    cols = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    conflict = ", ".join(key)
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) DO "
+    rest = [c for c in columns if c not in key]
+    if immutable or not rest:
+        return sql + "NOTHING"
+    sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
+    differs = " OR ".join(f"{c} IS NOT excluded.{c}" for c in rest)
+    return sql + f"UPDATE SET {sets} WHERE {differs}"
+
+
+def write_rows(db: Database, sql: str, rows: Iterable[Sequence]) -> int:
+    """Run a prepared upsert over rows; return how many rows were inserted or changed."""
+    cur = db.conn.executemany(sql, rows)
+    return max(cur.rowcount, 0)
+
+
+# -- sync state (high-water marks) -----------------------------------------------------------
+def get_state(db: Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM sync_state WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_state(db: Database, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO sync_state (key, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        [key, value, iso(utcnow())],
+    )
+
+
+# -- sync_runs -----------------------------------------------------------------------------
+def start_run(db: Database, command: str, arguments: dict) -> int:
+    with db.atomic():
+        cur = db.execute(
+            "INSERT INTO sync_runs (command, arguments, started_at, status) VALUES (?, ?, ?, 'running')",
+            [command, to_json(arguments), iso(utcnow())],
+        )
+    return cur.lastrowid
+
+
+def finish_run(db: Database, run_id: int, *, status: str, summary: dict, error: str | None = None) -> None:
+    window = summary.get("window") or {}
+    with db.atomic():
+        db.execute(
+            """UPDATE sync_runs SET finished_at = ?, status = ?, window_start = ?, window_end = ?,
+               rows_written = ?, pages = ?, requests = ?, retries = ?, rate_limit_wait_s = ?,
+               seconds = ?, error = ? WHERE id = ?""",
+            [iso(utcnow()), status, window.get("start"), window.get("end"),
+             to_json(summary.get("rows", {})), summary.get("pages", 0), summary.get("requests", 0),
+             summary.get("retries", 0), summary.get("rate_limit_wait_s", 0.0),
+             summary.get("seconds", 0.0), error, run_id],
+        )
+
+
+def last_success(db: Database, command: str) -> str | None:
+    row = db.execute(
+        "SELECT max(finished_at) FROM sync_runs WHERE command = ? AND status IN ('ok', 'partial')",
+        [command],
+    ).fetchone()
+    return row[0] if row else None

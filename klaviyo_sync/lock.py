@@ -1,0 +1,63 @@
+"""One writer at a time: an exclusive ``flock`` on ``<db>.lock`` for a sync's whole run.
+
+The kernel drops a flock when its process ends, however it ends (kill -9 included), so a
+crashed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from .errors import LockedError
+
+
+class SyncLock:
+    def __init__(self, db_path: str | os.PathLike):
+        self.path = Path(str(db_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = 0.0, poll: float = 0.2) -> "SyncLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    waited = f" after waiting {wait:g} s" if wait else ""
+                    raise LockedError(
+                        f"another klaviyo-sync run{holder} is writing to this database{waited}; "
+                        "exiting (use --wait SECONDS to wait for it)"
+                    ) from None
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "SyncLock":
+        return self if self._fd is not None else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        pid = os.read(fd, 32).decode().strip()
+        return f" (pid {pid})" if pid.isdigit() else ""
+    except OSError:
+        return ""

@@ -1,0 +1,133 @@
+"""Pure functions: one JSON:API resource in, one flat row (a tuple in the db's column order) out."""
+
+from __future__ import annotations
+
+from .db import (CAMPAIGN_COLUMNS, CAMPAIGN_MESSAGE_COLUMNS, EVENT_COLUMNS, METRIC_COLUMNS,
+                 PROFILE_COLUMNS, to_json)
+from .timeutil import normalize_iso
+
+
+def related_id(resource: dict, name: str) -> str | None:
+    """The id in ``relationships.<name>.data`` (a to-one link), or None when absent or null."""
+    rel = (resource.get("relationships") or {}).get(name) or {}
+    data = rel.get("data")
+    if isinstance(data, dict):
+        return data.get("id")
+    return None
+
+
+def related_ids(resource: dict, name: str) -> list[str]:
+    rel = (resource.get("relationships") or {}).get(name) or {}
+    data = rel.get("data")
+    if isinstance(data, list):
+        return [d["id"] for d in data if isinstance(d, dict) and d.get("id")]
+    return []
+
+
+def metric_row(resource: dict) -> tuple:
+    a = resource.get("attributes") or {}
+    integration = a.get("integration") if isinstance(a.get("integration"), dict) else {}
+    row = {
+        "id": resource["id"],
+        "name": a.get("name"),
+        "created": normalize_iso(a.get("created")),
+        "updated": normalize_iso(a.get("updated")),
+        "integration_id": integration.get("id"),
+        "integration_key": integration.get("key"),
+        "integration_name": integration.get("name"),
+        "integration_category": integration.get("category"),
+        "attributes": to_json(a),
+    }
+    return tuple(row[c] for c in METRIC_COLUMNS)
+
+
+def profile_row(resource: dict) -> tuple:
+    a = resource.get("attributes") or {}
+    row = {c: a.get(c) for c in PROFILE_COLUMNS}
+    row["id"] = resource["id"]
+    for c in ("created", "updated", "last_event_date"):
+        row[c] = normalize_iso(row[c])
+    row["location"] = to_json(a.get("location"))
+    row["properties"] = to_json(a.get("properties"))
+    return tuple(row[c] for c in PROFILE_COLUMNS)
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def event_row(resource: dict) -> tuple:
+    a = resource.get("attributes") or {}
+    props = a.get("event_properties")
+    value = _number(props.get("$value")) if isinstance(props, dict) else None
+    row = (
+        resource["id"],
+        related_id(resource, "metric"),
+        related_id(resource, "profile"),
+        normalize_iso(a.get("datetime")),
+        a.get("timestamp"),
+        a.get("uuid"),
+        value,
+        to_json(props),
+    )
+    assert len(row) == len(EVENT_COLUMNS)
+    return row
+
+
+def message_row(resource: dict, campaign_id: str | None = None) -> tuple:
+    a = resource.get("attributes") or {}
+    definition = a.get("definition") if isinstance(a.get("definition"), dict) else {}
+    content = definition.get("content") if isinstance(definition.get("content"), dict) else {}
+    send_times = a.get("send_times") or []
+    times = sorted(normalize_iso(t.get("datetime")) for t in send_times if isinstance(t, dict) and t.get("datetime"))
+    row = {
+        "id": resource["id"],
+        "campaign_id": related_id(resource, "campaign") or campaign_id,
+        "channel": definition.get("channel"),
+        "label": definition.get("label"),
+        "subject": content.get("subject") or content.get("title"),
+        "preview_text": content.get("preview_text"),
+        "from_email": content.get("from_email"),
+        "from_label": content.get("from_label"),
+        "body": content.get("body") if definition.get("channel") != "email" else None,
+        "send_time": times[0] if times else None,
+        "send_times": to_json(send_times),
+        "created_at": normalize_iso(a.get("created_at")),
+        "updated_at": normalize_iso(a.get("updated_at")),
+        "definition": to_json(definition),
+    }
+    return tuple(row[c] for c in CAMPAIGN_MESSAGE_COLUMNS)
+
+
+def campaign_row(resource: dict, channel: str, messages: list[tuple]) -> tuple:
+    """A campaign row; ``messages`` are its message rows (for send time, subject and label)."""
+    a = resource.get("attributes") or {}
+    msg = [dict(zip(CAMPAIGN_MESSAGE_COLUMNS, m)) for m in messages]
+    msg_times = sorted(m["send_time"] for m in msg if m["send_time"])
+    first = msg[0] if msg else {}
+    strategy = a.get("send_strategy") if isinstance(a.get("send_strategy"), dict) else {}
+    row = {
+        "id": resource["id"],
+        "name": a.get("name"),
+        "channel": channel,
+        "status": a.get("status"),
+        "archived": None if a.get("archived") is None else int(bool(a.get("archived"))),
+        "send_time": normalize_iso(a.get("send_time")) or (msg_times[0] if msg_times else None),
+        "scheduled_at": normalize_iso(a.get("scheduled_at")),
+        "created_at": normalize_iso(a.get("created_at")),
+        "updated_at": normalize_iso(a.get("updated_at")),
+        "send_strategy": strategy.get("method"),
+        "subject": first.get("subject"),
+        "label": first.get("label"),
+        "attributes": to_json(a),
+    }
+    return tuple(row[c] for c in CAMPAIGN_COLUMNS)

@@ -1,0 +1,163 @@
+import json
+import os
+import stat
+
+import pytest
+from responses import matchers
+
+from klaviyo_sync import db as store
+from klaviyo_sync.sync import sync_metrics
+from klaviyo_sync.transform import metric_row
+
+from .conftest import API_KEY, BASE
+
+METRICS = f"{BASE}/api/metrics"
+
+
+def metric(i, name=None):
+    return {"type": "metric", "id": f"M{i:03d}", "attributes": {
+        "name": name or f"Metric {i}", "created": "2023-01-01T00:00:00+00:00",
+        "updated": "2023-01-02T00:00:00+00:00",
+        "integration": {"object": "integration", "id": "int1", "key": "api", "name": "API", "category": "API"}},
+        "links": {"self": f"{METRICS}/M{i:03d}"}}
+
+
+def serve_metric_pages(mocked, pages):
+    """Register linked pages: each page's links.next carries a cursor to the next one."""
+    for n, items in enumerate(pages):
+        nxt = f"{METRICS}?page%5Bcursor%5D=p{n + 1}" if n + 1 < len(pages) else None
+        match = [matchers.query_param_matcher({"page[cursor]": f"p{n}"} if n else {"fields[metric]": "name,created,updated,integration"})]
+        mocked.get(METRICS, json={"data": items, "links": {"self": METRICS, "next": nxt}}, match=match)
+
+
+def test_spec_shaped_metric_becomes_exactly_this_row(fixture_json):
+    resource = fixture_json("metrics_page1.json")["data"][0]
+    row = dict(zip(store.METRIC_COLUMNS, metric_row(resource)))
+    assert row == {
+        "id": "RESQ6t",
+        "name": "Placed Order",
+        "created": "2022-11-08T00:00:00Z",
+        "updated": "2022-11-09T12:30:00Z",
+        "integration_id": "0eMvjm",
+        "integration_key": "shopify",
+        "integration_name": "Shopify",
+        "integration_category": "ecommerce",
+        "attributes": json.dumps(resource["attributes"], separators=(",", ":")),
+    }
+
+
+def test_schema_tables_indexes_and_views(db):
+    assert set(db.table_names()) >= {"metrics", "profiles", "events", "campaigns", "campaign_messages",
+                                     "campaign_stats", "sync_runs", "sync_state"}
+    assert set(db.view_names()) == {"event_details", "campaign_performance"}
+    idx = {i.name: i.columns for i in db["events"].indexes}
+    assert idx["idx_events_datetime"] == ["datetime"]
+    assert idx["idx_events_metric_id_datetime"] == ["metric_id", "datetime"]
+    assert idx["idx_events_profile_id"] == ["profile_id"]
+    assert {fk.other_table for fk in db["events"].foreign_keys} == {"metrics", "profiles"}
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_reopening_applies_no_migration_twice(tmp_path):
+    path = tmp_path / "x.db"
+    store.open_db(path).close()
+    database = store.open_db(path)
+    assert [m.name for m in store.migrations.applied(database)] == ["m001_initial"]
+    assert store.migrations.pending(database) == []
+
+
+def test_new_database_is_owner_only(tmp_path):
+    path = tmp_path / "private.db"
+    store.open_db(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_upserting_twice_leaves_one_row_and_counts_no_change(mocked, client, db, fixture_json):
+    page = fixture_json("metrics_page1.json")
+    page["links"]["next"] = None
+    mocked.get(METRICS, json=page)
+    first = sync_metrics(client, db)
+    second = sync_metrics(client, db)
+    assert first.rows == {"metrics": 2} and second.rows == {"metrics": 0}
+    assert db["metrics"].count == 2
+
+
+def test_changed_metric_is_updated(mocked, client, db):
+    mocked.get(METRICS, json={"data": [metric(1)], "links": {"next": None}})
+    sync_metrics(client, db)
+    mocked.reset()
+    mocked.get(METRICS, json={"data": [metric(1, "Renamed")], "links": {"next": None}})
+    assert sync_metrics(client, db).rows == {"metrics": 1}
+    assert db["metrics"].get("M001")["name"] == "Renamed"
+
+
+def test_sync_metrics_reads_every_page(mocked, client, db):
+    serve_metric_pages(mocked, [[metric(i) for i in range(0, 200)], [metric(i) for i in range(200, 400)],
+                                [metric(i) for i in range(400, 450)]])
+    result = sync_metrics(client, db)
+    assert result.pages == 3
+    assert {r["id"] for r in db["metrics"].rows} == {f"M{i:03d}" for i in range(450)}
+    # Metrics take no page[size]: it must never be sent.
+    assert all("page%5Bsize%5D" not in c.request.url and "page[size]" not in c.request.url for c in mocked.calls)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+def test_cli_sync_metrics_summary_on_stdout_and_second_run_changes_nothing(mocked, cli, db_path):
+    serve_metric_pages(mocked, [[metric(1), metric(2)], [metric(3)], [metric(4)]])
+    result = cli("sync-metrics")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["command"] == "sync-metrics" and summary["status"] == "ok"
+    assert summary["rows"] == {"metrics": 4} and summary["pages"] == 3 and summary["requests"] == 3
+    assert result.stderr == ""
+    again = cli("sync-metrics")
+    assert json.loads(again.stdout)["rows"] == {"metrics": 0}
+    database = store.open_db(db_path)
+    runs = list(database["sync_runs"].rows)
+    assert [(r["command"], r["status"], r["pages"]) for r in runs] == [("sync-metrics", "ok", 3)] * 2
+
+
+def test_cli_quiet_prints_nothing(mocked, cli):
+    serve_metric_pages(mocked, [[metric(1)]])
+    result = cli("sync-metrics", "-q")
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_cli_missing_key_is_a_usage_error_naming_the_variable(cli):
+    result = cli("sync-metrics", key=False)
+    assert result.exit_code == 2
+    assert "KLAVIYO_API_KEY" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("status,code", [(401, 4), (403, 4), (400, 3), (503, 3)])
+def test_cli_api_failures_exit_codes_one_line_no_traceback(mocked, cli, db_path, status, code):
+    mocked.get(METRICS, status=status, json={"errors": [{"detail": f"it failed with {status}; key {API_KEY}"}]})
+    result = cli("sync-metrics")
+    assert result.exit_code == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("klaviyo-sync: error:") and "Traceback" not in result.stderr
+    assert API_KEY not in result.stderr + result.stdout
+    run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
+    assert run["status"] == "failed" and API_KEY not in run["error"] and "[REDACTED]" in run["error"]
+
+
+def test_cli_connection_errors_give_up_with_exit_3(mocked, cli):
+    import requests
+
+    mocked.get(METRICS, body=requests.exceptions.ConnectionError("refused"))
+    result = cli("sync-metrics")
+    assert result.exit_code == 3 and "failed after 6 attempts" in result.stderr
+
+
+def test_key_is_absent_from_every_output_and_the_database_bytes(mocked, cli, db_path):
+    serve_metric_pages(mocked, [[metric(1)], [metric(2)], [metric(3)]])
+    outputs = [cli("sync-metrics", "-v", "--api-key", API_KEY), cli("status", "--format", "json")]
+    mocked.get(METRICS, status=401, json={"errors": [{"detail": "bad"}]})
+    outputs.append(cli("sync-metrics", "-v"))
+    for r in outputs:
+        assert API_KEY not in r.stdout and API_KEY not in r.stderr
+    for suffix in ("", "-wal", "-shm"):
+        path = f"{db_path}{suffix}"
+        if os.path.exists(path):
+            assert API_KEY.encode() not in open(path, "rb").read()
