@@ -84,12 +84,16 @@ class RateLimiter:
         tiers = self._tiers.get(key)
         if tiers is None:
             burst, steady = self._limits.get(key, self._limits["other"])
-            tiers = [
-                _Tier(max(1, int(burst * self._headroom)), 1.0),
-                _Tier(max(1, int(steady * self._headroom)), 60.0),
-            ]
+            tiers = [_Tier(self._budget(burst), 1.0), _Tier(self._budget(steady), 60.0)]
             self._tiers[key] = tiers
         return tiers
+
+    def _budget(self, limit: int) -> int:
+        """Keep some headroom under large limits (other clients share the account's quota);
+        a small limit such as 2/min is used exactly, or it would halve the rate."""
+        if limit < 20:
+            return limit
+        return max(1, int(limit * self._headroom))
 
     def acquire(self, key: str) -> float:
         """Block until one request to ``key`` fits every tier; return the seconds waited."""

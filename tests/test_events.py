@@ -1,0 +1,257 @@
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from klaviyo_sync import db as store
+from klaviyo_sync.sync import (EventSlice, contiguous_mark, plan_slices, sync_events)
+from klaviyo_sync.timeutil import Window, iso
+
+from .conftest import BASE
+
+EVENTS = f"{BASE}/api/events"
+UTC = timezone.utc
+T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
+FILTER = re.compile(r"^greater-or-equal\(datetime,([^)]+)\),less-than\(datetime,([^)]+)\)"
+                    r"(?:,equals\(metric_id,\"([^\"]+)\"\))?$")
+
+
+def make_event(i, dt, metric="M1", profile="P1"):
+    rel = {"metric": {"data": {"type": "metric", "id": metric}}}
+    if profile:
+        rel["profile"] = {"data": {"type": "profile", "id": profile}}
+    return {"type": "event", "id": f"E{i:05d}", "attributes": {
+        "timestamp": int(dt.timestamp()), "datetime": dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        "uuid": f"uuid-{i}", "event_properties": {"$value": 9.5, "sku": "X"} if metric == "M1" else {"a": 1}},
+        "relationships": rel, "links": {"self": f"{EVENTS}/E{i:05d}"}}
+
+
+class EventsApi:
+    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages."""
+
+    def __init__(self, events, page_size=None, fail_on_call=None):
+        self.events = sorted(events, key=lambda e: (e["attributes"]["datetime"], e["id"]))
+        self.page_size = page_size
+        self.fail_on_call = fail_on_call
+        self.calls = []
+
+    def __call__(self, request):
+        self.calls.append(request.url)
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            return 400, {}, json.dumps({"errors": [{"detail": "Invalid cursor provided."}]})
+        q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        m = FILTER.match(q["filter"])
+        assert m, q["filter"]
+        start, end, metric = m.groups()
+        assert start.endswith("Z") and end.endswith("Z")
+        assert q["include"] == "metric,profile" and q["sort"] == "datetime"
+        size = self.page_size or int(q["page[size]"])
+        rows = [e for e in self.events
+                if start <= e["attributes"]["datetime"][:19] + "Z" < end
+                and (metric is None or e["relationships"]["metric"]["data"]["id"] == metric)]
+        offset = int(q.get("page[cursor]", "0"))
+        page = rows[offset:offset + size]
+        included = {}
+        for e in page:
+            for name in ("metric", "profile"):
+                data = (e["relationships"].get(name) or {}).get("data")
+                if data:
+                    included[(data["type"], data["id"])] = {
+                        "type": data["type"], "id": data["id"],
+                        "attributes": {"email": f"{data['id'].lower()}@example.com"} if name == "profile"
+                        else {"name": {"M1": "Placed Order", "M2": "Opened Email"}[data["id"]]}}
+        nxt = None
+        if offset + size < len(rows):
+            params = dict(q, **{"page[cursor]": str(offset + size)})
+            from urllib.parse import urlencode
+            nxt = f"{EVENTS}?{urlencode(params)}"
+        body = {"data": page, "included": list(included.values()), "links": {"self": request.url, "next": nxt}}
+        return 200, {"Content-Type": "application/vnd.api+json"}, json.dumps(body)
+
+
+def serve(mocked, api):
+    mocked.add_callback("GET", EVENTS, callback=api)
+    return api
+
+
+def ids(db):
+    return {r[0] for r in db.execute("SELECT id FROM events")}
+
+
+def test_window_boundaries_start_in_end_out(mocked, client, db):
+    start, end = T0, T0 + timedelta(hours=2)
+    events = [make_event(0, start - timedelta(seconds=1)), make_event(1, start),
+              make_event(2, start + timedelta(minutes=30)), make_event(3, end - timedelta(seconds=1)),
+              make_event(4, end)]
+    api = serve(mocked, EventsApi(events))
+    result = sync_events(client, db, Window(start, end))
+    assert ids(db) == {"E00001", "E00002", "E00003"}
+    q = parse_qs(urlsplit(api.calls[0]).query)
+    assert q["filter"] == ["greater-or-equal(datetime,2026-11-20T10:00:00Z),less-than(datetime,2026-11-20T12:00:00Z)"]
+    assert q["page[size]"] == ["1000"] and q["fields[event]"] == ["datetime,event_properties,timestamp,uuid"]
+    assert result.rows["events"] == 3
+
+
+def test_pages_with_repeating_profiles_and_an_event_without_profile(mocked, client, db):
+    events = [make_event(i, T0 + timedelta(seconds=i), profile=f"P{i % 3}" if i != 5 else None) for i in range(10)]
+    serve(mocked, EventsApi(events, page_size=3))
+    result = sync_events(client, db, Window(T0, T0 + timedelta(hours=1)))
+    assert result.pages == 4
+    assert ids(db) == {f"E{i:05d}" for i in range(10)}
+    assert {r["id"] for r in db["profiles"].rows} == {"P0", "P1", "P2"}
+    row = db["events"].get("E00005")
+    assert row["profile_id"] is None
+    full = db["events"].get("E00001")
+    assert full == {"id": "E00001", "metric_id": "M1", "profile_id": "P1", "datetime": "2026-11-20T10:00:01Z",
+                    "timestamp": int((T0 + timedelta(seconds=1)).timestamp()), "uuid": "uuid-1", "value": 9.5,
+                    "properties": '{"$value":9.5,"sku":"X"}'}
+    assert db["metrics"].get("M1")["name"] == "Placed Order"
+    view = db.execute("SELECT metric, email FROM event_details WHERE id = 'E00001'").fetchone()
+    assert view == ("Placed Order", "p1@example.com")
+
+
+def test_overlapping_runs_store_each_event_once(mocked, client, db):
+    events = [make_event(i, T0 + timedelta(minutes=i)) for i in range(180)]
+    serve(mocked, EventsApi(events, page_size=25))
+    first = sync_events(client, db, Window(T0, T0 + timedelta(hours=2)))
+    second = sync_events(client, db, Window(T0 + timedelta(hours=1), T0 + timedelta(hours=3)))
+    assert first.rows["events"] == 120 and second.rows["events"] == 60
+    assert db["events"].count == 180
+    assert db.execute("SELECT count(DISTINCT id) FROM events").fetchone()[0] == 180
+
+
+def test_mark_points_at_committed_pages_after_a_failure_and_rerun_completes(mocked, client, db):
+    events = [make_event(i, T0 + timedelta(minutes=i)) for i in range(50)]
+    api = serve(mocked, EventsApi(events, page_size=10, fail_on_call=3))
+    window = Window(T0, T0 + timedelta(hours=1))
+    with pytest.raises(Exception, match="Invalid cursor"):
+        sync_events(client, db, window)
+    assert ids(db) == {f"E{i:05d}" for i in range(20)}  # both committed pages
+    # Every event before the mark is stored; the mark is the last committed event's time.
+    assert store.get_state(db, "events.mark") == iso(T0 + timedelta(minutes=19))
+    api.fail_on_call = None
+    sync_events(client, db, window)
+    assert ids(db) == {f"E{i:05d}" for i in range(50)}
+    assert store.get_state(db, "events.mark") == iso(window.end)
+
+
+def test_mark_never_moves_backwards_or_across_a_gap(mocked, client, db):
+    serve(mocked, EventsApi([make_event(1, T0)]))
+    sync_events(client, db, Window(T0, T0 + timedelta(hours=2)))
+    assert store.get_state(db, "events.mark") == "2026-11-20T12:00:00Z"
+    sync_events(client, db, Window(T0 - timedelta(days=10), T0 - timedelta(days=9)))  # an old backfill
+    assert store.get_state(db, "events.mark") == "2026-11-20T12:00:00Z"
+    sync_events(client, db, Window(T0 + timedelta(hours=5), T0 + timedelta(hours=6)))  # leaves a gap
+    assert store.get_state(db, "events.mark") == "2026-11-20T12:00:00Z"
+
+
+def test_workers_give_the_same_rows_as_one_worker(mocked, client, tmp_path):
+    events = [make_event(i, T0 + timedelta(seconds=37 * i), metric="M1" if i % 2 else "M2",
+                         profile=f"P{i % 7}" if i % 11 else None) for i in range(400)]
+    serve(mocked, EventsApi(events, page_size=17))
+    window = Window(T0, T0 + timedelta(hours=4))
+    dumps = []
+    for workers in (1, 4):
+        database = store.open_db(tmp_path / f"w{workers}.db")
+        result = sync_events(client, database, window, workers=workers)
+        assert result.extra["slices"] == (1 if workers == 1 else 16)
+        dumps.append([list(database.execute(f"SELECT * FROM {t} ORDER BY id")) for t in ("events", "profiles", "metrics")])
+        assert store.get_state(database, "events.mark") == iso(window.end)
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0][0]) == len([e for e in events if e["attributes"]["datetime"] < "2026-11-20T14:00:00"])
+
+
+def test_slices_cover_the_window_exactly():
+    window = Window(T0, T0 + timedelta(hours=7, seconds=13))
+    for workers in (1, 2, 3, 4, 8):
+        slices = plan_slices(window, workers)
+        assert slices[0].start == window.start and slices[-1].end == window.end
+        for a, b in zip(slices, slices[1:]):
+            assert a.end == b.start and a.start < a.end
+            assert a.end.microsecond == 0
+    assert len(plan_slices(Window(T0, T0 + timedelta(minutes=20)), 8)) == 1  # short windows stay whole
+    assert len(plan_slices(window, 2, ["A", "B"])) == 16
+
+
+def test_contiguous_mark_under_out_of_order_completion():
+    window = Window(T0, T0 + timedelta(hours=4))
+    s = plan_slices(window, 1, min_width=timedelta(hours=1))
+    s = [EventSlice(i, T0 + timedelta(hours=i), T0 + timedelta(hours=i + 1)) for i in range(4)]
+    s[2].complete = True
+    s[3].done_until = s[3].start + timedelta(minutes=30)
+    assert contiguous_mark(s, T0) == T0  # slice 0 has nothing yet
+    s[0].done_until = T0 + timedelta(minutes=10)
+    assert contiguous_mark(s, T0) == T0 + timedelta(minutes=10)
+    s[0].complete = True
+    assert contiguous_mark(s, T0) == T0 + timedelta(hours=1)
+    s[1].complete = True
+    assert contiguous_mark(s, T0) == T0 + timedelta(hours=3, minutes=30)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_cli_hours_summary_and_resume(mocked, cli, db_path, monkeypatch):
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [make_event(i, now - timedelta(minutes=10 * i, seconds=30)) for i in range(1, 30)]
+    serve(mocked, EventsApi(events))
+    result = cli("sync-events", "--hours", "2")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"]["events"] == 11 and summary["window"]["end"] >= iso(now)
+    database = store.open_db(db_path)
+    mark = store.get_state(database, "events.mark")
+    # No window option: resume from the mark minus the overlap.
+    result = cli("sync-events", "--overlap", "30m", "--workers", "1")
+    summary = json.loads(result.stdout)
+    assert summary["window"]["start"] == iso(datetime.fromisoformat(mark.replace("Z", "+00:00")) - timedelta(minutes=30))
+    assert summary["rows"]["events"] == 0
+
+
+def test_cli_metric_by_name_and_id(mocked, cli, db_path):
+    events = [make_event(i, T0 + timedelta(minutes=i), metric="M1" if i % 2 else "M2") for i in range(20)]
+    api = serve(mocked, EventsApi(events))
+    mocked.get(f"{BASE}/api/metrics", json={"data": [
+        {"type": "metric", "id": "M1", "attributes": {"name": "Placed Order"}},
+        {"type": "metric", "id": "M2", "attributes": {"name": "Opened Email"}}], "links": {"next": None}})
+    args = ["sync-events", "--since", "2026-11-20T10:00:00Z", "--until", "2026-11-20T11:00:00Z", "--workers", "1"]
+    result = cli(*args, "--metric", "Placed Order")
+    assert result.exit_code == 0, result.stderr
+    database = store.open_db(db_path)
+    assert {r[0] for r in database.execute("SELECT metric_id FROM events")} == {"M1"}
+    assert 'equals(metric_id,"M1")' in parse_qs(urlsplit(api.calls[-1]).query)["filter"][0]
+    assert store.get_state(database, "events.mark") is None  # the account-wide mark is untouched
+    assert store.get_state(database, "events.mark:metric=M1") == "2026-11-20T11:00:00Z"
+    assert cli(*args, "--metric", "M2").exit_code == 0
+    assert database.execute("SELECT count(*) FROM events").fetchone()[0] == 20
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--hours", "0"], "greater than zero"),
+    (["--hours", "-3"], "greater than zero"),
+    (["--since", "2026-11-20T12:00:00Z", "--until", "2026-11-20T10:00:00Z"], "must be before"),
+    (["--since", "yesterday"], "not an ISO-8601 datetime"),
+    (["--hours", "2", "--since", "2026-11-20T10:00:00Z"], "cannot be combined"),
+    (["--until", "2026-11-20T10:00:00Z"], "--until needs --since"),
+    (["--overlap", "abc"], "invalid duration"),
+    (["--hours", "two"], "Invalid value"),
+])
+def test_cli_bad_input_exits_2(cli, args, message):
+    result = cli("sync-events", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_unknown_metric_exits_2(mocked, cli):
+    mocked.get(f"{BASE}/api/metrics", json={"data": [{"type": "metric", "id": "M1", "attributes": {"name": "Placed Order"}}],
+                                            "links": {"next": None}})
+    result = cli("sync-events", "--hours", "1", "--metric", "Nope")
+    assert result.exit_code == 2 and "unknown metric 'Nope'" in result.stderr
+
+
+def test_cli_failed_run_is_recorded_with_redacted_error(mocked, cli, db_path):
+    api = serve(mocked, EventsApi([make_event(i, T0 + timedelta(minutes=i)) for i in range(30)], page_size=10, fail_on_call=2))
+    result = cli("sync-events", "--since", "2026-11-20T10:00:00Z", "--until", "2026-11-20T11:00:00Z", "--workers", "1")
+    assert result.exit_code == 3
+    run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
+    assert run["status"] == "failed" and "Invalid cursor" in run["error"]

@@ -1,0 +1,84 @@
+import threading
+
+from klaviyo_sync.ratelimit import RateLimiter, endpoint_key
+
+from .conftest import FakeTime
+
+
+def max_in_window(stamps, width):
+    best, j = 0, 0
+    for i, t in enumerate(stamps):
+        while stamps[j] <= t - width:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_limiter_never_exceeds_either_tier_on_a_simulated_clock():
+    clock = FakeTime()
+    limiter = RateLimiter({"events": (350, 3500)}, headroom=1.0, clock=clock.monotonic, sleep=clock.sleep)
+    stamps = []
+    for _ in range(8000):
+        limiter.acquire("events")
+        stamps.append(clock.now)
+    assert max_in_window(stamps, 1.0) <= 350
+    assert max_in_window(stamps, 60.0) <= 3500
+    # ...and it does not waste the budget: 8000 requests need a bit over two minutes.
+    assert 120 <= stamps[-1] - stamps[0] <= 140
+    # Every fixed window the server might use holds no more than the limit either.
+    for offset in (0.0, 0.37, 0.9):
+        per_second = {}
+        for t in stamps:
+            per_second[int(t - offset)] = per_second.get(int(t - offset), 0) + 1
+        assert max(per_second.values()) <= 350
+
+
+def test_report_endpoint_limits_are_exact_small_numbers():
+    clock = FakeTime()
+    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)  # default headroom
+    stamps = []
+    for _ in range(5):
+        limiter.acquire("campaign-values-reports")
+        stamps.append(clock.now - 1000.0)
+    assert max_in_window(stamps, 60.0) <= 2 and max_in_window(stamps, 1.0) <= 1
+    assert stamps[:2] == [0.0, 1.0]  # two a minute, a second apart, are allowed
+
+
+def test_pause_holds_every_worker_of_the_endpoint():
+    clock = FakeTime()
+    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)
+    limiter.pause("events", 30)
+    start = clock.now
+    limiter.acquire("events")
+    assert clock.now - start >= 30
+    limiter.acquire("metrics")  # other endpoints are not held
+
+
+def test_shared_between_threads_real_clock():
+    limiter = RateLimiter({"other": (20, 1000)}, headroom=1.0)
+    import time
+
+    stamps, lock = [], threading.Lock()
+
+    def worker():
+        for _ in range(10):
+            limiter.acquire("other")
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    assert len(stamps) == 40 and max_in_window(stamps, 1.0) <= 20
+
+
+def test_endpoint_keys():
+    assert endpoint_key("/api/events") == "events"
+    assert endpoint_key("/api/events/") == "events"
+    assert endpoint_key("/api/events/abc") == "event"
+    assert endpoint_key("/api/metrics/") == "metrics"
+    assert endpoint_key("/api/campaigns") == "campaigns"
+    assert endpoint_key("/api/campaign-values-reports") == "campaign-values-reports"
