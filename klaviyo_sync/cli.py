@@ -438,12 +438,16 @@ def status_cmd(
     settings: Settings,
     fmt: Annotated[str, typer.Option("--format", help="auto, table or json.")] = "auto",
     max_age: Annotated[Optional[str], typer.Option("--max-age", help="Exit 7 if a sync command's last success is older (e.g. 3h).")] = None,
+    command: Annotated[Optional[list[str]], typer.Option("--command", help="With --max-age: check only this sync command (repeatable).")] = None,
     runs: Annotated[int, typer.Option("--runs", min=0, help="How many recent runs to show.")] = 10,
 ) -> None:
     """Row counts, high-water marks and recent runs; --max-age for monitoring from cron."""
     if fmt not in ("auto", "table", "json"):
         raise UsageError(f"--format: {fmt!r} is not one of auto, table, json")
     age_limit = _parse(parse_duration, max_age, "--max-age") if max_age else None
+    for name in command or []:
+        if name not in queries.SYNC_COMMANDS:
+            raise UsageError(f"--command: {name!r} is not one of {', '.join(queries.SYNC_COMMANDS)}")
     if not settings.db.exists():
         raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
     database = store.open_db(settings.db)
@@ -451,7 +455,7 @@ def status_cmd(
         report = queries.status_report(database, utcnow(), runs)
     finally:
         database.close()
-    stale = queries.stale_commands(report, age_limit) if age_limit else []
+    stale = queries.stale_commands(report, age_limit, command) if age_limit else []
     if age_limit:
         report["stale"] = stale
     kind = output.resolve_format(fmt)

@@ -75,9 +75,13 @@ def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
     return {"tables": counts, "marks": marks, "last_success": last, "runs": recent}
 
 
-def stale_commands(report: dict, max_age: timedelta) -> list[str]:
+def stale_commands(report: dict, max_age: timedelta, commands: list[str] | None = None) -> list[str]:
+    """Sync commands whose last success is older than max_age. Without ``commands``, every
+    command that has ever run; a named command that never ran at all is stale too."""
     stale = []
-    for command, info in report["last_success"].items():
+    checked = commands or list(report["last_success"])
+    for command in checked:
+        info = report["last_success"].get(command, {"age_s": None, "last_success": None})
         if info["age_s"] is None:
             stale.append(f"{command} (never succeeded)")
         elif info["age_s"] > max_age.total_seconds():

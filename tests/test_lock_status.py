@@ -72,6 +72,13 @@ def test_status_json_and_max_age(cli, db_path, mocked):
     stale = cli("status", "--max-age", "3h", "--format", "json")
     assert stale.exit_code == 7
     assert "sync-metrics" in stale.stderr and json.loads(stale.stdout)["stale"]
+    # --command narrows the check; a command that never ran counts as stale.
+    assert cli("status", "--max-age", "3h", "--command", "sync-events", "--format", "json").exit_code == 7
+    database = store.open_db(db_path)
+    database.execute("UPDATE sync_runs SET finished_at = ?", [store.iso(store.utcnow())])
+    database.close()
+    assert cli("status", "--max-age", "3h", "--command", "sync-metrics", "--format", "json").exit_code == 0
+    assert cli("status", "--max-age", "3h", "--command", "sync-everything").exit_code == 2
 
 
 def test_status_table_on_terminal_format(cli, mocked):
