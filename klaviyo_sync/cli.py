@@ -480,6 +480,49 @@ def _status_tables(report: dict) -> None:
                               ("retries", "Retries", "int"), ("error", "Error", "text")], "Recent runs")
 
 
+@app.command("demo")
+def demo_cmd(
+    db: Annotated[Path, typer.Option("--db", help="Database file for the demo.")] = Path("demo.db"),
+    events: Annotated[int, typer.Option("--events", min=1, max=2_000_000, help="Synthetic events to serve.")] = 20_000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=32)] = DEFAULT_WORKERS,
+) -> None:
+    """Run every sync against a fake Klaviyo API on 127.0.0.1 (synthetic data, no account or network needed)."""
+    from .fake_api import FAKE_API_KEY, FakeKlaviyo
+
+    with FakeKlaviyo(n_events=events, span_hours=24 * 14) as fake:
+        print(f"klaviyo-sync demo: SYNTHETIC data from a fake Klaviyo API at {fake.base_url} "
+              "(nothing is sent to Klaviyo)")
+        settings = Settings(db=db, api_key=FAKE_API_KEY, base_url=fake.base_url, revision=DEFAULT_REVISION,
+                            quiet=False, verbose=False)
+        _STATE["api_key"] = FAKE_API_KEY
+        now = floor_second(utcnow())
+        steps = [
+            ("sync-metrics", {}, lambda c, d: sync_metrics(c, d)),
+            ("sync-events", {"hours": 168, "workers": workers},
+             lambda c, d: sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"), workers=workers)),
+            ("sync-campaigns", {"range": "90d"},
+             lambda c, d: sync_campaigns(c, d, parse_range("90d"), stats=True)),
+        ]
+        for command, arguments, step in steps:
+            client = settings.client(pool_size=max(16, workers * 2))
+            with recorded_run(settings, command, {**arguments, "demo": True}, 0.0) as run:
+                run["client"] = client
+                run["result"] = step(client, run["db"])
+            s = run["summary"]
+            rows = ", ".join(f"{v:,} {k}" for k, v in s["rows"].items())
+            print(f"  {command:<15} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
+    database = store.open_db(db)
+    try:
+        report = queries.status_report(database, utcnow(), runs=0)
+        campaigns = queries.campaigns_in_range(database, parse_range("30d"))
+    finally:
+        database.close()
+    output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
+                       [("table", "Table", "text"), ("rows", "Rows", "int")], f"Stored in {db}")
+    output.write_rows(campaigns, "table", queries.CAMPAIGN_TABLE, title="klaviyo-sync campaigns --range 30d (synthetic)")
+    print(f"Try: sqlite3 {db} 'SELECT metric, count(*) FROM event_details GROUP BY metric'")
+
+
 def main() -> None:
     app()
 

@@ -46,7 +46,8 @@ def write_rows(rows: Sequence[dict], fmt: str, columns: Sequence[tuple[str, str,
         writer = csv.DictWriter(stream, fieldnames=list(rows[0].keys()) if rows else [c[0] for c in columns],
                                 lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: ("true" if v else "false") if isinstance(v, bool) else v for k, v in row.items()}
+                         for row in rows)
     else:
         write_table(rows, columns, title, stream)
 

@@ -266,6 +266,7 @@ def test_format_csv_and_jsonl_exact(cli, db_path):
     out = cli("campaigns", "--range", "2026-11-01..2026-11-30", "--format", "csv", key=False).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["id"] for r in rows] == ["C1", "C2"] and rows[0]["conversion_value"] == "4567.891"
+    assert (rows[0]["archived"], rows[1]["archived"]) == ("false", "true")
     assert rows[1]["open_rate"] == ""
     lines = cli("campaigns", "--range", "2026-11-01..2026-11-30", "--format", "jsonl", key=False).stdout.splitlines()
     assert [json.loads(line) for line in lines] == FIXED
