@@ -166,10 +166,13 @@ class _Rows:
     profiles: list
     metrics: list
     last_datetime: str | None
+    dropped: int = 0
 
 
-def _page_rows(page: Page) -> _Rows:
-    events = [event_row(r) for r in page.data]
+def _page_rows(page: Page, start: str, end: str) -> _Rows:
+    """Rows of one page. An event outside [start, end) would break "none outside the window"
+    and the mark's promise, so it is dropped even if a server sends one."""
+    events = [row for row in map(event_row, page.data) if row[3] is not None and start <= row[3] < end]
     profiles, metrics = {}, {}
     for inc in page.included:
         kind = inc.get("type")
@@ -177,9 +180,9 @@ def _page_rows(page: Page) -> _Rows:
             profiles[inc["id"]] = inc
         elif kind == "metric":
             metrics[inc["id"]] = inc
-    last = max((e[3] for e in events if e[3]), default=None)
+    last = max((e[3] for e in events), default=None)
     return _Rows(events, [profile_row(p) for p in profiles.values()],
-                 [metric_row(m) for m in metrics.values()], last)
+                 [metric_row(m) for m in metrics.values()], last, len(page.data) - len(events))
 
 
 _DONE = object()
@@ -231,10 +234,11 @@ def sync_events(
                     s = work.get_nowait()
                 except queue.Empty:
                     return
+                bounds = (iso(s.start), iso(s.end))
                 for page in client.paginate("/api/events", events_params(s, page_size)):
                     if stop.is_set():
                         raise _Stop
-                    put((s, _page_rows(page)))
+                    put((s, _page_rows(page, *bounds)))
                 put((s, _DONE))
         except _Stop:
             pass
@@ -275,6 +279,8 @@ def sync_events(
                     result.add_rows("events", store.write_rows(db, EVENT_UPSERT, item.events))
                     result.pages += 1
                     result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(item.events)
+                    if item.dropped:
+                        result.extra["dropped_outside_window"] = result.extra.get("dropped_outside_window", 0) + item.dropped
                     if item.last_datetime:
                         s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
                 mark = contiguous_mark(slices, window.start)

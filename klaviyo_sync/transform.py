@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from .db import (CAMPAIGN_COLUMNS, CAMPAIGN_MESSAGE_COLUMNS, EVENT_COLUMNS, METRIC_COLUMNS,
                  PROFILE_COLUMNS, to_json)
 from .timeutil import normalize_iso
@@ -69,11 +71,14 @@ def event_row(resource: dict) -> tuple:
     a = resource.get("attributes") or {}
     props = a.get("event_properties")
     value = _number(props.get("$value")) if isinstance(props, dict) else None
+    when = normalize_iso(a.get("datetime"))
+    if when is None and isinstance(a.get("timestamp"), (int, float)):
+        when = datetime.fromtimestamp(a["timestamp"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     row = (
         resource["id"],
         related_id(resource, "metric"),
         related_id(resource, "profile"),
-        normalize_iso(a.get("datetime")),
+        when,
         a.get("timestamp"),
         a.get("uuid"),
         value,

@@ -255,3 +255,20 @@ def test_cli_failed_run_is_recorded_with_redacted_error(mocked, cli, db_path):
     assert result.exit_code == 3
     run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
     assert run["status"] == "failed" and "Invalid cursor" in run["error"]
+
+
+def test_an_event_outside_the_window_is_never_stored(mocked, client, db):
+    """Even if a server ignored the filter, the window is enforced locally."""
+    inside = make_event(1, T0 + timedelta(minutes=5))
+    outside = make_event(2, T0 + timedelta(hours=3))
+    mocked.get(EVENTS, json={"data": [inside, outside], "included": [], "links": {"next": None}})
+    result = sync_events(client, db, Window(T0, T0 + timedelta(hours=1)), workers=1)
+    assert ids(db) == {"E00001"} and result.extra["dropped_outside_window"] == 1
+
+
+def test_event_without_datetime_falls_back_to_timestamp():
+    from klaviyo_sync.transform import event_row
+
+    e = make_event(1, T0)
+    e["attributes"]["datetime"] = None
+    assert event_row(e)[3] == "2026-11-20T10:00:00Z"
