@@ -123,6 +123,7 @@ class KlaviyoClient:
         backoff_max: float = 60.0,
         limiter: RateLimiter | None = None,
         pool_size: int = 16,
+        concurrent_reads: int = 2,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
     ):
@@ -146,6 +147,7 @@ class KlaviyoClient:
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
         self.stats = ClientStats()
         self._sleep = sleep
+        self._read_gate = threading.BoundedSemaphore(concurrent_reads)
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
@@ -172,7 +174,10 @@ class KlaviyoClient:
         return parts.path
 
     # -- one request, retried -----------------------------------------------------------------
-    def request(self, method: str, path_or_url: str, *, params: dict | None = None, json_body: dict | None = None) -> dict:
+    def request(self, method: str, path_or_url: str, *, params: dict | None = None,
+                json_body: dict | None = None, parse: Callable[[dict], object] | None = None):
+        """One request, retried; returns the decoded body, or ``parse(body)`` computed while
+        the body is the only copy in memory."""
         url = self.url_for(path_or_url)
         path = self.check_origin(url)
         key = endpoint_key(path)
@@ -192,7 +197,7 @@ class KlaviyoClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, json_body, key, label)
+            return retrying(self._send_once, method, url, params, json_body, key, label, parse)
         except _Retryable as exc:
             raise ApiError(
                 f"{label} failed after {self.max_attempts} attempts: {exc.detail}", endpoint=path
@@ -211,7 +216,8 @@ class KlaviyoClient:
             self.limiter.pause(key, wait)
         return wait
 
-    def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str, label: str) -> dict:
+    def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str,
+                   label: str, parse: Callable[[dict], object] | None):
         waited = self.limiter.acquire(key)
         if waited:
             self.stats.add(throttle_wait_s=waited)
@@ -224,9 +230,16 @@ class KlaviyoClient:
         try:
             resp = self.session.request(
                 method, url, params=params, data=data, headers=headers,
-                timeout=self.timeout, allow_redirects=False,
+                timeout=self.timeout, allow_redirects=False, stream=True,
             )
-            content = resp.content  # a connection dropped mid-body raises here
+            # Waiting for an answer costs nothing, holding a decoded page costs megabytes: any
+            # number of workers may wait on the network, but only a few read, decode and parse
+            # at once, so memory does not grow with --workers.
+            with self._read_gate:
+                content = resp.content  # a connection dropped mid-body raises here
+                body = self._checked_body(resp, content, url, label)
+                del content
+                return parse(body) if parse else body
         except requests.exceptions.Timeout as exc:
             raise _Retryable(f"timed out ({type(exc).__name__})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
@@ -235,17 +248,15 @@ class KlaviyoClient:
         except requests.exceptions.RequestException as exc:
             raise ApiError(f"{label}: {redact(str(exc), self._api_key)}") from None
 
+    def _checked_body(self, resp: requests.Response, content: bytes, url: str, label: str) -> dict:
+        """The decoded JSON object of a 2xx answer; anything else raises the matching error."""
         status = resp.status_code
         ctype = resp.headers.get("Content-Type", "")
-        body: object = None
-        if content and "html" not in ctype:
-            try:
-                body = _loads(content)
-            except ValueError:
-                body = None
-                if status < 300:
-                    raise _Retryable(f"HTTP {status} with a truncated or non-JSON body ({len(content)} bytes)") from None
-
+        body = _decode(content, ctype)
+        if body is _INVALID:
+            body = None
+            if status < 300:
+                raise _Retryable(f"HTTP {status} with a truncated or non-JSON body ({len(content)} bytes)")
         if status < 300:
             if not isinstance(body, dict):
                 raise _Retryable(f"HTTP {status} with an empty or non-object JSON body")
@@ -264,9 +275,10 @@ class KlaviyoClient:
             raise _Retryable(f"HTTP {status}: {_error_detail(resp, body)}")
         path = urlsplit(url).path
         if status in (401, 403) and "html" in ctype:
+            challenge = resp.headers.get("cf-mitigated")
             raise ApiError(
                 f"{label}: HTTP {status} with an HTML body (a proxy or bot challenge answered, "
-                f"not the Klaviyo API{'; cf-mitigated: ' + resp.headers['cf-mitigated'] if resp.headers.get('cf-mitigated') else ''})",
+                f"not the Klaviyo API{'; cf-mitigated: ' + challenge if challenge else ''})",
                 status=status, endpoint=path,
             )
         detail = redact(_error_detail(resp, body), self._api_key)
@@ -277,25 +289,52 @@ class KlaviyoClient:
         raise ApiError(f"{label}: HTTP {status}: {detail}", status=status, endpoint=path)
 
     # -- paging ---------------------------------------------------------------------------
-    def paginate(self, path: str, params: dict | None = None) -> Iterator[Page]:
-        """Yield every page, following ``links.next`` exactly as returned until it is absent."""
+    def paginate(self, path: str, params: dict | None = None,
+                 transform: Callable[[Page], object] | None = None) -> Iterator:
+        """Yield every page, following ``links.next`` exactly as returned until it is absent.
+
+        With ``transform``, yield ``transform(page)`` instead, computed under the read gate so
+        that a decoded page never outlives its transformation."""
         url: str | None = self.url_for(path)
         first = True
         while url:
-            body = self.request("GET", url, params=params if first else None)
+            holder: list[str | None] = [None]
+
+            def parse(body: dict) -> object:
+                page = self._page(body, url)
+                holder[0] = page.next_url
+                return transform(page) if transform else page
+
+            item = self.request("GET", url, params=params if first else None, parse=parse)
             first = False
-            data = body.get("data") or []
-            if isinstance(data, dict):
-                data = [data]
-            links = body.get("links") or {}
-            next_url = links.get("next") or None
-            if next_url:
-                self.check_origin(next_url)  # refuse before the key could be sent
-            yield Page(data=data, included=body.get("included") or [], url=url, next_url=next_url)
-            url = next_url
+            url = holder[0]
+            yield item
+            del item
+
+    def _page(self, body: dict, url: str) -> Page:
+        data = body.get("data") or []
+        if isinstance(data, dict):
+            data = [data]
+        next_url = (body.get("links") or {}).get("next") or None
+        if next_url:
+            self.check_origin(next_url)  # refuse before the key could be sent
+        return Page(data=data, included=body.get("included") or [], url=url, next_url=next_url)
 
     def close(self) -> None:
         self.session.close()
+
+
+_INVALID = object()
+
+
+def _decode(content: bytes, ctype: str) -> object:
+    """The JSON body, None for an empty or HTML one, _INVALID for one that does not parse."""
+    if not content or "html" in ctype:
+        return None
+    try:
+        return _loads(content)
+    except ValueError:
+        return _INVALID
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import queue
 import threading
 import time
@@ -23,6 +25,7 @@ PROFILE_FIELDS = ("email,phone_number,external_id,first_name,last_name,organizat
                   "image,created,updated,last_event_date,location,properties")
 EVENT_PAGE_SIZE = 1000
 EVENTS_MARK = "events.mark"
+MAX_PAGES_PER_COMMIT = 8
 CHANNELS = ("email", "sms", "mobile_push")
 REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
 REPORT_BATCH = 100  # contains-any takes at most 100 items
@@ -169,23 +172,58 @@ class _Rows:
     dropped: int = 0
 
 
-def _page_rows(page: Page, start: str, end: str) -> _Rows:
+class _SeenCache:
+    """Attributes of profiles and metrics this run has already handed to the writer.
+
+    Busy pages repeat the same profiles page after page; an unchanged one needs no new row.
+    Bounded, so a huge account cannot grow it without limit; a miss only costs a no-op upsert.
+    """
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self._seen: dict[tuple[str, str], dict] = {}
+
+    def fresh(self, resource: dict) -> bool:
+        key = (resource.get("type"), resource["id"])
+        attributes = resource.get("attributes")
+        if self._seen.get(key) == attributes:
+            return False
+        if len(self._seen) >= self.limit:
+            self._seen.clear()
+        self._seen[key] = attributes
+        return True
+
+
+def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
     """Rows of one page. An event outside [start, end) would break "none outside the window"
     and the mark's promise, so it is dropped even if a server sends one."""
     events = [row for row in map(event_row, page.data) if row[3] is not None and start <= row[3] < end]
-    profiles, metrics = {}, {}
+    profiles, metrics = [], []
     for inc in page.included:
         kind = inc.get("type")
         if kind == "profile":
-            profiles[inc["id"]] = inc
+            if seen.fresh(inc):
+                profiles.append(profile_row(inc))
         elif kind == "metric":
-            metrics[inc["id"]] = inc
+            if seen.fresh(inc):
+                metrics.append(metric_row(inc))
     last = max((e[3] for e in events), default=None)
-    return _Rows(events, [profile_row(p) for p in profiles.values()],
-                 [metric_row(m) for m in metrics.values()], last, len(page.data) - len(events))
+    return _Rows(events, profiles, metrics, last, len(page.data) - len(events))
 
 
 _DONE = object()
+
+
+@functools.cache
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena and keeps each arena's high-water mark,
+    so peak memory would grow with --workers (measured: +5 MB a worker). Two arenas keep it
+    flat. Must run before the worker threads start; a no-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 class _Stop(Exception):
@@ -215,8 +253,10 @@ def sync_events(
     work: queue.Queue = queue.Queue()
     for s in slices:
         work.put(s)
-    pages: queue.Queue = queue.Queue(maxsize=max(4, workers * 2))
+    # Bounded: at most a few pages wait for the writer, so memory does not grow with the window.
+    pages: queue.Queue = queue.Queue(maxsize=workers + 1)
     stop = threading.Event()
+    seen = _SeenCache()
 
     def put(item) -> None:
         while not stop.is_set():
@@ -234,11 +274,13 @@ def sync_events(
                     s = work.get_nowait()
                 except queue.Empty:
                     return
-                bounds = (iso(s.start), iso(s.end))
-                for page in client.paginate("/api/events", events_params(s, page_size)):
+                start, end = iso(s.start), iso(s.end)
+                pages_rows = client.paginate("/api/events", events_params(s, page_size),
+                                             transform=lambda page: _page_rows(page, start, end, seen))
+                for rows in pages_rows:
                     if stop.is_set():
                         raise _Stop
-                    put((s, _page_rows(page, *bounds)))
+                    put((s, rows))
                 put((s, _DONE))
         except _Stop:
             pass
@@ -253,6 +295,7 @@ def sync_events(
             except _Stop:
                 pass
 
+    limit_malloc_arenas()
     n_threads = max(1, min(workers, len(slices)))
     threads = [threading.Thread(target=fetcher, name=f"fetch-{i}", daemon=True) for i in range(n_threads)]
     for t in threads:
@@ -260,29 +303,43 @@ def sync_events(
     started = time.monotonic()
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
     running = n_threads
+    failure: BaseException | None = None
+
+    def apply(s: EventSlice, item) -> None:
+        if item is _DONE:
+            s.complete = True
+            s.done_until = s.end
+            return
+        # Profiles and metrics first, so the page's joins are whole when it lands.
+        result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, item.metrics))
+        result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, item.profiles))
+        result.add_rows("events", store.write_rows(db, EVENT_UPSERT, item.events))
+        result.pages += 1
+        result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(item.events)
+        if item.dropped:
+            result.extra["dropped_outside_window"] = result.extra.get("dropped_outside_window", 0) + item.dropped
+        if item.last_datetime:
+            s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
+
     try:
-        while running:
-            s, item = pages.get()
-            if s is None:
-                if item is None:
-                    running -= 1
-                    continue
-                raise item
+        while running and failure is None:
+            # Pages that are already waiting share one transaction (fewer commits when the
+            # writer falls behind); each commit carries the mark its pages justify.
+            batch = [pages.get()]
+            while len(batch) < MAX_PAGES_PER_COMMIT:
+                try:
+                    batch.append(pages.get_nowait())
+                except queue.Empty:
+                    break
             with db.atomic():
-                if item is _DONE:
-                    s.complete = True
-                    s.done_until = s.end
-                else:
-                    # Profiles and metrics first, so the page's joins are whole when it lands.
-                    result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, item.metrics))
-                    result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, item.profiles))
-                    result.add_rows("events", store.write_rows(db, EVENT_UPSERT, item.events))
-                    result.pages += 1
-                    result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(item.events)
-                    if item.dropped:
-                        result.extra["dropped_outside_window"] = result.extra.get("dropped_outside_window", 0) + item.dropped
-                    if item.last_datetime:
-                        s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
+                for s, item in batch:
+                    if s is None:
+                        if item is None:
+                            running -= 1
+                        elif failure is None:
+                            failure = item
+                        continue
+                    apply(s, item)
                 mark = contiguous_mark(slices, window.start)
                 if may_advance and (stored_mark is None or mark > stored_mark):
                     store.set_state(db, key, iso(mark))
@@ -296,6 +353,8 @@ def sync_events(
                     "covered": min(covered, 1.0),
                     "elapsed": time.monotonic() - started,
                 })
+        if failure is not None:
+            raise failure
     finally:
         stop.set()
         for t in threads:

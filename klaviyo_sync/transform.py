@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .db import (CAMPAIGN_COLUMNS, CAMPAIGN_MESSAGE_COLUMNS, EVENT_COLUMNS, METRIC_COLUMNS,
-                 PROFILE_COLUMNS, to_json)
+from .db import CAMPAIGN_COLUMNS, CAMPAIGN_MESSAGE_COLUMNS, METRIC_COLUMNS, PROFILE_COLUMNS, to_json
 from .timeutil import normalize_iso
 
 
@@ -55,7 +54,7 @@ def profile_row(resource: dict) -> tuple:
 
 
 def _number(value) -> float | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
@@ -67,25 +66,31 @@ def _number(value) -> float | None:
     return None
 
 
+def _to_one(relationships: dict, name: str):
+    rel = relationships.get(name)
+    if rel:
+        data = rel.get("data")
+        if data:
+            return data.get("id")
+    return None
+
+
 def event_row(resource: dict) -> tuple:
+    """The hot path of a backfill (one call per event), so it avoids helper calls it can inline."""
     a = resource.get("attributes") or {}
     props = a.get("event_properties")
-    value = _number(props.get("$value")) if isinstance(props, dict) else None
-    when = normalize_iso(a.get("datetime"))
-    if when is None and isinstance(a.get("timestamp"), (int, float)):
-        when = datetime.fromtimestamp(a["timestamp"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    row = (
-        resource["id"],
-        related_id(resource, "metric"),
-        related_id(resource, "profile"),
-        when,
-        a.get("timestamp"),
-        a.get("uuid"),
-        value,
-        to_json(props),
-    )
-    assert len(row) == len(EVENT_COLUMNS)
-    return row
+    value = _number(props.get("$value")) if props.__class__ is dict else None
+    when = a.get("datetime")
+    if when is not None and len(when) == 25 and when.endswith("+00:00"):
+        when = when[:19] + "Z"
+    else:
+        when = normalize_iso(when)
+    stamp = a.get("timestamp")
+    if when is None and isinstance(stamp, (int, float)):
+        when = datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rels = resource.get("relationships") or {}
+    return (resource["id"], _to_one(rels, "metric"), _to_one(rels, "profile"), when, stamp,
+            a.get("uuid"), value, to_json(props))
 
 
 def message_row(resource: dict, campaign_id: str | None = None) -> tuple:
