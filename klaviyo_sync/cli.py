@@ -5,6 +5,7 @@ import inspect
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 import traceback
@@ -90,6 +91,10 @@ class App(TyperGroup):
             if _STATE["verbose"]:
                 traceback.print_exc()
             _fail(str(exc), exc.exit_code)
+        except sqlite3.Error as exc:  # disk full, read-only file, corruption found mid-run
+            if _STATE["verbose"]:
+                traceback.print_exc()
+            _fail(f"database error: {exc}", errors.DATABASE)
         except Exception as exc:  # a bug: one line unless -v
             if _STATE["verbose"]:
                 traceback.print_exc()

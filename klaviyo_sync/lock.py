@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import DatabaseError, LockedError
 
 
 class SyncLock:
@@ -20,7 +20,10 @@ class SyncLock:
         self._fd: int | None = None
 
     def acquire(self, wait: float = 0.0, poll: float = 0.2) -> "SyncLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             try:

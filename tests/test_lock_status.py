@@ -97,3 +97,33 @@ def test_status_without_database_exits_8(cli):
 @pytest.mark.parametrize("args", [["status", "--max-age", "soon"], ["status", "--format", "xml"]])
 def test_status_bad_options_exit_2(cli, args):
     assert cli(*args).exit_code == 2
+
+
+def test_missing_directory_exits_8(cli, tmp_path, mocked):
+    result = cli("sync-metrics", env={"KLAVIYO_SYNC_DB": str(tmp_path / "nope" / "k.db")})
+    assert result.exit_code == 8 and "k.db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_not_a_database_exits_8_and_is_left_alone(cli, db_path, mocked):
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    result = cli("sync-metrics")
+    assert result.exit_code == 8 and "cannot open database" in result.stderr
+    assert db_path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_database_error_mid_run_exits_8_and_is_recorded(cli, db_path, mocked, monkeypatch):
+    import sqlite3
+
+    from klaviyo_sync import sync
+
+    serve_metric_pages(mocked, [[metric(1)]])
+
+    def disk_full(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sync.store, "write_rows", disk_full)
+    result = cli("sync-metrics")
+    assert result.exit_code == 8
+    assert result.stderr.strip() == "klaviyo-sync: error: database error: database or disk is full"
+    run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
+    assert run["status"] == "failed" and "disk is full" in run["error"]
