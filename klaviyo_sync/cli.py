@@ -30,7 +30,7 @@ from .client import DEFAULT_BASE_URL, DEFAULT_REVISION, KlaviyoClient, revision_
 from .errors import KlaviyoSyncError, UsageError, redact
 from .lock import SyncLock
 from .sync import CHANNELS, SyncResult, resolve_metrics, resume_window, sync_campaigns, sync_events, sync_metrics
-from .timeutil import RANGE_FORMS, Window, floor_second, humanize_age, iso, parse_datetime, parse_duration, parse_range, utcnow
+from .timeutil import RANGE_FORMS, Window, ceil_second, floor_second, humanize_age, iso, parse_datetime, parse_duration, parse_range, utcnow
 
 log = logging.getLogger("klaviyo_sync")
 PROG = "klaviyo-sync"
@@ -39,6 +39,10 @@ DEFAULT_WORKERS = 4
 
 class Interrupted(KlaviyoSyncError):
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 
 @dataclass
@@ -112,7 +116,7 @@ def threading_main() -> bool:
 
 
 def _on_sigterm(signum, frame):
-    raise Interrupted("terminated by SIGTERM")
+    raise Terminated("terminated by SIGTERM")
 
 
 def _fail(message: str, code: int) -> None:
@@ -208,7 +212,7 @@ def recorded_run(settings: Settings, command: str, arguments: dict, wait: float)
     with SyncLock(settings.db).acquire(wait):
         database = store.open_db(settings.db)
         run_id = store.start_run(database, command, arguments)
-        run = {"db": database, "started": time.monotonic(), "result": None, "client": None}
+        run = {"db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
         try:
             yield run
         except BaseException as exc:
@@ -259,7 +263,7 @@ def sync_metrics_cmd(settings: Settings, wait: WaitOpt = 0.0) -> None:
     client = settings.client()
     with recorded_run(settings, "sync-metrics", {}, wait) as run:
         run["client"] = client
-        run["result"] = sync_metrics(client, run["db"])
+        sync_metrics(client, run["db"], result=run["result"])
     _report(settings, run)
 
 
@@ -297,7 +301,10 @@ def sync_events_cmd(
             end = now  # never past now: the mark must not move into the future
         if start >= end:
             raise UsageError(f"--since {iso(start)} must be before --until {iso(end)}")
-        window = Window(floor_second(start), floor_second(end), "explicit")
+        # Event times are whole seconds: [10:00:00.5, 11:00:00.5) holds 10:00:01 .. 11:00:00.
+        window = Window(ceil_second(start), ceil_second(end), "explicit")
+        if window.start >= window.end:
+            raise UsageError(f"--since {since} and --until {until} hold no whole second")
     client = settings.client(pool_size=max(16, workers * 2))
     arguments = {"hours": hours, "since": since, "until": until, "overlap": overlap,
                  "metric": metric or [], "workers": workers, "base_url": settings.base_url}
@@ -308,8 +315,8 @@ def sync_events_cmd(
         if window is None:
             window = resume_window(db, metric_ids, overlap_td, now)
         with _progress(settings) as on_progress:
-            run["result"] = sync_events(client, db, window, metric_ids=metric_ids, workers=workers,
-                                        on_progress=on_progress)
+            sync_events(client, db, window, metric_ids=metric_ids, workers=workers,
+                        on_progress=on_progress, result=run["result"])
     _report(settings, run)
 
 
@@ -358,8 +365,8 @@ def _campaign_sync(settings: Settings, window: Window, channels: list[str], stat
                  "conversion_metric": conversion_metric, "base_url": settings.base_url}
     with recorded_run(settings, "sync-campaigns", arguments, wait) as run:
         run["client"] = client
-        run["result"] = sync_campaigns(client, run["db"], window, channels=channels, stats=stats,
-                                       conversion_metric=conversion_metric, stats_max_age=stats_max_age)
+        sync_campaigns(client, run["db"], window, channels=channels, stats=stats,
+                       conversion_metric=conversion_metric, stats_max_age=stats_max_age, result=run["result"])
     return run
 
 
@@ -502,17 +509,18 @@ def demo_cmd(
         _STATE["api_key"] = FAKE_API_KEY
         now = floor_second(utcnow())
         steps = [
-            ("sync-metrics", {}, lambda c, d: sync_metrics(c, d)),
+            ("sync-metrics", {}, lambda c, d, r: sync_metrics(c, d, result=r)),
             ("sync-events", {"hours": 168, "workers": workers},
-             lambda c, d: sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"), workers=workers)),
+             lambda c, d, r: sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"),
+                                         workers=workers, result=r)),
             ("sync-campaigns", {"range": "90d"},
-             lambda c, d: sync_campaigns(c, d, parse_range("90d"), stats=True)),
+             lambda c, d, r: sync_campaigns(c, d, parse_range("90d"), stats=True, result=r)),
         ]
         for command, arguments, step in steps:
             client = settings.client(pool_size=max(16, workers * 2))
             with recorded_run(settings, command, {**arguments, "demo": True}, 0.0) as run:
                 run["client"] = client
-                run["result"] = step(client, run["db"])
+                step(client, run["db"], run["result"])
             s = run["summary"]
             rows = ", ".join(f"{v:,} {k}" for k, v in s["rows"].items())
             print(f"  {command:<15} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")

@@ -35,7 +35,7 @@ class SyncLock:
                     os.close(fd)
                     waited = f" after waiting {wait:g} s" if wait else ""
                     raise LockedError(
-                        f"another klaviyo-sync run{holder} is writing to this database{waited}; "
+                        f"another klaviyo-sync run{holder} holds the lock {self.path}{waited}; "
                         "exiting (use --wait SECONDS to wait for it)"
                     ) from None
                 time.sleep(poll)
@@ -58,9 +58,14 @@ class SyncLock:
 
 
 def _read_holder(fd: int) -> str:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        pid = os.read(fd, 32).decode().strip()
-        return f" (pid {pid})" if pid.isdigit() else ""
-    except OSError:
-        return ""
+    # The holder writes its pid just after taking the lock: give it a moment to do so.
+    for _ in range(5):
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            pid = os.read(fd, 32).decode().strip()
+        except OSError:
+            return ""
+        if pid.isdigit():
+            return f" (pid {pid})"
+        time.sleep(0.02)
+    return ""

@@ -51,10 +51,21 @@ class SyncResult:
     def add_rows(self, table: str, n: int) -> None:
         self.rows[table] = self.rows.get(table, 0) + n
 
+    @classmethod
+    def begin(cls, result: "SyncResult | None", tables: list[str], window: Window | None = None) -> "SyncResult":
+        """The caller's result object (so a run that fails still reports what it committed),
+        or a new one."""
+        result = result if result is not None else cls()
+        for table in tables:
+            result.rows.setdefault(table, 0)
+        if window is not None:
+            result.window = window
+        return result
+
 
 # -- metrics ---------------------------------------------------------------------------------
-def sync_metrics(client: KlaviyoClient, db: Database) -> SyncResult:
-    result = SyncResult(rows={"metrics": 0})
+def sync_metrics(client: KlaviyoClient, db: Database, *, result: SyncResult | None = None) -> SyncResult:
+    result = SyncResult.begin(result, ["metrics"])
     for page in client.paginate("/api/metrics", {"fields[metric]": METRIC_FIELDS}):
         rows = [metric_row(r) for r in page.data if r.get("type", "metric") == "metric"]
         with db.atomic():
@@ -239,10 +250,11 @@ def sync_events(
     workers: int = 1,
     page_size: int = EVENT_PAGE_SIZE,
     on_progress: Callable[[dict], None] | None = None,
+    result: SyncResult | None = None,
 ) -> SyncResult:
     """Fetch every event with ``start <= datetime < end``; fetchers run in threads, one writer
     (this thread) commits each page together with the high-water mark."""
-    result = SyncResult(rows={"events": 0, "profiles": 0, "metrics": 0}, window=window)
+    result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
     slices = plan_slices(window, workers, metric_ids)
     key = mark_key(metric_ids)
     stored = store.get_state(db, key)
@@ -505,10 +517,11 @@ def sync_campaigns(
     conversion_metric: str | None = None,
     stats_max_age: timedelta = timedelta(hours=6),
     now: datetime | None = None,
+    result: SyncResult | None = None,
 ) -> SyncResult:
     now = now or utcnow()
     channels = list(channels or CHANNELS)
-    result = SyncResult(rows={"campaigns": 0, "campaign_messages": 0, "campaign_stats": 0}, window=window)
+    result = SyncResult.begin(result, ["campaigns", "campaign_messages", "campaign_stats"], window)
     fetch_and_save_campaigns(client, db, channels, result)
     if not stats:
         return result

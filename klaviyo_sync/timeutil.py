@@ -25,6 +25,10 @@ def floor_second(dt: datetime) -> datetime:
     return dt.replace(microsecond=0)
 
 
+def ceil_second(dt: datetime) -> datetime:
+    return dt if dt.microsecond == 0 else dt.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def parse_datetime(value: str) -> datetime:
     """Parse ISO-8601 (``Z``, an offset, a fraction, or a bare date); naive means UTC."""
     text = value.strip()

@@ -255,6 +255,8 @@ def test_cli_failed_run_is_recorded_with_redacted_error(mocked, cli, db_path):
     assert result.exit_code == 3
     run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
     assert run["status"] == "failed" and "Invalid cursor" in run["error"]
+    # What the failed run did commit is reported, not lost.
+    assert run["pages"] == 1 and json.loads(run["rows_written"])["events"] == 10 and run["requests"] == 2
 
 
 def test_an_event_outside_the_window_is_never_stored(mocked, client, db):

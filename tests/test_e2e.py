@@ -1,0 +1,575 @@
+"""End-to-end: the real CLI, as a subprocess, against the in-process fake Klaviyo API.
+
+Each test compares the SQLite file with the fake's ground truth as exact id sets. Windows are
+absolute (--since/--until well inside the fake's span) so that "now" never moves under a test.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo, RecordingServer
+
+from .e2e_helpers import (
+    UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
+    assert_partial_run_sound, cli_env, connect, count, dump, finish, floor_now, hours, ids, iso, mark,
+    parse_iso, query, run_cli, start_cli, sync_runs, try_progress, wait_for,
+)
+
+# One instant for every fake of this module: fakes built with the same arguments serve the
+# same data, so a clean run and a faulted run can be compared row for row.
+NOW = floor_now() - timedelta(minutes=1)
+EVENTS_FAKE = dict(n_events=12_000, span_hours=24, n_profiles=300, now=NOW)  # ~500 events/hour
+SINCE, UNTIL = NOW - hours(20), NOW - hours(14)  # ~3,000 events: several pages of 1,000
+WRONG_KEY = "pk_wrong_5f4dcc3b5aa765d61d8327deb882cf99"
+
+
+def window_args(since=SINCE, until=UNTIL):
+    return ["--since", iso(since), "--until", iso(until)]
+
+
+@pytest.fixture
+def make_fake():
+    fakes = []
+
+    def make(**kw):
+        fake = FakeKlaviyo(**kw).start()
+        fakes.append(fake)
+        return fake
+
+    yield make
+    for fake in fakes:
+        fake.stop()
+
+
+@pytest.fixture(scope="module")
+def events_fake():
+    """A fake nobody turns knobs on (read-only tests share it)."""
+    with FakeKlaviyo(**EVENTS_FAKE) as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_files(tmp_path):
+    yield
+    assert_no_secret_in_files(tmp_path, secrets=[WRONG_KEY])
+
+
+@pytest.fixture(scope="module")
+def clean_events(tmp_path_factory):
+    """A clean --workers 1 run of the standard window: (database path, its dump, its summary)."""
+    db = tmp_path_factory.mktemp("clean") / "clean.db"
+    with FakeKlaviyo(**EVENTS_FAKE) as fake:
+        run = run_cli(["sync-events", *window_args(), "--workers", "1"], cli_env(fake, db))
+        assert run.returncode == 0, run.describe()
+        assert_events_window(db, fake, SINCE, UNTIL)
+    assert_no_secret_in_files(db.parent)
+    return db, dump(db), run.summary
+
+
+# -- 1. metrics ------------------------------------------------------------------------------
+def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path):
+    fake = make_fake(n_metrics=45, metrics_page_size=20, n_events=0, now=NOW)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+
+    first = run_cli(["sync-metrics"], env)
+    assert first.returncode == 0, first.describe()
+    assert ids(db, "metrics") == fake.metric_ids()
+    assert len(fake.metric_ids()) == 45
+    names = dict(query(db, "SELECT id, name FROM metrics"))
+    assert names == {mid: name for name, mid in fake._metric_by_name.items()}
+    s = first.summary
+    assert s["command"] == "sync-metrics" and s["status"] == "ok"
+    assert s["rows"] == {"metrics": 45} and s["pages"] == 3
+    assert s["requests"] == fake.count("/api/metrics") == 3 and s["retries"] == 0
+    for key in ("requests", "retries", "seconds", "pages", "rows"):
+        assert key in s
+
+    before = dump(db, ("metrics", "profiles", "events", "campaigns", "campaign_messages",
+                       "campaign_stats", "sync_state"))
+    second = run_cli(["sync-metrics"], env)
+    assert second.returncode == 0, second.describe()
+    assert second.summary["rows"] == {"metrics": 0}
+    assert dump(db, tuple(before)) == before  # nothing but sync_runs changed
+    runs = sync_runs(db)
+    assert [(r["command"], r["status"]) for r in runs] == [("sync-metrics", "ok")] * 2
+    assert [json.loads(r["rows_written"]) for r in runs] == [{"metrics": 45}, {"metrics": 0}]
+
+
+# -- 2. events -------------------------------------------------------------------------------
+def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_events, tmp_path):
+    fake = events_fake
+    db1, dump1, s1 = clean_events
+    want = fake.event_ids(SINCE, UNTIL)
+    assert 2_500 < len(want) < 4_000  # several pages of 1,000, yet quick
+
+    db4 = tmp_path / "w4.db"
+    run = run_cli(["sync-events", *window_args(), "--workers", "4"], cli_env(fake, db4))
+    assert run.returncode == 0, run.describe()
+    assert_events_window(db4, fake, SINCE, UNTIL)
+    assert_events_match_fake(db4, fake)
+    assert dump(db4) == dump1  # identical table contents, whatever the concurrency
+    assert mark(db4) == mark(db1) == iso(UNTIL)
+
+    s4 = run.summary
+    for s, pages_at_least in ((s1, 3), (s4, 1)):
+        assert s["command"] == "sync-events" and s["status"] == "ok"
+        assert s["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
+        assert s["rows"]["events"] == len(want)
+        assert s["rows"]["profiles"] == len(fake.profile_ids(SINCE, UNTIL))
+        assert s["pages"] >= pages_at_least and s["retries"] == 0
+    assert s1["pages"] == -(-len(want) // 1000)  # one slice, full pages of 1,000
+    assert s4["requests"] > s1["requests"]  # four workers cut the window into more slices
+
+    # A rerun of the same window, written with a +02:00 offset, writes nothing new.
+    plus2 = timezone(timedelta(hours=2))
+    again = run_cli(["sync-events", "--since", SINCE.astimezone(plus2).isoformat(),
+                     "--until", UNTIL.astimezone(plus2).isoformat()], cli_env(fake, db4))
+    assert again.returncode == 0, again.describe()
+    assert again.summary["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
+    assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0}
+    assert again.summary["pages"] >= 1 and again.summary["requests"] >= again.summary["pages"]
+    assert dump(db4) == dump1
+
+
+# -- 3. campaigns ----------------------------------------------------------------------------
+def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fake, tmp_path):
+    fake = make_fake(n_events=200, now=NOW)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+
+    run = run_cli(["sync-campaigns", "--range", "90d"], env)
+    assert run.returncode == 0, run.describe()
+    assert run.summary["status"] == "ok"
+    assert ids(db, "campaigns") == fake.campaign_ids()  # every channel, archived too
+    want_messages = {m for c in fake.campaign_ids() for m in fake.campaign_message_ids(c)}
+    assert ids(db, "campaign_messages") == want_messages
+    # The fake sends campaigns 1 h .. 60 days before its now: the 90d range cannot race.
+    sent = fake.campaign_ids_sent(NOW - timedelta(days=90), NOW + timedelta(days=1))
+    assert sent and ids(db, "campaign_stats", "campaign_id") == sent
+    pairs = {(r[0], r[1]) for r in query(db, "SELECT campaign_id, campaign_message_id FROM campaign_stats")}
+    assert pairs == {(c, m) for c in sent for m in fake.campaign_message_ids(c)}
+
+    requests_before = fake.count("/")
+    # Relative range: the CLI's own now lies in [t0, t1]; bracket the truth with both.
+    t0 = floor_now()
+    listed = run_cli(["campaigns", "--range", "30d", "--format", "json"], env)
+    t1 = floor_now() + timedelta(seconds=1)
+    assert listed.returncode == 0, listed.describe()
+    rows = json.loads(listed.stdout)
+    got = {r["id"] for r in rows}
+    assert fake.campaign_ids_sent(t1 - timedelta(days=30), t1) <= got
+    assert got <= fake.campaign_ids_sent(t0 - timedelta(days=30), t1)
+    assert got, "no campaign sent in the last 30 days: choose another seed"
+    assert "from the local database" in listed.stderr
+    assert all(r["recipients"] is not None and r["stats_fetched_at"] for r in rows)
+    conv = fake.metric_id("Placed Order")
+    for r in rows:  # the statistics are the fake's, summed over the campaign's messages
+        want = sum(fake._msg_stats(fake._messages[m], conv)["recipients"]
+                   for m in fake.campaign_message_ids(r["id"]))
+        assert r["recipients"] == want, r
+    assert [r["send_time"] for r in rows] == sorted((r["send_time"] for r in rows), reverse=True)
+
+    # Absolute range: tolerance-free.
+    d0 = (NOW - timedelta(days=30)).date()
+    d1 = NOW.date()
+    absolute = f"{d0.isoformat()}..{d1.isoformat()}"
+    want_abs = fake.campaign_ids_sent(datetime(d0.year, d0.month, d0.day, tzinfo=UTC),
+                                      datetime(d1.year, d1.month, d1.day, tzinfo=UTC) + timedelta(days=1))
+    assert want_abs
+    for _ in range(2):  # the same call twice: both from the database
+        again = run_cli(["campaigns", "--range", absolute, "--format", "json"], env)
+        assert again.returncode == 0, again.describe()
+        assert {r["id"] for r in json.loads(again.stdout)} == want_abs
+    again = run_cli(["campaigns", "--range", "30d", "--format", "json"], env)
+    assert again.returncode == 0 and {r["id"] for r in json.loads(again.stdout)} == got
+    assert fake.count("/") == requests_before, "campaigns went to the API although the database had the range"
+
+    # A fresh database: the first call goes to the API, the same call again does not.
+    env = cli_env(fake, tmp_path / "fresh.db")
+    fetched = run_cli(["campaigns", "--range", absolute, "--format", "json"], env)
+    assert fetched.returncode == 0, fetched.describe()
+    assert {r["id"] for r in json.loads(fetched.stdout)} == want_abs
+    assert "fetched from the API" in fetched.stderr
+    assert all(r["recipients"] is not None for r in json.loads(fetched.stdout))
+    requests_before = fake.count("/")
+    cached = run_cli(["campaigns", "--range", absolute, "--format", "json"], env)
+    assert cached.returncode == 0, cached.describe()
+    assert json.loads(cached.stdout) == json.loads(fetched.stdout)
+    assert fake.count("/") == requests_before
+
+
+def test_spent_report_quota_stores_campaigns_and_exits_6(make_fake, tmp_path):
+    fake = make_fake(n_events=200, now=NOW)
+    fake.report_daily_quota = 0
+    db = tmp_path / "k.db"
+    run = run_cli(["sync-campaigns", "--range", "90d"], cli_env(fake, db))
+    assert run.returncode == 6, run.describe()
+    assert run.summary["status"] == "partial"
+    assert "statistics" in run.stderr
+    assert ids(db, "campaigns") == fake.campaign_ids()
+    assert count(db, "campaign_stats") == 0
+    assert any(r["path"] == "/api/campaign-values-reports" and r["status"] == 429 for r in fake.requests)
+    assert sync_runs(db)[-1]["status"] == "partial"
+
+
+# -- 4. faults -------------------------------------------------------------------------------
+FAULTS = {
+    "429-retry-after-1": dict(rate_limit_every=3, retry_after=1),
+    "429-no-retry-after": dict(rate_limit_every=3, retry_after=None),
+    "503": dict(server_error_every=3),
+    "dropped-connection": dict(drop_every=3),
+    "truncated-body": dict(truncate_every=3),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tmp_path):
+    fake = make_fake(**EVENTS_FAKE)
+    for knob, value in FAULTS[fault].items():
+        setattr(fake, knob, value)
+    db = tmp_path / "k.db"
+    # -v: the retry log lines are checked for the key as well.
+    run = run_cli(["sync-events", *window_args(), "--workers", "2", "-v"], cli_env(fake, db))
+    assert run.returncode == 0, run.describe()
+    s = run.summary
+    assert s["retries"] > 0, s
+    assert "retrying" in run.stderr
+    if fault.startswith("429"):
+        assert s["rate_limited"] > 0 and fake.throttled > 0
+    if fault == "503":
+        assert any(r["status"] == 503 for r in fake.requests)
+    _, clean_dump, clean_summary = clean_events
+    assert ids(db, "events") == fake.event_ids(SINCE, UNTIL)
+    assert dump(db) == clean_dump
+    assert mark(db) == iso(UNTIL)
+    assert s["rows"] == clean_summary["rows"]
+
+
+# -- 5. kill -9 and resume -------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 4])
+def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
+    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)  # ~1,700/hour
+    fake.latency = 0.15 if workers == 1 else 0.4
+    since, until = NOW - hours(20), NOW - hours(14)
+    want = fake.event_ids(since, until)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+    args = ["sync-events", *window_args(since, until), "--workers", str(workers)]
+
+    t0 = time.monotonic()
+    proc = start_cli(args, env)
+    try:
+        progressed = wait_for(lambda: (lambda n, m: n > 0 or m)(*try_progress(db)), timeout=30)
+        assert progressed, "the sync wrote nothing within 30 s"
+        assert proc.poll() is None, "the sync finished before it could be killed: make it slower"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        killed = finish(proc, args, t0)
+    assert killed.returncode == -signal.SIGKILL
+
+    got = assert_partial_run_sound(db, fake, since, until)
+    assert 0 < len(got) < len(want), "not killed halfway"
+    assert mark(db) is not None
+
+    rerun = run_cli(args, env)
+    assert rerun.returncode == 0, rerun.describe()
+    assert_events_window(db, fake, since, until)
+    assert mark(db) == iso(until)
+    statuses = [r["status"] for r in sync_runs(db)]
+    assert statuses[-1] == "ok" and len(statuses) == 2
+
+
+# -- more event windows ----------------------------------------------------------------------
+def test_metric_filter_hours_and_resume(events_fake, tmp_path):
+    fake = events_fake
+    # --metric (by name, twice): only those metrics' events, under their own mark.
+    db = tmp_path / "metric.db"
+    env = cli_env(fake, db)
+    wanted = [fake.metric_id("Placed Order"), fake.metric_id("Opened Email")]
+    run = run_cli(["sync-events", *window_args(), "--metric", "Placed Order", "--metric", wanted[1]], env)
+    assert run.returncode == 0, run.describe()
+    assert ids(db, "events") == fake.event_ids(SINCE, UNTIL, metric_ids=wanted)
+    assert ids(db, "events", "metric_id") == set(wanted)
+    assert ids(db, "metrics") == fake.metric_ids()  # names were resolved by syncing metrics
+    assert dict(query(db, "SELECT key, value FROM sync_state")) == {
+        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL)}
+
+    # An explicit window, then a resume with no window option: [mark - 1h, now).
+    db = tmp_path / "resume.db"
+    env = cli_env(fake, db)
+    assert run_cli(["sync-events", *window_args()], env).returncode == 0
+    t0 = floor_now()
+    resumed = run_cli(["sync-events"], env)
+    t1 = floor_now() + timedelta(seconds=1)
+    assert resumed.returncode == 0, resumed.describe()
+    assert resumed.summary["window"]["start"] == iso(UNTIL - hours(1))
+    assert ids(db, "events") == fake.event_ids(SINCE, NOW + hours(1))  # the fake has none after NOW
+    assert iso(t0) <= mark(db) <= iso(t1)
+
+    status = run_cli(["status", "--format", "json", "--max-age", "3h"], env)
+    assert status.returncode == 0, status.describe()
+    report = json.loads(status.stdout)
+    assert report["tables"]["events"] == len(fake.event_ids(SINCE, NOW + hours(1)))
+    assert report["marks"] == {"events.mark": mark(db)} and report["stale"] == []
+    assert [r["status"] for r in report["runs"]] == ["ok", "ok"]
+
+    # --hours: the CLI's now lies in [t0, t1]; bracket the truth with both ends.
+    db = tmp_path / "hours.db"
+    t0 = floor_now()
+    run = run_cli(["sync-events", "--hours", "2"], cli_env(fake, db))
+    t1 = floor_now() + timedelta(seconds=1)
+    assert run.returncode == 0, run.describe()
+    got = ids(db, "events")
+    assert fake.event_ids(t1 - hours(2), NOW + hours(1)) <= got <= fake.event_ids(t0 - hours(2), NOW + hours(1))
+    assert got
+
+
+def test_a_window_after_a_gap_does_not_move_the_mark(events_fake, tmp_path):
+    fake = events_fake
+    mid = NOW - hours(18)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+    assert run_cli(["sync-events", *window_args(SINCE, mid)], env).returncode == 0
+    assert mark(db) == iso(mid)
+    # [mid + 2h, UNTIL) leaves [mid, mid + 2h) uncovered: the mark must stay at mid.
+    later = run_cli(["sync-events", *window_args(mid + hours(2), UNTIL)], env)
+    assert later.returncode == 0, later.describe()
+    assert mark(db) == iso(mid)
+    assert ids(db, "events") == fake.event_ids(SINCE, mid) | fake.event_ids(mid + hours(2), UNTIL)
+    # Resuming from the mark (minus the 1 h overlap) fills the gap.
+    resumed = run_cli(["sync-events"], env)
+    assert resumed.returncode == 0, resumed.describe()
+    assert resumed.summary["window"]["start"] == iso(mid - hours(1))
+    assert ids(db, "events") == fake.event_ids(SINCE, NOW + hours(1))
+
+
+def test_fractional_second_bounds_keep_to_the_window(events_fake, tmp_path):
+    """--since/--until with a fraction: events have whole-second datetimes, so the window
+    [since, until) holds those with ceil(since) <= datetime < ceil(until)."""
+    fake = events_fake
+    inside = sorted(fake.event(fake.event_index(e))["attributes"]["datetime"]
+                    for e in fake.event_ids(SINCE, NOW - hours(19)))
+    # Both bounds half a second after a second that has events.
+    since = parse_iso(inside[0]) + timedelta(milliseconds=500)
+    until = parse_iso(inside[-1]) + timedelta(milliseconds=500)
+    db = tmp_path / "k.db"
+    run = run_cli(["sync-events", "--since", since.isoformat(), "--until", until.isoformat()],
+                  cli_env(fake, db))
+    assert run.returncode == 0, run.describe()
+    got = ids(db, "events")
+    want = fake.event_ids(since, until)
+    # Whole-second datetimes before since.5 are those before the next whole second.
+    early = query(db, "SELECT id, datetime FROM events WHERE datetime < ?",
+                  [iso(since + timedelta(milliseconds=500))])
+    late = want - got  # e.g. events in the second of --until, which is before --until
+    assert not early and not late, (
+        f"window {since.isoformat()} .. {until.isoformat()}: stored {len(early)} events before "
+        f"--since (at {sorted({r[1] for r in early})}), missed {len(late)} events of the window "
+        f"(at {sorted(fake.event(fake.event_index(e))['attributes']['datetime'] for e in late)}); "
+        f"summary window {run.summary['window']}")
+    assert got == want
+
+
+def test_html_403_stops_the_sync_and_a_rerun_completes(make_fake, tmp_path):
+    fake = make_fake(**EVENTS_FAKE)
+    fake.html_403_every = 3  # a bot challenge answers the third request
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+    args = ["sync-events", *window_args(), "--workers", "1"]
+    run = run_cli(args, env)
+    assert run.returncode == 3, run.describe()  # not 4: the key was not rejected
+    assert "HTML" in run.stderr
+    assert_partial_run_sound(db, fake, SINCE, UNTIL)
+    assert 0 < count(db, "events") < len(fake.event_ids(SINCE, UNTIL))
+    assert sync_runs(db)[-1]["status"] == "failed"
+    fake.html_403_every = 0
+    rerun = run_cli(args, env)
+    assert rerun.returncode == 0, rerun.describe()
+    assert_events_window(db, fake, SINCE, UNTIL)
+    assert mark(db) == iso(UNTIL)
+
+
+def test_sigterm_records_the_run_and_exits_143(make_fake, tmp_path):
+    """cli.py: "cron and systemd stop jobs with SIGTERM: record the run as failed, then exit 143"."""
+    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)
+    fake.latency = 0.15
+    since, until = NOW - hours(20), NOW - hours(14)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+    args = ["sync-events", *window_args(since, until), "--workers", "1"]
+    t0 = time.monotonic()
+    proc = start_cli(args, env)
+    try:
+        assert wait_for(lambda: try_progress(db)[0] > 0, timeout=30), "the sync wrote nothing within 30 s"
+        assert proc.poll() is None, "the sync finished before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        stopped = finish(proc, args, t0, timeout=20)  # kills it if SIGTERM did not stop it
+    got = assert_partial_run_sound(db, fake, since, until)
+    assert 0 < len(got) < len(fake.event_ids(since, until))
+    last = sync_runs(db)[-1]
+    assert last["status"] in ("failed", "interrupted") and last["finished_at"], last
+    assert "SIGTERM" in stopped.stderr
+    rerun = run_cli(args, env)
+    assert rerun.returncode == 0, rerun.describe()
+    assert_events_window(db, fake, since, until)
+    assert stopped.returncode == 143, stopped.describe()
+
+
+# -- 6. two syncs at once --------------------------------------------------------------------
+def test_two_syncs_at_once(make_fake, tmp_path):
+    fake = make_fake(**EVENTS_FAKE)
+    fake.latency = 0.4  # each sync holds the lock for well over a second
+    args = ["sync-events", *window_args(), "--workers", "1"]
+
+    db = tmp_path / "a.db"
+    env = cli_env(fake, db)
+    t0 = time.monotonic()
+    procs = [start_cli(args, env), start_cli(args, env)]
+    runs = [finish(p, args, t0) for p in procs]
+    codes = sorted(r.returncode for r in runs)
+    assert codes == [0, 5], "\n".join(r.describe() for r in runs)
+    loser = next(r for r in runs if r.returncode == 5)
+    winner_pid = procs[[r.returncode for r in runs].index(0)].pid
+    assert f"another klaviyo-sync run (pid {winner_pid})" in loser.stderr and f"holds the lock {db}.lock" in loser.stderr
+    assert "--wait" in loser.stderr and loser.stdout == ""
+    assert_events_window(db, fake, SINCE, UNTIL)
+    assert [r["status"] for r in sync_runs(db)] == ["ok"]  # the refused run recorded nothing
+
+    db = tmp_path / "b.db"
+    env = cli_env(fake, db)
+    waiting = [*args, "--wait", "30"]
+    t0 = time.monotonic()
+    procs = [start_cli(waiting, env), start_cli(waiting, env)]
+    runs = [finish(p, waiting, t0) for p in procs]
+    assert [r.returncode for r in runs] == [0, 0], "\n".join(r.describe() for r in runs)
+    assert sorted(r.summary["rows"]["events"] for r in runs) == [0, len(fake.event_ids(SINCE, UNTIL))]
+    assert_events_window(db, fake, SINCE, UNTIL)
+    assert [r["status"] for r in sync_runs(db)] == ["ok", "ok"]
+
+
+# -- 7. a reader during a sync ---------------------------------------------------------------
+def test_reader_keeps_its_snapshot_during_a_sync(events_fake, tmp_path):
+    fake = events_fake
+    mid = NOW - hours(17)
+    db = tmp_path / "k.db"
+    env = cli_env(fake, db)
+    first = run_cli(["sync-events", *window_args(SINCE, mid)], env)
+    assert first.returncode == 0, first.describe()
+
+    reader = connect(db)
+    try:
+        reader.execute("BEGIN")
+        before = {r[0] for r in reader.execute("SELECT id FROM events")}
+        before_mark = reader.execute("SELECT value FROM sync_state WHERE key='events.mark'").fetchone()
+        assert before == fake.event_ids(SINCE, mid)
+
+        second = run_cli(["sync-events", *window_args(mid, UNTIL)], env)
+        assert second.returncode == 0, second.describe()
+        assert second.summary["rows"]["events"] == len(fake.event_ids(mid, UNTIL))
+
+        during = {r[0] for r in reader.execute("SELECT id FROM events")}
+        assert during == before, "the reader's snapshot changed inside its transaction"
+        assert reader.execute("SELECT value FROM sync_state WHERE key='events.mark'").fetchone() == before_mark
+        assert reader.execute("SELECT count(*) FROM sync_runs").fetchone()[0] == 1
+        reader.execute("COMMIT")
+        after = {r[0] for r in reader.execute("SELECT id FROM events")}
+    finally:
+        reader.close()
+    assert after == fake.event_ids(SINCE, UNTIL)
+    assert_events_window(db, fake, SINCE, UNTIL)
+    assert mark(db) == iso(UNTIL)
+
+
+# -- 8. a bad key ----------------------------------------------------------------------------
+@pytest.mark.parametrize("extra", [[], ["-v"]])
+def test_bad_key_exits_4_and_leaks_no_key(extra, events_fake, tmp_path):
+    db = tmp_path / "k.db"
+    env = cli_env(events_fake, db, api_key=WRONG_KEY)
+    for args in (["sync-metrics", *extra], ["sync-events", *window_args(), *extra],
+                 ["sync-campaigns", "--range", "30d", *extra]):
+        run = run_cli(args, env, secrets=[WRONG_KEY])
+        assert run.returncode == 4, run.describe()
+        assert "401" in run.stderr
+    assert count(db, "events") == 0 and count(db, "metrics") == 0
+    assert {r["status"] for r in sync_runs(db)} == {"failed"}
+    for r in sync_runs(db):
+        assert_no_secret(r["error"] or "", "sync_runs.error", [WRONG_KEY])
+    # the autouse fixture checks the database, WAL and lock files for both keys
+
+
+# -- 9. an off-host links.next ----------------------------------------------------------------
+def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path):
+    fake = make_fake(n_metrics=45, metrics_page_size=20, **EVENTS_FAKE)
+    with RecordingServer() as other:
+        fake.next_link_base = other.base_url
+        db = tmp_path / "k.db"
+        env = cli_env(fake, db)
+        for args in (["sync-metrics"], ["sync-events", *window_args(), "--workers", "1"]):
+            run = run_cli(args, env)
+            assert run.returncode == 3, run.describe()
+            assert "refusing" in run.stderr and other.base_url.split("//")[1] in run.stderr
+            assert other.requests == [], f"the other host received {other.requests}"
+        assert [r["status"] for r in sync_runs(db)] == ["failed", "failed"]
+    assert all(r["authorization"] == f"Klaviyo-API-Key {FAKE_API_KEY}" for r in fake.requests)
+
+
+# -- 10. demo --------------------------------------------------------------------------------
+def test_demo(tmp_path):
+    db = tmp_path / "demo.db"
+    t0 = datetime.now(UTC)
+    run = run_cli(["demo", "--db", db, "--events", "3000"], base_env(), cwd=tmp_path)
+    assert run.returncode == 0, run.describe()
+    assert "synthetic" in run.stdout.lower()
+    for table in ("metrics", "profiles", "events", "campaigns", "campaign_messages", "campaign_stats"):
+        assert count(db, table) > 0, table
+    # The demo's fake is FakeKlaviyo(n_events=3000, span_hours=336) made at the demo's start;
+    # event and metric ids do not depend on its now, so a twin fake gives the ground truth of
+    # the demo's last 7 days (its now is a few seconds after its fake's).
+    twin = FakeKlaviyo(n_events=3000, span_hours=24 * 14, now=NOW)
+    got = ids(db, "events")
+    week = timedelta(days=7)
+    lag = (datetime.now(UTC) - t0).total_seconds() + 1
+    assert twin.event_ids(NOW - week + timedelta(seconds=lag), NOW) <= got <= twin.event_ids(NOW - week, NOW)
+    assert ids(db, "metrics") == twin.metric_ids()
+    assert count(db, "campaigns") == len(twin.campaign_ids())
+    assert [r["status"] for r in sync_runs(db)] == ["ok", "ok", "ok"]
+
+
+# -- 11. the fake's own command line ----------------------------------------------------------
+def test_fake_api_command_serves_and_terminates(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake_api", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(timeout=20), "no URL line within 20 s"
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
+        req = urllib.request.Request(url + "/api/metrics", headers={
+            "Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
+            "Accept": "application/vnd.api+json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+            assert len(json.loads(resp.read())["data"]) == 12
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert err == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
