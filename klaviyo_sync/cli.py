@@ -346,6 +346,9 @@ def _progress(settings: Settings):
 
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE", help=f"Send-time range: {RANGE_FORMS}.")]
+ConversionOpt = Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID",
+                                                      help="Metric for conversions (default: Placed Order).")]
+StatsMaxAgeOpt = Annotated[str, typer.Option("--stats-max-age", help="Refetch statistics older than this.")]
 
 
 def _channels(values: list[str] | None) -> list[str]:
@@ -359,7 +362,7 @@ def _channels(values: list[str] | None) -> list[str]:
 
 
 def _campaign_sync(settings: Settings, window: Window, channels: list[str], stats: bool,
-                   conversion_metric: str | None, stats_max_age: timedelta, wait: float, quiet_summary: bool) -> dict:
+                   conversion_metric: str | None, stats_max_age: timedelta, wait: float) -> dict:
     client = settings.client()
     arguments = {"range": window.label, "channel": channels, "stats": stats,
                  "conversion_metric": conversion_metric, "base_url": settings.base_url}
@@ -377,16 +380,15 @@ def sync_campaigns_cmd(
     range_: RangeOpt = "30d",
     channel: ChannelOpt = None,
     stats: Annotated[bool, typer.Option("--stats/--no-stats", help="Fetch performance statistics.")] = True,
-    conversion_metric: Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID",
-                                                             help="Metric for conversions (default: Placed Order).")] = None,
-    stats_max_age: Annotated[str, typer.Option("--stats-max-age", help="Refetch statistics older than this.")] = "6h",
+    conversion_metric: ConversionOpt = None,
+    stats_max_age: StatsMaxAgeOpt = "6h",
     wait: WaitOpt = 0.0,
 ) -> None:
     """Sync campaigns of every channel (archived too) with their messages, and the statistics
     of those sent in --range."""
     window = _parse(parse_range, range_, "--range")
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
-    run = _campaign_sync(settings, window, _channels(channel), stats, conversion_metric, max_age, wait, settings.quiet)
+    run = _campaign_sync(settings, window, _channels(channel), stats, conversion_metric, max_age, wait)
     _report(settings, run)
 
 
@@ -399,8 +401,8 @@ def campaigns_cmd(
     fmt: Annotated[str, typer.Option("--format", help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")] = "auto",
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
     no_stats: Annotated[bool, typer.Option("--no-stats", help="Do not fetch statistics when going to the API.")] = False,
-    conversion_metric: Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID")] = None,
-    stats_max_age: Annotated[str, typer.Option("--stats-max-age")] = "6h",
+    conversion_metric: ConversionOpt = None,
+    stats_max_age: StatsMaxAgeOpt = "6h",
     wait: WaitOpt = 0.0,
 ) -> None:
     """Campaigns sent in a range with their performance, newest first: from the local database,
@@ -427,7 +429,7 @@ def campaigns_cmd(
                   file=sys.stderr)
     partial = None
     if refresh or not rows:
-        run = _campaign_sync(settings, window, channels, not no_stats, conversion_metric, max_age, wait, True)
+        run = _campaign_sync(settings, window, channels, not no_stats, conversion_metric, max_age, wait)
         partial = run["result"].partial
         database = store.open_db(settings.db)
         try:

@@ -782,8 +782,51 @@ class _Handler(_BaseHandler):
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeKlaviyo:
+class _Hosted:
+    """Start/stop of a server thread on 127.0.0.1, shared by the fake API and the sink."""
+
+    _handler: type
+    host: str
+    port: int
+
+    def start(self):
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self._handler, self)
+        self.port = self._server.server_address[1]
+        self.base_url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=f"{type(self).__name__}-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        srv = self._server
+        if srv is None:
+            return
+        self._server = None
+        try:
+            srv.shutdown()
+        finally:
+            srv.server_close()
+            srv.close_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class FakeKlaviyo(_Hosted):
     """A deterministic fake Klaviyo account served over HTTP on 127.0.0.1."""
+
+    _handler = _Handler
 
     def __init__(self, *, api_key=FAKE_API_KEY, seed=1, n_metrics=12, n_profiles=300,
                  n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
@@ -1329,39 +1372,7 @@ class FakeKlaviyo:
         return {"type": "tag", "id": t["id"], "attributes": _sparse({"name": t["name"]}, ft),
                 "links": {"self": f"{base}/api/tags/{t['id']}/"}}
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "FakeKlaviyo":
-        if self._server is not None:
-            return self
-        self._server = _Server((self.host, self.port), _Handler, self)
-        self.port = self._server.server_address[1]
-        self.base_url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"fake-klaviyo-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        srv = self._server
-        if srv is None:
-            return
-        self._server = None
-        try:
-            srv.shutdown()
-        finally:
-            srv.server_close()
-            srv.close_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
+    # ------------------------------------------------------------------ lifecycle: _Hosted
 
     # ------------------------------------------------------------------ observations
     def count(self, path_prefix: str = "/api/") -> int:
@@ -2244,12 +2255,14 @@ class _RecHandler(_BaseHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _do
 
 
-class RecordingServer:
+class RecordingServer(_Hosted):
     """Answers every request with an empty JSON:API page and records it.
 
     Used as "another host" in tests: ``.requests`` shows whether any request
     (and which Authorization header) reached it.
     """
+
+    _handler = _RecHandler
 
     def __init__(self, host="127.0.0.1", port=0):
         self.host = host
@@ -2260,39 +2273,10 @@ class RecordingServer:
         self._thread = None
         self.base_url = None
 
-    def start(self) -> "RecordingServer":
-        if self._server is None:
-            self._server = _Server((self.host, self.port), _RecHandler, self)
-            self.port = self._server.server_address[1]
-            self.base_url = f"http://{self.host}:{self.port}"
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.05}, daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        srv = self._server
-        if srv is None:
-            return
-        self._server = None
-        try:
-            srv.shutdown()
-        finally:
-            srv.server_close()
-            srv.close_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
     def count(self, path_prefix: str = "/") -> int:
         with self._lock:
             return sum(1 for r in self.requests if r["path"].startswith(path_prefix))
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
 
 # --------------------------------------------------------------------------- CLI
