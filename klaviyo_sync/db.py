@@ -175,6 +175,10 @@ def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
         conn.execute("PRAGMA synchronous = NORMAL")
         # Random primary keys touch pages all over the id index: a larger cache keeps them hot.
         conn.execute("PRAGMA cache_size = -32768")
+        # Checkpoint every ~40 MB of WAL rather than 4 MB: random ids dirty index pages all over
+        # the file, and frequent checkpoints copied them back almost every commit (measured:
+        # 35k -> 41k events/s on a backfill). The WAL file may grow to about that size.
+        conn.execute("PRAGMA wal_autocheckpoint = 10000")
         db = Database(conn, execute_plugins=False)
         if migrate:
             migrations.apply(db)

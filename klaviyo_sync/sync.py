@@ -26,6 +26,7 @@ PROFILE_FIELDS = ("email,phone_number,external_id,first_name,last_name,organizat
 EVENT_PAGE_SIZE = 1000
 EVENTS_MARK = "events.mark"
 MAX_PAGES_PER_COMMIT = 8
+MAX_SECONDS_PER_COMMIT = 0.5
 CHANNELS = ("email", "sms", "mobile_push")
 REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
 REPORT_BATCH = 100  # contains-any takes at most 100 items
@@ -335,12 +336,14 @@ def sync_events(
 
     try:
         while running and failure is None:
-            # Pages that are already waiting share one transaction (fewer commits when the
-            # writer falls behind); each commit carries the mark its pages justify.
+            # Up to 8 pages, or what arrives within half a second, share one transaction: each
+            # commit costs a WAL sync, and the mark still advances with every commit.
             batch = [pages.get()]
-            while len(batch) < MAX_PAGES_PER_COMMIT:
+            deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
+            while len(batch) < MAX_PAGES_PER_COMMIT and batch[-1][0] is not None:
+                wait = deadline - time.monotonic()
                 try:
-                    batch.append(pages.get_nowait())
+                    batch.append(pages.get(timeout=wait) if wait > 0 else pages.get_nowait())
                 except queue.Empty:
                     break
             with db.atomic():
