@@ -34,7 +34,7 @@ from .timeutil import RANGE_FORMS, Window, ceil_second, floor_second, humanize_a
 
 log = logging.getLogger("klaviyo_sync")
 PROG = "klaviyo-sync"
-DEFAULT_WORKERS = 8  # measured: see README, Performance
+DEFAULT_WORKERS = 12  # measured: see README, Performance
 
 
 class Interrupted(KlaviyoSyncError):

@@ -6,6 +6,7 @@ the endpoint and carries the API's own ``errors[].detail``, never the key.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -17,6 +18,7 @@ from datetime import date
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -236,14 +238,19 @@ class KlaviyoClient:
             # number of workers may wait on the network, but only a few read, decode and parse
             # at once, so memory does not grow with --workers.
             with self._read_gate:
-                content = resp.content  # a connection dropped mid-body raises here
+                # One read of the whole body: resp.content would take 10 KB chunks, each a
+                # round through the GIL that the writer thread is waiting for.
+                content = resp.raw.read(decode_content=True)  # a dropped connection raises here
                 body = self._checked_body(resp, content, url, label)
                 del content
                 return parse(body) if parse else body
         except requests.exceptions.Timeout as exc:
             raise _Retryable(f"timed out ({type(exc).__name__})") from None
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise _Retryable(f"timed out ({type(exc).__name__})") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
+                requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, ConnectionError) as exc:
             raise _Retryable(f"connection error ({type(exc).__name__})") from None
         except requests.exceptions.RequestException as exc:
             raise ApiError(f"{label}: {redact(str(exc), self._api_key)}") from None
