@@ -91,6 +91,11 @@ class App(TyperGroup):
             _fail("interrupted", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as a tool killed by SIGPIPE would.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 141
         except KlaviyoSyncError as exc:
             if _STATE["verbose"]:
                 traceback.print_exc()

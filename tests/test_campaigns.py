@@ -298,3 +298,22 @@ def test_range_forms():
     assert (w.start, w.end) == (datetime(2026, 11, 1, tzinfo=UTC), now)
     with pytest.raises(ValueError, match="accepted forms"):
         parse_range("last week", now)
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`klaviyo-sync campaigns | head -1`: no traceback, no error line, exit 141."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "pipe.db"
+    seed_fixed(db)
+    many = store.open_db(db)
+    many["campaigns"].insert_all({"id": f"X{i}", "name": "x" * 200, "channel": "email",
+                                  "send_time": "2026-11-20T10:00:00Z"} for i in range(3000))
+    many.close()
+    proc = subprocess.run(
+        f"{sys.executable} -m klaviyo_sync campaigns --db {db} --range 2026-11-01..2026-11-30 --format jsonl | head -1",
+        shell=True, capture_output=True, text=True, executable="/bin/bash",
+        env={"PATH": "/usr/bin:/bin", "KLAVIYO_SYNC_DB": str(db)})
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
