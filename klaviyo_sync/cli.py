@@ -96,6 +96,12 @@ class App(TyperGroup):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = 141
+        except SystemExit as exc:
+            # Typer turns a broken pipe into a bare exit 1, our code for a bug: keep 141.
+            if isinstance(exc.__context__, BrokenPipeError):
+                code = 141
+            else:
+                raise
         except KlaviyoSyncError as exc:
             if _STATE["verbose"]:
                 traceback.print_exc()

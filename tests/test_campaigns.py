@@ -312,8 +312,10 @@ def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
                                   "send_time": "2026-11-20T10:00:00Z"} for i in range(3000))
     many.close()
     proc = subprocess.run(
-        f"{sys.executable} -m klaviyo_sync campaigns --db {db} --range 2026-11-01..2026-11-30 --format jsonl | head -1",
+        f"{sys.executable} -m klaviyo_sync campaigns --db {db} --range 2026-11-01..2026-11-30 --format jsonl "
+        "| head -1; echo \"exit ${PIPESTATUS[0]}\" >&2",
         shell=True, capture_output=True, text=True, executable="/bin/bash",
         env={"PATH": "/usr/bin:/bin", "KLAVIYO_SYNC_DB": str(db)})
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+    assert proc.stderr.strip().endswith("exit 141")
