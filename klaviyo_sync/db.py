@@ -247,10 +247,3 @@ def finish_run(db: Database, run_id: int, *, status: str, summary: dict, error: 
              summary.get("seconds", 0.0), error, run_id],
         )
 
-
-def last_success(db: Database, command: str) -> str | None:
-    row = db.execute(
-        "SELECT max(finished_at) FROM sync_runs WHERE command = ? AND status IN ('ok', 'partial')",
-        [command],
-    ).fetchone()
-    return row[0] if row else None

@@ -54,13 +54,10 @@ def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
     marks = {k: v for k, v in db.execute("SELECT key, value FROM sync_state ORDER BY key").fetchall()}
     last = {}
     for command in SYNC_COMMANDS:
-        row = db.execute(
-            "SELECT finished_at, status FROM sync_runs WHERE command = ? AND status IN ('ok', 'partial') "
-            "ORDER BY finished_at DESC LIMIT 1", [command]).fetchone()
         attempted = db.execute("SELECT count(*) FROM sync_runs WHERE command = ?", [command]).fetchone()[0]
         if not attempted:
             continue
-        finished = row[0] if row else None
+        finished = last_run_finished(db, command)
         last[command] = {
             "last_success": finished,
             "age_s": int((now - parse_datetime(finished)).total_seconds()) if finished else None,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlite_utils import Database
 
 from . import db as store
+from .db import to_json
 from .client import KlaviyoClient, Page
 from .errors import RateLimitExceeded, UsageError
 from .timeutil import Window, iso, parse_datetime, utcnow
@@ -185,24 +186,28 @@ class _Rows:
 
 
 class _SeenCache:
-    """Attributes of profiles and metrics this run has already handed to the writer.
+    """Fingerprints of the profiles and metrics this run has already handed to the writer.
 
     Busy pages repeat the same profiles page after page; an unchanged one needs no new row.
-    Bounded, so a huge account cannot grow it without limit; a miss only costs a no-op upsert.
+    It keeps a 64-bit hash, not the attributes, and at most ``limit`` entries (about 8 MB), so
+    a large account cannot grow it; a miss only costs a no-op upsert. A skipped profile went
+    out with an earlier page, which commits before or with this one in a completed run; a run
+    killed in between leaves it to the next run, which fetches that earlier page again because
+    the mark never passes a page that did not commit.
     """
 
-    def __init__(self, limit: int = 100_000):
+    def __init__(self, limit: int = 50_000):
         self.limit = limit
-        self._seen: dict[tuple[str, str], dict] = {}
+        self._seen: dict[str, int] = {}
 
     def fresh(self, resource: dict) -> bool:
-        key = (resource.get("type"), resource["id"])
-        attributes = resource.get("attributes")
-        if self._seen.get(key) == attributes:
+        key = f"{resource.get('type')}:{resource['id']}"
+        fingerprint = hash(to_json(resource.get("attributes")))
+        if self._seen.get(key) == fingerprint:
             return False
         if len(self._seen) >= self.limit:
             self._seen.clear()
-        self._seen[key] = attributes
+        self._seen[key] = fingerprint
         return True
 
 

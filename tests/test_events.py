@@ -274,3 +274,16 @@ def test_event_without_datetime_falls_back_to_timestamp():
     e = make_event(1, T0)
     e["attributes"]["datetime"] = None
     assert event_row(e)[3] == "2026-11-20T10:00:00Z"
+
+
+def test_seen_cache_skips_unchanged_and_is_bounded():
+    from klaviyo_sync.sync import _SeenCache
+
+    cache = _SeenCache(limit=3)
+    p = {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c"}}
+    assert cache.fresh(p) and not cache.fresh(dict(p))
+    assert cache.fresh({**p, "attributes": {"email": "new@b.c"}})  # a change is written again
+    assert cache.fresh({"type": "metric", "id": "P1", "attributes": {"email": "new@b.c"}})  # types kept apart
+    for i in range(10):
+        cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
+    assert len(cache._seen) <= 3
