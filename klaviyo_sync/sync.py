@@ -27,6 +27,7 @@ PROFILE_FIELDS = ("email,phone_number,external_id,first_name,last_name,organizat
 EVENT_PAGE_SIZE = 1000
 EVENTS_MARK = "events.mark"
 MAX_PAGES_PER_COMMIT = 8
+PAGES_QUEUED = 4
 MAX_SECONDS_PER_COMMIT = 0.5
 CHANNELS = ("email", "sms", "mobile_push")
 REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
@@ -271,8 +272,9 @@ def sync_events(
     work: queue.Queue = queue.Queue()
     for s in slices:
         work.put(s)
-    # Bounded: at most a few pages wait for the writer, so memory does not grow with the window.
-    pages: queue.Queue = queue.Queue(maxsize=workers + 1)
+    # Bounded: at most a few pages wait for the writer, so memory grows neither with the window
+    # nor with --workers.
+    pages: queue.Queue = queue.Queue(maxsize=PAGES_QUEUED)
     stop = threading.Event()
     seen = _SeenCache()
 
@@ -293,12 +295,16 @@ def sync_events(
                 except queue.Empty:
                     return
                 start, end = iso(s.start), iso(s.end)
-                pages_rows = client.paginate("/api/events", events_params(s, page_size),
-                                             transform=lambda page: _page_rows(page, start, end, seen))
-                for rows in pages_rows:
+
+                def hand_over(page: Page, s=s, start=start, end=end) -> None:
+                    # Runs under the client's read gate: a fetcher that must wait for the
+                    # writer holds the gate, so the others leave their answers unread on the
+                    # socket and memory stays bounded however many workers and profiles.
+                    put((s, _page_rows(page, start, end, seen)))
+
+                for _ in client.paginate("/api/events", events_params(s, page_size), transform=hand_over):
                     if stop.is_set():
                         raise _Stop
-                    put((s, rows))
                 put((s, _DONE))
         except _Stop:
             pass
@@ -342,24 +348,29 @@ def sync_events(
     try:
         while running and failure is None:
             # Up to 8 pages, or what arrives within half a second, share one transaction: each
-            # commit costs a WAL sync, and the mark still advances with every commit.
-            batch = [pages.get()]
+            # commit costs a WAL sync, and the mark still advances with every commit. Pages are
+            # written as they arrive, so the writer holds one page at a time.
+            s, item = pages.get()
             deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
-            while len(batch) < MAX_PAGES_PER_COMMIT and batch[-1][0] is not None:
-                wait = deadline - time.monotonic()
-                try:
-                    batch.append(pages.get(timeout=wait) if wait > 0 else pages.get_nowait())
-                except queue.Empty:
-                    break
+            written = 0
             with db.atomic():
-                for s, item in batch:
+                while True:
                     if s is None:
                         if item is None:
                             running -= 1
                         elif failure is None:
                             failure = item
-                        continue
-                    apply(s, item)
+                    else:
+                        apply(s, item)
+                        written += 1
+                    s = item = None
+                    wait = deadline - time.monotonic()
+                    if written >= MAX_PAGES_PER_COMMIT or failure is not None or not running or wait <= 0:
+                        break
+                    try:
+                        s, item = pages.get(timeout=wait)
+                    except queue.Empty:
+                        break
                 mark = contiguous_mark(slices, window.start)
                 if may_advance and (stored_mark is None or mark > stored_mark):
                     store.set_state(db, key, iso(mark))
