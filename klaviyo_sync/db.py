@@ -227,7 +227,13 @@ def set_state(db: Database, key: str, value: str) -> None:
 
 # -- sync_runs -----------------------------------------------------------------------------
 def start_run(db: Database, command: str, arguments: dict) -> int:
+    """Record a new run. Called with the lock held, so a row still 'running' belongs to a run
+    that died without finishing (kill -9, power loss): say so instead of leaving it running."""
     with db.atomic():
+        db.execute(
+            "UPDATE sync_runs SET status = 'abandoned', error = 'the process ended before the run "
+            "finished (killed?); what it committed is kept' WHERE status = 'running'"
+        )
         cur = db.execute(
             "INSERT INTO sync_runs (command, arguments, started_at, status) VALUES (?, ?, ?, 'running')",
             [command, to_json(arguments), iso(utcnow())],

@@ -127,3 +127,14 @@ def test_database_error_mid_run_exits_8_and_is_recorded(cli, db_path, mocked, mo
     assert result.stderr.strip() == "klaviyo-sync: error: database error: database or disk is full"
     run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
     assert run["status"] == "failed" and "disk is full" in run["error"]
+
+
+def test_a_run_left_running_by_a_kill_is_marked_abandoned(cli, db_path, mocked):
+    serve_metric_pages(mocked, [[metric(1)]])
+    database = store.open_db(db_path)
+    store.start_run(database, "sync-events", {})  # as if killed with -9 right after starting
+    database.close()
+    assert cli("sync-metrics", "-q").exit_code == 0
+    rows = list(store.open_db(db_path)["sync_runs"].rows)
+    assert [(r["command"], r["status"]) for r in rows] == [("sync-events", "abandoned"), ("sync-metrics", "ok")]
+    assert "killed" in rows[0]["error"]
