@@ -319,3 +319,27 @@ def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
     assert proc.stderr.strip().endswith("exit 141")
+
+
+def test_conversion_metric_option_is_used(mocked, client, db):
+    _, reports = serve(mocked)
+    sync_campaigns(client, db, parse_range("30d"), conversion_metric="Opened Email")
+    assert reports.bodies[0]["data"]["attributes"]["conversion_metric_id"] == "OE1"
+
+
+def test_unknown_conversion_metric_is_a_usage_error(mocked, cli):
+    serve(mocked)
+    result = cli("sync-campaigns", "--conversion-metric", "Nope")
+    assert result.exit_code == 2 and "unknown metric 'Nope'" in result.stderr
+
+
+def test_campaign_with_several_messages_sums_counts_and_recomputes_rates(db_path):
+    database = store.open_db(db_path)
+    database["campaigns"].insert({"id": "C", "name": "A/B", "channel": "email", "send_time": "2026-11-20T10:00:00Z"})
+    for mid, delivered, opens_unique, clicks_unique, value in (("m1", 100, 50, 10, 10.0), ("m2", 300, 30, 30, 5.5)):
+        database["campaign_stats"].insert({
+            "campaign_id": "C", "campaign_message_id": mid, "recipients": delivered, "delivered": delivered,
+            "opens_unique": opens_unique, "open_rate": opens_unique / delivered, "clicks_unique": clicks_unique,
+            "click_rate": clicks_unique / delivered, "conversion_value": value, "fetched_at": "2026-11-21T00:00:00Z"})
+    row = database.execute("SELECT recipients, open_rate, click_rate, conversion_value FROM campaign_performance").fetchone()
+    assert row == (400, 80 / 400, 40 / 400, 15.5)

@@ -64,6 +64,8 @@ def test_429_waits_for_retry_after_then_succeeds(mocked, client, sleeps):
     assert body["data"][0]["id"] == "a"
     assert sleeps == [7.0]
     assert client.stats.retries == 1 and client.stats.rate_limited == 1
+    # Every other worker of the endpoint is held for the same wait.
+    assert client.limiter._paused_until["metrics"] == 1000.0 + 7.0
     assert client.stats.as_dict()["rate_limit_wait_s"] == 7.0
 
 

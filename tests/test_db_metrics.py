@@ -161,3 +161,11 @@ def test_key_is_absent_from_every_output_and_the_database_bytes(mocked, cli, db_
         path = f"{db_path}{suffix}"
         if os.path.exists(path):
             assert API_KEY.encode() not in open(path, "rb").read()
+
+
+def test_an_old_revision_warns_once_on_stderr(mocked, cli):
+    serve_metric_pages(mocked, [[metric(1)]])
+    result = cli("sync-metrics", "-q", "--revision", "2024-02-15")
+    assert result.exit_code == 0
+    assert result.stderr.count("warning: API revision 2024-02-15") == 1
+    assert mocked.calls[0].request.headers["revision"] == "2024-02-15"
