@@ -181,8 +181,16 @@ def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
         # 35k -> 41k events/s on a backfill). The WAL file may grow to about that size.
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         db = Database(conn, execute_plugins=False)
-        if migrate:
-            migrations.apply(db)
+        if migrate and migrations.pending(db):
+            # Readers (campaigns, status) take no lock: a write transaction taken up front makes
+            # two processes that open a new file at once migrate it one after the other.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                migrations.apply(db)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return db
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from None

@@ -169,3 +169,24 @@ def test_an_old_revision_warns_once_on_stderr(mocked, cli):
     assert result.exit_code == 0
     assert result.stderr.count("warning: API revision 2024-02-15") == 1
     assert mocked.calls[0].request.headers["revision"] == "2024-02-15"
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path):
+    import threading
+
+    path = tmp_path / "race.db"
+    errors = []
+
+    def opener():
+        try:
+            store.open_db(path).close()
+        except Exception as exc:  # pragma: no cover - the failure this test guards against
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [m.name for m in store.migrations.applied(store.open_db(path))] == ["m001_initial"]
