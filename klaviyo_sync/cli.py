@@ -436,7 +436,9 @@ def campaigns_cmd(
             database.close()
         if rows and not settings.quiet:
             age = f"synced {humanize_age((utcnow() - parse_datetime(synced)).total_seconds())} ago" if synced else "sync time unknown"
-            print(f"{len(rows)} campaign(s) from the local database ({age}); --refresh fetches from the API",
+            missing = sum(1 for r in rows if r["stats_fetched_at"] is None)
+            gap = f"; statistics missing for {missing}" if missing else ""
+            print(f"{len(rows)} campaign(s) from the local database ({age}{gap}); --refresh fetches from the API",
                   file=sys.stderr)
     partial = None
     if refresh or not rows:

@@ -179,6 +179,9 @@ def test_quota_spent_stores_campaigns_and_reports_missing_stats(mocked, cli, db_
     assert database["campaigns"].count == 9 and database["campaign_stats"].count == 0
     assert json.loads(result.stdout)["status"] == "partial"
     assert list(database["sync_runs"].rows)[-1]["status"] == "partial"
+    # The analyst is told, not left to guess from blank cells.
+    shown = cli("campaigns", "--range", "30d", "--format", "json", key=False)
+    assert shown.exit_code == 0 and "statistics missing for 7" in shown.stderr
 
 
 def test_campaigns_database_first_makes_no_request(mocked, cli, db_path):
