@@ -29,6 +29,7 @@ from . import errors, output, queries
 from .client import DEFAULT_BASE_URL, DEFAULT_REVISION, KlaviyoClient, revision_age_warning
 from .errors import KlaviyoSyncError, UsageError, redact
 from .lock import SyncLock
+from .ratelimit import RateLimiter, parse_limits
 from .sync import CHANNELS, SyncResult, resolve_metrics, resume_window, sync_campaigns, sync_events, sync_metrics
 from .timeutil import RANGE_FORMS, Window, ceil_second, floor_second, humanize_age, iso, parse_datetime, parse_duration, parse_range, utcnow
 
@@ -53,6 +54,7 @@ class Settings:
     revision: str
     quiet: bool
     verbose: bool
+    rate_limit: str | None = None
 
     def client(self, **kw) -> KlaviyoClient:
         if not self.api_key:
@@ -61,7 +63,12 @@ class Settings:
         if warning:
             print(warning, file=sys.stderr)
         try:
-            return KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision, **kw)
+            limits = parse_limits(self.rate_limit) if self.rate_limit else None
+        except ValueError as exc:
+            raise UsageError(f"--rate-limit: {exc}") from None
+        try:
+            return KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
+                                 limiter=RateLimiter(limits), **kw)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
@@ -170,6 +177,10 @@ BaseUrlOpt = Annotated[str, typer.Option("--base-url", envvar="KLAVIYO_BASE_URL"
                                          show_envvar=True)]
 RevisionOpt = Annotated[str, typer.Option("--revision", envvar="KLAVIYO_REVISION",
                                           help="API revision header.", show_envvar=True)]
+RateLimitOpt = Annotated[Optional[str], typer.Option(
+    "--rate-limit", envvar="KLAVIYO_RATE_LIMITS", metavar="ENDPOINT=S/M,...", show_envvar=True,
+    help="Lower this client's request budget, e.g. events=100/1000 (per second/per minute); "
+         "default: Klaviyo's published limits less 10%.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing on success.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log requests and retries; tracebacks on errors.")]
 WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
@@ -182,6 +193,7 @@ _COMMON = [
     ("revision", RevisionOpt, DEFAULT_REVISION),
     ("quiet", QuietOpt, False),
     ("verbose", VerboseOpt, False),
+    ("rate_limit", RateLimitOpt, None),
 ]
 
 

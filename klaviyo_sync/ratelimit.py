@@ -37,6 +37,25 @@ _ENDPOINT_PATTERNS = [
 ]
 
 
+def parse_limits(text: str) -> dict[str, tuple[int, int]]:
+    """``events=100/1000,metrics=5/60``: per endpoint, requests per second / per minute."""
+    limits: dict[str, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in DEFAULT_LIMITS:
+            raise ValueError(f"unknown endpoint {key!r}: use one of {', '.join(DEFAULT_LIMITS)}")
+        burst, _, steady = value.partition("/")
+        try:
+            pair = (int(burst), int(steady))
+        except ValueError:
+            raise ValueError(f"{part!r}: expected ENDPOINT=PER_SECOND/PER_MINUTE, e.g. events=100/1000") from None
+        if min(pair) < 1:
+            raise ValueError(f"{part!r}: limits must be at least 1")
+        limits[key] = pair
+    return limits
+
+
 def endpoint_key(path: str) -> str:
     """The rate-limit bucket a request path belongs to."""
     for pattern, key in _ENDPOINT_PATTERNS:

@@ -82,3 +82,21 @@ def test_endpoint_keys():
     assert endpoint_key("/api/metrics/") == "metrics"
     assert endpoint_key("/api/campaigns") == "campaigns"
     assert endpoint_key("/api/campaign-values-reports") == "campaign-values-reports"
+
+
+def test_parse_limits_and_the_cli_option(cli):
+    import pytest
+
+    from klaviyo_sync.cli import Settings
+    from klaviyo_sync.ratelimit import parse_limits
+
+    assert parse_limits("events=100/1000, metrics=5/60") == {"events": (100, 1000), "metrics": (5, 60)}
+    for bad in ("nope=1/2", "events=fast", "events=0/10"):
+        with pytest.raises(ValueError):
+            parse_limits(bad)
+    settings = Settings(db="x.db", api_key="pk_x", base_url="https://a.klaviyo.com", revision="2026-07-15",
+                        quiet=True, verbose=False, rate_limit="events=100/1000")
+    client = settings.client()
+    assert client.limiter._limits["events"] == (100, 1000) and client.limiter._limits["metrics"] == (10, 150)
+    result = cli("sync-metrics", "--rate-limit", "events=lots")
+    assert result.exit_code == 2 and "--rate-limit" in result.stderr
