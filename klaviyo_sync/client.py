@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -324,6 +324,7 @@ class KlaviyoClient:
             data = [data]
         next_url = (body.get("links") or {}).get("next") or None
         if next_url:
+            next_url = urljoin(url, next_url)  # absolute in practice; a relative one is resolved
             self.check_origin(next_url)  # refuse before the key could be sent
         return Page(data=data, included=body.get("included") or [], url=url, next_url=next_url)
 

@@ -159,3 +159,10 @@ def test_revision_age_warning():
     assert revision_age_warning("2026-07-15", today=date(2026, 11, 26)) is None
     warning = revision_age_warning("2024-01-15", today=date(2026, 11, 26))
     assert warning and "2024-01-15" in warning and "months old" in warning
+
+
+def test_relative_next_link_is_resolved_against_the_api_host(mocked, client):
+    mocked.get(METRICS, json=page(["a"], "/api/metrics?page%5Bcursor%5D=c1"),
+               match=[matchers.query_string_matcher("")])
+    mocked.get(METRICS, json=page(["b"]), match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
+    assert [p.data[0]["id"] for p in client.paginate("/api/metrics")] == ["a", "b"]
