@@ -73,9 +73,10 @@ class StaleError(KlaviyoSyncError):
 
 
 def redact(text: str, secret: str | None) -> str:
-    """Remove the API key (and anything that looks like its tail) from a message."""
+    """Remove the API key from a message."""
     if not text:
         return text
-    if secret:
+    # A real key is long; replacing a one- or two-letter typo would mangle every message.
+    if secret and len(secret) >= 8:
         text = text.replace(secret, "[REDACTED]")
     return text
