@@ -388,8 +388,11 @@ def sync_events(
             raise failure
     finally:
         stop.set()
+        # Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
+        # and must not hold the process (and the lock) for the read timeout: wait 2 s in all.
+        deadline = time.monotonic() + 2.0
         for t in threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
     result.extra["slices"] = len(slices)
     result.extra["workers"] = n_threads
     result.extra["mark"] = iso(stored_mark) if stored_mark else None
