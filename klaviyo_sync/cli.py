@@ -514,7 +514,7 @@ def _status_tables(report: dict) -> None:
                            [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
-                              ("started_at", "Started", "text"), ("seconds", "Seconds", "text"),
+                              ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),
                               ("rows_written", "Rows written", "text"), ("requests", "Requests", "int"),
                               ("retries", "Retries", "int"), ("error", "Error", "text")], "Recent runs")
 

@@ -35,7 +35,7 @@ def write_json_line(data, stream: IO | None = None) -> None:
 
 def write_rows(rows: Sequence[dict], fmt: str, columns: Sequence[tuple[str, str, str]],
                title: str | None = None, stream: IO | None = None) -> None:
-    """``columns`` are (key, heading, kind) with kind one of text, int, rate, money, bool."""
+    """``columns`` are (key, heading, kind) with kind one of text, int, rate, money, seconds, bool."""
     stream = stream or sys.stdout
     if fmt == "json":
         write_json(list(rows), stream)
@@ -61,6 +61,8 @@ def cell(value, kind: str) -> str:
         return f"{value:,.2f}"
     if kind == "int":
         return f"{int(value):,}"
+    if kind == "seconds":
+        return f"{value:,.2f}"
     if kind == "bool":
         return "yes" if value else ""
     return str(value)
@@ -72,7 +74,7 @@ def write_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]], t
     console = Console(file=stream, width=None if stream.isatty() else 200, highlight=False)
     table = Table(title=title, title_justify="left")
     for _, heading, kind in columns:
-        table.add_column(heading, justify="right" if kind in ("int", "rate", "money") else "left",
+        table.add_column(heading, justify="right" if kind in ("int", "rate", "money", "seconds") else "left",
                          overflow="fold")
     for row in rows:
         table.add_row(*[cell(row.get(key), kind) for key, _, kind in columns])
