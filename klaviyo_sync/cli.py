@@ -7,11 +7,12 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,11 +40,11 @@ DEFAULT_WORKERS = 12  # measured: see README, Performance
 
 
 class Interrupted(KlaviyoSyncError):
-    exit_code = 130
+    exit_code = errors.INTERRUPTED
 
 
 class Terminated(Interrupted):
-    exit_code = 143  # 128 + SIGTERM, as a shell reports it
+    exit_code = errors.TERMINATED
 
 
 @dataclass
@@ -94,33 +95,27 @@ class App(TyperGroup):
             code = errors.USAGE
         except click_exc.UsageError as exc:
             _fail(" ".join(exc.format_message().split()), errors.USAGE)
-        except typer.Abort:
-            _fail("interrupted", 130)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted", errors.INTERRUPTED)
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, as a tool killed by SIGPIPE would.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            code = 141
+            code = errors.BROKEN_PIPE
         except SystemExit as exc:
             # Typer turns a broken pipe into a bare exit 1, our code for a bug: keep 141.
-            if isinstance(exc.__context__, BrokenPipeError):
-                code = 141
-            else:
+            if not isinstance(exc.__context__, BrokenPipeError):
                 raise
-        except KlaviyoSyncError as exc:
+            code = errors.BROKEN_PIPE
+        except Exception as exc:
             if _STATE["verbose"]:
                 traceback.print_exc()
-            _fail(str(exc), exc.exit_code)
-        except sqlite3.Error as exc:  # disk full, read-only file, corruption found mid-run
-            if _STATE["verbose"]:
-                traceback.print_exc()
-            _fail(f"database error: {exc}", errors.DATABASE)
-        except Exception as exc:  # a bug: one line unless -v
-            if _STATE["verbose"]:
-                traceback.print_exc()
-            _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for details)", errors.INTERNAL)
+            if isinstance(exc, KlaviyoSyncError):
+                _fail(str(exc), exc.exit_code)
+            elif isinstance(exc, sqlite3.Error):  # disk full, read-only file, corruption mid-run
+                _fail(f"database error: {exc}", errors.DATABASE)
+            else:  # a bug: one line unless -v
+                _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for details)", errors.INTERNAL)
         finally:
             if threading_main():
                 signal.signal(signal.SIGTERM, previous)
@@ -128,8 +123,6 @@ class App(TyperGroup):
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

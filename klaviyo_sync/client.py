@@ -6,6 +6,7 @@ the endpoint and carries the API's own ``errors[].detail``, never the key.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -305,18 +306,15 @@ class KlaviyoClient:
         url: str | None = self.url_for(path)
         first = True
         while url:
-            holder: list[str | None] = [None]
-
-            def parse(body: dict) -> object:
-                page = self._page(body, url)
-                holder[0] = page.next_url
-                return transform(page) if transform else page
-
-            item = self.request("GET", url, params=params if first else None, parse=parse)
+            parse = functools.partial(self._parse_page, url, transform)
+            item, url = self.request("GET", url, params=params if first else None, parse=parse)
             first = False
-            url = holder[0]
             yield item
             del item
+
+    def _parse_page(self, url: str, transform: Callable[[Page], object] | None, body: dict) -> tuple:
+        page = self._page(body, url)
+        return (transform(page) if transform else page), page.next_url
 
     def _page(self, body: dict, url: str) -> Page:
         data = body.get("data") or []

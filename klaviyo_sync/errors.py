@@ -10,6 +10,7 @@ Exit codes (documented in the README):
   6  partial success: data stored, but campaign statistics are missing (report quota spent)
   7  `status --max-age`: a sync is stale
   8  the database file cannot be opened or written
+  130, 141, 143  interrupted (Ctrl-C), stdout closed early, terminated (SIGTERM)
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ LOCKED = 5
 PARTIAL = 6
 STALE = 7
 DATABASE = 8
+INTERRUPTED = 130  # Ctrl-C
+BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (`| head`)
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class KlaviyoSyncError(Exception):

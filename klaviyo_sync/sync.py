@@ -507,11 +507,12 @@ def fetch_and_save_stats(client: KlaviyoClient, db: Database, campaigns: list[tu
                 client.check_origin(url)
         rows = []
         seen = set()
+        wanted = set(ids)
         for r in results:
             g = r.get("groupings") or {}
             st = r.get("statistics") or {}
             cid = g.get("campaign_id")
-            if cid not in ids:
+            if cid not in wanted:
                 continue
             seen.add(cid)
             rows.append((cid, g.get("campaign_message_id") or "", g.get("send_channel"),

@@ -10,11 +10,7 @@ from .timeutil import normalize_iso
 
 def related_id(resource: dict, name: str) -> str | None:
     """The id in ``relationships.<name>.data`` (a to-one link), or None when absent or null."""
-    rel = (resource.get("relationships") or {}).get(name) or {}
-    data = rel.get("data")
-    if isinstance(data, dict):
-        return data.get("id")
-    return None
+    return _to_one(resource.get("relationships") or {}, name)
 
 
 def related_ids(resource: dict, name: str) -> list[str]:
@@ -66,11 +62,11 @@ def _number(value) -> float | None:
     return None
 
 
-def _to_one(relationships: dict, name: str):
+def _to_one(relationships: dict, name: str) -> str | None:
     rel = relationships.get(name)
     if rel:
         data = rel.get("data")
-        if data:
+        if data.__class__ is dict:
             return data.get("id")
     return None
 

@@ -89,7 +89,7 @@ def finish(proc: subprocess.Popen, args, t0: float, timeout: float = DEFAULT_TIM
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"klaviyo-sync {args} did not finish in {timeout}s; stderr: {err}")
+        raise AssertionError(f"klaviyo-sync {args} did not finish in {timeout}s; stderr: {err}") from None
     run = Run(list(args), proc.returncode, out, err, time.monotonic() - t0)
     assert_no_secret(run.stdout, f"stdout of {args}", secrets)
     assert_no_secret(run.stderr, f"stderr of {args}", secrets)

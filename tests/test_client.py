@@ -1,9 +1,8 @@
 import pytest
 import requests
-import responses
 from responses import matchers
 
-from klaviyo_sync.client import DEFAULT_REVISION, KlaviyoClient, revision_age_warning
+from klaviyo_sync.client import DEFAULT_REVISION, revision_age_warning
 from klaviyo_sync.errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError
 
 from .conftest import API_KEY, BASE

@@ -190,3 +190,15 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
         t.join()
     assert errors == []
     assert [m.name for m in store.migrations.applied(store.open_db(path))] == ["m001_initial"]
+
+
+def test_verbose_logs_retries_on_stderr_and_quiet_run_does_not(mocked, cli):
+    mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]})
+    serve_metric_pages(mocked, [[metric(1)]])
+    loud = cli("sync-metrics", "-v")
+    assert loud.exit_code == 0 and "retrying after HTTP 503: busy" in loud.stderr
+    mocked.reset()
+    mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]})
+    serve_metric_pages(mocked, [[metric(1)]])
+    quiet = cli("sync-metrics", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""

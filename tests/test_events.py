@@ -176,8 +176,6 @@ def test_slices_cover_the_window_exactly():
 
 
 def test_contiguous_mark_under_out_of_order_completion():
-    window = Window(T0, T0 + timedelta(hours=4))
-    s = plan_slices(window, 1, min_width=timedelta(hours=1))
     s = [EventSlice(i, T0 + timedelta(hours=i), T0 + timedelta(hours=i + 1)) for i in range(4)]
     s[2].complete = True
     s[3].done_until = s[3].start + timedelta(minutes=30)
@@ -250,7 +248,7 @@ def test_cli_unknown_metric_exits_2(mocked, cli):
 
 
 def test_cli_failed_run_is_recorded_with_redacted_error(mocked, cli, db_path):
-    api = serve(mocked, EventsApi([make_event(i, T0 + timedelta(minutes=i)) for i in range(30)], page_size=10, fail_on_call=2))
+    serve(mocked, EventsApi([make_event(i, T0 + timedelta(minutes=i)) for i in range(30)], page_size=10, fail_on_call=2))
     result = cli("sync-events", "--since", "2026-11-20T10:00:00Z", "--until", "2026-11-20T11:00:00Z", "--workers", "1")
     assert result.exit_code == 3
     run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
