@@ -4,7 +4,7 @@
 A sequential loop: requests.Session GET, json.loads, build tuples, sqlite3 executemany of plain
 INSERT OR REPLACE into the same events / profiles / metrics tables (same columns, same indexes as
 klaviyo_sync/db.py creates), one transaction per page, following links.next. The query is the one
-the tool sends (klaviyo_sync/sync.py events_params): filter greater-or-equal / less-than datetime,
+the tool sends (klaviyo_sync/streams/events.py events_params): filter greater-or-equal / less-than datetime,
 include=metric,profile, the same fields[...] lists, page[size]=1000, sort=datetime.
 
 The database uses the tool's pragmas (WAL, synchronous=NORMAL), so both pay for the same
@@ -27,7 +27,7 @@ import time
 
 import requests
 
-# The same strings as klaviyo_sync/sync.py (bench_events.py checks they still match).
+# The same strings as klaviyo_sync/streams/events.py (bench_events.py checks they still match).
 METRIC_FIELDS = "name,created,updated,integration"
 EVENT_FIELDS = "datetime,event_properties,timestamp,uuid"
 PROFILE_FIELDS = ("email,phone_number,external_id,first_name,last_name,organization,locale,title,"

@@ -34,12 +34,12 @@ from _harness import (code_version, emit_result, BENCH_DIR, FAKE_API_KEY, PYTHON
 def check_query_matches_tool() -> None:
     """The baseline must send the tool's query: fail loudly if sync.py's strings changed."""
     import baseline_events as base
-    from klaviyo_sync import sync
+    from klaviyo_sync.streams import events as sync
 
     mine = (base.EVENT_FIELDS, base.PROFILE_FIELDS, base.METRIC_FIELDS, base.PAGE_SIZE)
     tools = (sync.EVENT_FIELDS, sync.PROFILE_FIELDS, sync.METRIC_FIELDS, sync.EVENT_PAGE_SIZE)
     if mine != tools:
-        sys.exit(f"baseline_events.py's query no longer matches klaviyo_sync/sync.py: {mine} != {tools}")
+        sys.exit(f"baseline_events.py's query no longer matches klaviyo_sync/streams/events.py: {mine} != {tools}")
 
 
 def window_for(fake: Fake, span_hours: float) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from klaviyo_sync import db as store
-from klaviyo_sync.sync import report_batches, sync_campaigns
+from klaviyo_sync.streams.campaigns import report_batches, sync_campaigns
 from klaviyo_sync.timeutil import Window, iso, parse_range
 
 from .conftest import BASE

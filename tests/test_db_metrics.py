@@ -6,7 +6,7 @@ import pytest
 from responses import matchers
 
 from klaviyo_sync import db as store
-from klaviyo_sync.sync import sync_metrics
+from klaviyo_sync.streams.metrics import sync_metrics
 from klaviyo_sync.transform import metric_row
 
 from .conftest import API_KEY, BASE

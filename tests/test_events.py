@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from klaviyo_sync import db as store
-from klaviyo_sync.sync import (EventSlice, contiguous_mark, plan_slices, sync_events)
+from klaviyo_sync.streams.events import EventSlice, contiguous_mark, plan_slices, sync_events
 from klaviyo_sync.timeutil import Window, iso
 
 from .conftest import BASE
@@ -275,7 +275,7 @@ def test_event_without_datetime_falls_back_to_timestamp():
 
 
 def test_seen_cache_skips_unchanged_and_is_bounded():
-    from klaviyo_sync.sync import _SeenCache
+    from klaviyo_sync.streams.events import _SeenCache
 
     cache = _SeenCache(limit=3)
     p = {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c"}}

@@ -113,14 +113,14 @@ def test_not_a_database_exits_8_and_is_left_alone(cli, db_path, mocked):
 def test_database_error_mid_run_exits_8_and_is_recorded(cli, db_path, mocked, monkeypatch):
     import sqlite3
 
-    from klaviyo_sync import sync
+    from klaviyo_sync import db as sync_store
 
     serve_metric_pages(mocked, [[metric(1)]])
 
     def disk_full(*args):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(sync.store, "write_rows", disk_full)
+    monkeypatch.setattr(sync_store, "write_rows", disk_full)
     result = cli("sync-metrics")
     assert result.exit_code == 8
     assert result.stderr.strip() == "klaviyo-sync: error: database error: database or disk is full"

@@ -1,4 +1,7 @@
-"""One function per sync. Each takes a client and a db, writes, and returns a result. No printing."""
+"""Events: the parallel time-slice engine. Fetcher threads read slices of the window, one
+writer (the calling thread) commits pages together with the high-water mark. It is kept apart
+from the generic stream engine because its speed depends on this shape (see README,
+Performance)."""
 
 from __future__ import annotations
 
@@ -8,19 +11,19 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from . import db as store
-from .db import to_json
-from .client import KlaviyoClient, Page
-from .errors import RateLimitExceeded, UsageError
-from .timeutil import Window, iso, parse_datetime, utcnow
-from .transform import campaign_row, event_row, message_row, metric_row, profile_row, related_ids
+from .. import db as store
+from ..client import KlaviyoClient, Page
+from ..db import to_json
+from ..timeutil import Window, iso, parse_datetime
+from ..transform import event_row, metric_row, profile_row
+from .engine import SyncResult, Table
+from .metrics import METRIC_FIELDS, METRICS_TABLE
 
-METRIC_FIELDS = "name,created,updated,integration"
 EVENT_FIELDS = "datetime,event_properties,timestamp,uuid"
 PROFILE_FIELDS = ("email,phone_number,external_id,first_name,last_name,organization,locale,title,"
                   "image,created,updated,last_event_date,location,properties")
@@ -29,84 +32,16 @@ EVENTS_MARK = "events.mark"
 MAX_PAGES_PER_COMMIT = 8
 PAGES_QUEUED = 4
 MAX_SECONDS_PER_COMMIT = 0.5
-CHANNELS = ("email", "sms", "mobile_push")
-REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
-REPORT_BATCH = 100  # contains-any takes at most 100 items
-REPORT_MAX_SPAN = timedelta(days=364)  # the report's timeframe may span at most one year
-DEFAULT_CONVERSION_METRIC = "Placed Order"
 
-METRIC_UPSERT = store.upsert_sql("metrics", store.METRIC_COLUMNS)
-PROFILE_UPSERT = store.upsert_sql("profiles", store.PROFILE_COLUMNS)
-EVENT_UPSERT = store.upsert_sql("events", store.EVENT_COLUMNS, immutable=True)  # events never change
-CAMPAIGN_UPSERT = store.upsert_sql("campaigns", store.CAMPAIGN_COLUMNS)
-MESSAGE_UPSERT = store.upsert_sql("campaign_messages", store.CAMPAIGN_MESSAGE_COLUMNS)
-STAT_INSERT = store.upsert_sql("campaign_stats", store.CAMPAIGN_STAT_COLUMNS, key=("campaign_id", "campaign_message_id"))
+EVENTS_TABLE = Table("events", tuple(store.EVENT_COLUMNS), immutable=True)  # events never change
+# Profiles as events include them: the base columns only (consent comes from sync-profiles and is
+# left alone), and never over a newer version of the same profile.
+EVENT_PROFILES_TABLE = Table("profiles", tuple(store.PROFILE_COLUMNS), newer="updated")
+METRIC_UPSERT = METRICS_TABLE.upsert
+PROFILE_UPSERT = EVENT_PROFILES_TABLE.upsert
+EVENT_UPSERT = EVENTS_TABLE.upsert
 
 
-@dataclass
-class SyncResult:
-    rows: dict[str, int] = field(default_factory=dict)
-    pages: int = 0
-    window: Window | None = None
-    extra: dict = field(default_factory=dict)
-    partial: str | None = None  # set when the run stored its data but something is missing
-
-    def add_rows(self, table: str, n: int) -> None:
-        self.rows[table] = self.rows.get(table, 0) + n
-
-    @classmethod
-    def begin(cls, result: "SyncResult | None", tables: list[str], window: Window | None = None) -> "SyncResult":
-        """The caller's result object (so a run that fails still reports what it committed),
-        or a new one."""
-        result = result if result is not None else cls()
-        for table in tables:
-            result.rows.setdefault(table, 0)
-        if window is not None:
-            result.window = window
-        return result
-
-
-# -- metrics ---------------------------------------------------------------------------------
-def sync_metrics(client: KlaviyoClient, db: Database, *, result: SyncResult | None = None) -> SyncResult:
-    result = SyncResult.begin(result, ["metrics"])
-    for page in client.paginate("/api/metrics", {"fields[metric]": METRIC_FIELDS}):
-        rows = [metric_row(r) for r in page.data if r.get("type", "metric") == "metric"]
-        with db.atomic():
-            result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, rows))
-        result.pages += 1
-    result.extra["metrics_seen"] = db.execute("SELECT count(*) FROM metrics").fetchone()[0]
-    return result
-
-
-def resolve_metrics(client: KlaviyoClient | None, db: Database, names_or_ids: list[str]) -> list[str]:
-    """Metric ids for names or ids, from the local table; syncs metrics once if any is unknown."""
-
-    def lookup() -> tuple[list[str], list[str]]:
-        found, missing = [], []
-        for value in names_or_ids:
-            row = db.execute(
-                "SELECT id FROM metrics WHERE id = ? UNION ALL SELECT id FROM metrics WHERE name = ? LIMIT 2",
-                [value, value],
-            ).fetchall()
-            ids = sorted({r[0] for r in row})
-            if len(ids) == 1:
-                found.append(ids[0])
-            elif len(ids) > 1:
-                raise UsageError(f"metric name {value!r} is ambiguous ({', '.join(ids)}): pass the id")
-            else:
-                missing.append(value)
-        return found, missing
-
-    found, missing = lookup()
-    if missing and client is not None:
-        sync_metrics(client, db)
-        found, missing = lookup()
-    if missing:
-        raise UsageError(f"unknown metric {', '.join(repr(m) for m in missing)}: not a metric name or id in this account")
-    return sorted(set(found))
-
-
-# -- events ----------------------------------------------------------------------------------
 @dataclass
 class EventSlice:
     index: int
@@ -406,155 +341,3 @@ def resume_window(db: Database, metric_ids: list[str] | None, overlap: timedelta
         start = min(parse_datetime(stored), now) - overlap
         return Window(start, now, "resume")
     return Window(now - first_run, now, "first run")
-
-
-# -- campaigns -------------------------------------------------------------------------------
-def _campaign_filter(channel: str, archived: bool) -> str:
-    return f"and(equals(messages.channel,'{channel}'),equals(archived,{'true' if archived else 'false'}))"
-
-
-def fetch_and_save_campaigns(client: KlaviyoClient, db: Database, channels: list[str], result: SyncResult) -> None:
-    for channel in channels:
-        # Archived campaigns are hidden unless asked for, so each channel is listed twice.
-        for archived in (False, True):
-            params = {
-                "filter": _campaign_filter(channel, archived),
-                "include": "campaign-messages",
-                "fields[campaign-message]": "definition,send_times,created_at,updated_at",
-            }
-            for page in client.paginate("/api/campaigns", params):
-                messages = {m["id"]: m for m in page.included if m.get("type") == "campaign-message"}
-                campaign_rows, message_rows = [], []
-                for c in page.data:
-                    own = [message_row(messages[mid], c["id"])
-                           for mid in related_ids(c, "campaign-messages") if mid in messages]
-                    message_rows.extend(own)
-                    campaign_rows.append(campaign_row(c, channel, own))
-                with db.atomic():
-                    result.add_rows("campaigns", store.write_rows(db, CAMPAIGN_UPSERT, campaign_rows))
-                    result.add_rows("campaign_messages", store.write_rows(db, MESSAGE_UPSERT, message_rows))
-                result.pages += 1
-
-
-def conversion_metric_id(client: KlaviyoClient | None, db: Database, wanted: str | None) -> str:
-    try:
-        return resolve_metrics(client, db, [wanted or DEFAULT_CONVERSION_METRIC])[0]
-    except UsageError:
-        if wanted:
-            raise
-        raise UsageError(
-            f"no {DEFAULT_CONVERSION_METRIC!r} metric in this account for conversion statistics: "
-            "pass --conversion-metric NAME_OR_ID"
-        ) from None
-
-
-def campaigns_needing_stats(db: Database, window: Window, channels: list[str], max_age: timedelta,
-                            now: datetime) -> list[tuple[str, str]]:
-    """(id, send_time) of sent campaigns in the window whose statistics are missing or old."""
-    marks = ",".join("?" for _ in channels)
-    return [tuple(r) for r in db.execute(
-        f"""SELECT c.id, c.send_time FROM campaigns c
-            WHERE c.send_time >= ? AND c.send_time < ? AND c.channel IN ({marks})
-              AND c.send_time <= ?
-              AND NOT EXISTS (SELECT 1 FROM campaign_stats s
-                              WHERE s.campaign_id = c.id AND s.fetched_at >= ?)
-            ORDER BY c.send_time""",
-        [iso(window.start), iso(window.end), *channels, iso(now), iso(now - max_age)],
-    ).fetchall()]
-
-
-def report_batches(campaigns: list[tuple[str, str]]) -> list[tuple[list[str], datetime, datetime]]:
-    """Group (id, send_time) sorted by send time into batches of <= 100 ids whose padded
-    timeframe spans at most a year: the fewest report requests the API allows."""
-    batches: list[tuple[list[str], datetime, datetime]] = []
-    for cid, sent in campaigns:
-        t = parse_datetime(sent)
-        # A day of padding each side: a custom timeframe is read in the account's time zone.
-        lo = (t - timedelta(days=1)).replace(hour=0, minute=0, second=0)
-        hi = (t + timedelta(days=2)).replace(hour=0, minute=0, second=0)
-        if batches and len(batches[-1][0]) < REPORT_BATCH and hi - batches[-1][1] <= REPORT_MAX_SPAN:
-            ids, start, _ = batches[-1]
-            ids.append(cid)
-            batches[-1] = (ids, start, hi)
-        else:
-            batches.append(([cid], lo, hi))
-    return batches
-
-
-def report_body(ids: list[str], start: datetime, end: datetime, metric_id: str) -> dict:
-    quoted = ",".join(f'"{i}"' for i in ids)
-    return {"data": {"type": "campaign-values-report", "attributes": {
-        "statistics": store.STAT_NAMES,
-        "timeframe": {"start": iso(start), "end": iso(end)},
-        "conversion_metric_id": metric_id,
-        "group_by": ["campaign_id", "campaign_message_id", "send_channel"],
-        "filter": f"contains-any(campaign_id,[{quoted}])",
-    }}}
-
-
-def fetch_and_save_stats(client: KlaviyoClient, db: Database, campaigns: list[tuple[str, str]],
-                         metric_id: str, result: SyncResult, now: datetime) -> None:
-    fetched_at = iso(now)
-    for ids, start, end in report_batches(campaigns):
-        url: str | None = "/api/campaign-values-reports"
-        results: list[dict] = []
-        body: dict | None = report_body(ids, start, end, metric_id)
-        while url:  # the spec declares only links.self, but a links.next is followed if sent
-            resp = client.request("POST", url, json_body=body)
-            results.extend(((resp.get("data") or {}).get("attributes") or {}).get("results") or [])
-            url = (resp.get("links") or {}).get("next")
-            if url:
-                client.check_origin(url)
-        rows = []
-        seen = set()
-        wanted = set(ids)
-        for r in results:
-            g = r.get("groupings") or {}
-            st = r.get("statistics") or {}
-            cid = g.get("campaign_id")
-            if cid not in wanted:
-                continue
-            seen.add(cid)
-            rows.append((cid, g.get("campaign_message_id") or "", g.get("send_channel"),
-                         *[st.get(name) for name in store.STAT_NAMES],
-                         metric_id, iso(start), iso(end), fetched_at))
-        # Campaigns the report has nothing for get an empty row, so they are not asked again
-        # until their statistics are --stats-max-age old.
-        for cid in ids:
-            if cid not in seen:
-                rows.append((cid, "", None, *[None] * len(store.STAT_NAMES), metric_id, iso(start), iso(end), fetched_at))
-        with db.atomic():
-            marks = ",".join("?" for _ in ids)
-            db.execute(f"DELETE FROM campaign_stats WHERE campaign_id IN ({marks})", ids)
-            result.add_rows("campaign_stats", store.write_rows(db, STAT_INSERT, rows))
-        result.extra["report_requests"] = result.extra.get("report_requests", 0) + 1
-
-
-def sync_campaigns(
-    client: KlaviyoClient,
-    db: Database,
-    window: Window,
-    *,
-    channels: list[str] | None = None,
-    stats: bool = True,
-    conversion_metric: str | None = None,
-    stats_max_age: timedelta = timedelta(hours=6),
-    now: datetime | None = None,
-    result: SyncResult | None = None,
-) -> SyncResult:
-    now = now or utcnow()
-    channels = list(channels or CHANNELS)
-    result = SyncResult.begin(result, ["campaigns", "campaign_messages", "campaign_stats"], window)
-    fetch_and_save_campaigns(client, db, channels, result)
-    if not stats:
-        return result
-    metric_id = conversion_metric_id(client, db, conversion_metric)
-    todo = campaigns_needing_stats(db, window, channels, stats_max_age, now)
-    result.extra["stats_requested_for"] = len(todo)
-    try:
-        fetch_and_save_stats(client, db, todo, metric_id, result, now)
-    except RateLimitExceeded as exc:
-        missing = len(campaigns_needing_stats(db, window, channels, stats_max_age, now))
-        result.extra["stats_missing"] = missing
-        result.partial = f"campaigns stored, but statistics are missing for {missing} campaign(s): {exc}"
-    return result

@@ -1,0 +1,297 @@
+"""What every command shares: the Typer app and its error handling, the common options, the
+run record and lock around a sync, and the report printed at the end."""
+
+import functools
+import inspect
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc
+
+from .. import __version__
+from .. import db as store
+from .. import errors, output
+from ..client import DEFAULT_BASE_URL, DEFAULT_REVISION, KlaviyoClient, revision_age_warning
+from ..errors import KlaviyoSyncError, UsageError, redact
+from ..lock import SyncLock
+from ..ratelimit import RateLimiter, parse_limits
+from ..streams.engine import SyncResult
+
+log = logging.getLogger("klaviyo_sync")
+PROG = "klaviyo-sync"
+DEFAULT_WORKERS = 12  # measured: see README, Performance
+
+
+class Interrupted(KlaviyoSyncError):
+    exit_code = errors.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    exit_code = errors.TERMINATED
+
+
+@dataclass
+class Settings:
+    db: Path
+    api_key: str | None
+    base_url: str
+    revision: str
+    quiet: bool
+    verbose: bool
+    rate_limit: str | None = None
+
+    def client(self, **kw) -> KlaviyoClient:
+        if not self.api_key:
+            raise UsageError("no API key: set KLAVIYO_API_KEY (or pass --api-key)")
+        warning = revision_age_warning(self.revision)
+        if warning:
+            print(warning, file=sys.stderr)
+        try:
+            limits = parse_limits(self.rate_limit) if self.rate_limit else None
+        except ValueError as exc:
+            raise UsageError(f"--rate-limit: {exc}") from None
+        try:
+            return KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
+                                 limiter=RateLimiter(limits), **kw)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+_STATE = {"verbose": False, "api_key": None}
+
+
+class App(TyperGroup):
+    """Turns every failure into one line on stderr and a documented exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = signal.getsignal(signal.SIGTERM)
+        if threading_main():
+            # cron and systemd stop jobs with SIGTERM: record the run as failed, then exit 143.
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            rv = super().main(args=args, prog_name=prog_name or PROG, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except getattr(click_exc, "NoArgsIsHelpError", ()) as exc:
+            print(exc.format_message(), file=sys.stderr)
+            code = errors.USAGE
+        except click_exc.UsageError as exc:
+            _fail(" ".join(exc.format_message().split()), errors.USAGE)
+        except (typer.Abort, KeyboardInterrupt):
+            _fail("interrupted", errors.INTERRUPTED)
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as a tool killed by SIGPIPE would.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = errors.BROKEN_PIPE
+        except SystemExit as exc:
+            # Typer turns a broken pipe into a bare exit 1, our code for a bug: keep 141.
+            if not isinstance(exc.__context__, BrokenPipeError):
+                raise
+            code = errors.BROKEN_PIPE
+        except Exception as exc:
+            if _STATE["verbose"]:
+                traceback.print_exc()
+            if isinstance(exc, KlaviyoSyncError):
+                _fail(str(exc), exc.exit_code)
+            elif isinstance(exc, sqlite3.Error):  # disk full, read-only file, corruption mid-run
+                _fail(f"database error: {exc}", errors.DATABASE)
+            else:  # a bug: one line unless -v
+                _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for details)", errors.INTERNAL)
+        finally:
+            if threading_main():
+                signal.signal(signal.SIGTERM, previous)
+        sys.exit(code)
+
+
+def threading_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM")
+
+
+def _fail(message: str, code: int) -> None:
+    message = redact(message, _STATE["api_key"])
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=App,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Copy a Klaviyo account (metrics, events, profiles, campaigns) into one SQLite file.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+# -- options every command takes, declared once -------------------------------------------------
+DbOpt = Annotated[Path, typer.Option("--db", envvar="KLAVIYO_SYNC_DB", help="SQLite database file.",
+                                     show_envvar=True)]
+KeyOpt = Annotated[Optional[str], typer.Option("--api-key", envvar="KLAVIYO_API_KEY", show_default=False,
+                                               help="Klaviyo private API key (prefer the environment variable).",
+                                               show_envvar=True)]
+BaseUrlOpt = Annotated[str, typer.Option("--base-url", envvar="KLAVIYO_BASE_URL", help="API base URL.",
+                                         show_envvar=True)]
+RevisionOpt = Annotated[str, typer.Option("--revision", envvar="KLAVIYO_REVISION",
+                                          help="API revision header.", show_envvar=True)]
+RateLimitOpt = Annotated[Optional[str], typer.Option(
+    "--rate-limit", envvar="KLAVIYO_RATE_LIMITS", metavar="ENDPOINT=S/M,...", show_envvar=True,
+    help="Lower this client's request budget, e.g. events=100/1000 (per second/per minute); "
+         "default: Klaviyo's published limits less 10%.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing on success.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log requests and retries; tracebacks on errors.")]
+WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
+                                        help="Wait up to SECONDS for another sync to finish instead of exiting.")]
+
+_COMMON = [
+    ("db", DbOpt, Path("klaviyo.db")),
+    ("api_key", KeyOpt, None),
+    ("base_url", BaseUrlOpt, DEFAULT_BASE_URL),
+    ("revision", RevisionOpt, DEFAULT_REVISION),
+    ("quiet", QuietOpt, False),
+    ("verbose", VerboseOpt, False),
+    ("rate_limit", RateLimitOpt, None),
+]
+
+
+def common(fn):
+    """Add the shared options to a command; it receives them as one ``Settings`` argument."""
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name != "settings"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+               for name, ann, default in _COMMON]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        shared = {name: kwargs.pop(name) for name, _, _ in _COMMON}
+        settings = Settings(**shared)
+        _STATE["verbose"] = settings.verbose
+        _STATE["api_key"] = settings.api_key
+        logging.basicConfig(
+            level=logging.INFO if settings.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True,
+        )
+        return fn(settings, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in params}}
+    return wrapper
+
+
+def _parse(parser, value, option: str):
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+# -- running a sync ------------------------------------------------------------------------------
+@contextmanager
+def recorded_run(settings: Settings, command: str, arguments: dict, wait: float):
+    """Hold the lock, record a sync_runs row, and finish it whatever happens."""
+    with SyncLock(settings.db).acquire(wait):
+        database = store.open_db(settings.db)
+        run_id = store.start_run(database, command, arguments)
+        run = {"db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
+        try:
+            yield run
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+            message = redact(str(exc) or type(exc).__name__, settings.api_key)
+            store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
+            raise
+        else:
+            result: SyncResult = run["result"]
+            summary = _summary(command, run)
+            store.finish_run(database, run_id, status=summary["status"], summary=summary, error=result.partial)
+            run["summary"] = summary
+        finally:
+            database.close()
+
+
+def _summary(command: str, run: dict) -> dict:
+    result: SyncResult | None = run.get("result")
+    client: KlaviyoClient | None = run.get("client")
+    summary = {"command": command, "status": "partial" if result and result.partial else "ok"}
+    if result is not None:
+        if result.window:
+            summary["window"] = result.window.as_dict()
+        summary["rows"] = result.rows
+        summary["pages"] = result.pages
+    if client is not None:
+        summary.update(client.stats.as_dict())
+    summary["seconds"] = round(time.monotonic() - run["started"], 3)
+    if result is not None:
+        summary.update({k: v for k, v in result.extra.items() if k not in summary})
+    return summary
+
+
+def _report(settings: Settings, run: dict) -> None:
+    summary = run["summary"]
+    if not settings.quiet:
+        output.write_json_line(summary)
+    if summary["status"] == "partial":
+        print(f"{PROG}: warning: {run['result'].partial}", file=sys.stderr)
+        raise typer.Exit(errors.PARTIAL)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(settings: Settings):
+    """A rich progress bar on stderr, only on a terminal and without -q."""
+    if settings.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("events"), BarColumn(), TextColumn("{task.percentage:>3.0f}% of window"),
+        TextColumn("{task.fields[events]:,} events, {task.fields[pages]} pages, {task.fields[rate]:,.0f}/s"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+    )
+    with progress:
+        task = progress.add_task("events", total=1.0, events=0, pages=0, rate=0.0)
+
+        def update(info: dict) -> None:
+            rate = info["events"] / info["elapsed"] if info["elapsed"] > 0 else 0.0
+            progress.update(task, completed=info["covered"], events=info["events"], pages=info["pages"], rate=rate)
+
+        yield update

@@ -1,0 +1,110 @@
+"""status and demo."""
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import db as store
+from .. import errors, output, queries
+from ..client import DEFAULT_REVISION
+from ..errors import UsageError
+from ..streams.campaigns import sync_campaigns
+from ..streams.events import sync_events
+from ..streams.metrics import sync_metrics
+from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
+from .base import _STATE, DEFAULT_WORKERS, Settings, _parse, app, common, recorded_run
+
+@app.command("status")
+@common
+def status_cmd(
+    settings: Settings,
+    fmt: Annotated[str, typer.Option("--format", help="auto, table or json.")] = "auto",
+    max_age: Annotated[Optional[str], typer.Option("--max-age", help="Exit 7 if a sync command's last success is older (e.g. 3h).")] = None,
+    command: Annotated[Optional[list[str]], typer.Option("--command", help="With --max-age: check only this sync command (repeatable).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=0, help="How many recent runs to show.")] = 10,
+) -> None:
+    """Row counts, high-water marks and recent runs; --max-age for monitoring from cron."""
+    if fmt not in ("auto", "table", "json"):
+        raise UsageError(f"--format: {fmt!r} is not one of auto, table, json")
+    age_limit = _parse(parse_duration, max_age, "--max-age") if max_age else None
+    for name in command or []:
+        if name not in queries.SYNC_COMMANDS:
+            raise UsageError(f"--command: {name!r} is not one of {', '.join(queries.SYNC_COMMANDS)}")
+    if not settings.db.exists():
+        raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
+    database = store.open_db(settings.db)
+    try:
+        report = queries.status_report(database, utcnow(), runs)
+    finally:
+        database.close()
+    stale = queries.stale_commands(report, age_limit, command) if age_limit else []
+    if age_limit:
+        report["stale"] = stale
+    kind = output.resolve_format(fmt)
+    if kind == "json":
+        output.write_json(report)
+    else:
+        _status_tables(report)
+    if stale:
+        raise errors.StaleError(f"stale (older than {max_age}): {'; '.join(stale)}")
+
+
+def _status_tables(report: dict) -> None:
+    output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
+                       [("table", "Table", "text"), ("rows", "Rows", "int")], "Tables")
+    if report["marks"]:
+        output.write_table([{"key": k, "value": v} for k, v in report["marks"].items()],
+                           [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")
+    runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
+    output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
+                              ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),
+                              ("rows_written", "Rows written", "text"), ("requests", "Requests", "int"),
+                              ("retries", "Retries", "int"), ("error", "Error", "text")], "Recent runs")
+
+
+@app.command("demo")
+def demo_cmd(
+    db: Annotated[Path, typer.Option("--db", help="Database file for the demo.")] = Path("demo.db"),
+    events: Annotated[int, typer.Option("--events", min=1, max=2_000_000, help="Synthetic events to serve.")] = 20_000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=32)] = DEFAULT_WORKERS,
+) -> None:
+    """Run every sync against a fake Klaviyo API on 127.0.0.1 (synthetic data, no account or network needed)."""
+    from ..fake_api import FAKE_API_KEY, FakeKlaviyo
+
+    with FakeKlaviyo(n_events=events, span_hours=24 * 14) as fake:
+        print(f"klaviyo-sync demo: SYNTHETIC data from a fake Klaviyo API at {fake.base_url} "
+              "(nothing is sent to Klaviyo)")
+        settings = Settings(db=db, api_key=FAKE_API_KEY, base_url=fake.base_url, revision=DEFAULT_REVISION,
+                            quiet=False, verbose=False)
+        _STATE["api_key"] = FAKE_API_KEY
+        now = floor_second(utcnow())
+        steps = [
+            ("sync-metrics", {}, lambda c, d, r: sync_metrics(c, d, result=r)),
+            ("sync-events", {"hours": 168, "workers": workers},
+             lambda c, d, r: sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"),
+                                         workers=workers, result=r)),
+            ("sync-campaigns", {"range": "90d"},
+             lambda c, d, r: sync_campaigns(c, d, parse_range("90d"), stats=True, result=r)),
+        ]
+        for command, arguments, step in steps:
+            client = settings.client(pool_size=max(16, workers * 2))
+            with recorded_run(settings, command, {**arguments, "demo": True}, 0.0) as run:
+                run["client"] = client
+                step(client, run["db"], run["result"])
+            s = run["summary"]
+            rows = ", ".join(f"{v:,} {k}" for k, v in s["rows"].items())
+            print(f"  {command:<15} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
+    database = store.open_db(db)
+    try:
+        report = queries.status_report(database, utcnow(), runs=0)
+        campaigns = queries.campaigns_in_range(database, parse_range("30d"))
+    finally:
+        database.close()
+    output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
+                       [("table", "Table", "text"), ("rows", "Rows", "int")], f"Stored in {db}")
+    output.write_rows(campaigns, "table", queries.CAMPAIGN_TABLE, title="klaviyo-sync campaigns --range 30d (synthetic)")
+    print(f"Try: sqlite3 {db} 'SELECT metric, count(*) FROM event_details GROUP BY metric'")
+
+
