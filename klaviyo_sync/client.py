@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -183,7 +183,7 @@ class KlaviyoClient:
         the body is the only copy in memory."""
         url = self.url_for(path_or_url)
         path = self.check_origin(url)
-        key = endpoint_key(path)
+        key = endpoint_key(path, urlsplit(url).query + "&" + urlencode(params or {}))
         label = f"{method} {path}"
 
         def before_sleep(state: RetryCallState) -> None:

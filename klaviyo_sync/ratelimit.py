@@ -16,24 +16,42 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# (burst per second, steady per minute), from Klaviyo's published limits.
+# (burst per second, steady per minute), from Klaviyo's published tiers (klaviyo-api.md §6, §10):
+# XL 350/3500, L 75/750, M 10/150, S 3/60, XS 1/15; reports 1/2 (and 225 a day, shared).
 DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "events": (350, 3500),
     "event": (10, 150),
     "metrics": (10, 150),
+    "metric-aggregates": (3, 60),
     "campaigns": (10, 150),
     "profiles": (75, 750),
-    "campaign-values-reports": (1, 2),
+    "profiles-predictive": (10, 150),  # with additional-fields[profile]=predictive_analytics
+    "lists": (75, 750),
+    "segments": (75, 750),
+    "list-profiles": (75, 750),
+    "segment-profiles": (75, 750),
+    "profile-count": (1, 15),  # a list's or segment's profile_count
+    "flows": (3, 60),
+    "templates": (75, 750),
+    "reports": (1, 2),  # campaign and flow values/series reports share one quota
     "other": (3, 60),
 }
+ALIASES = {"campaign-values-reports": "reports"}
 
 _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/events/?$"), "events"),
     (re.compile(r"^/api/events/[^/]+/?$"), "event"),
     (re.compile(r"^/api/metrics(/[^/]+)?/?$"), "metrics"),
+    (re.compile(r"^/api/metric-aggregates/?$"), "metric-aggregates"),
     (re.compile(r"^/api/campaign(s|-messages)(/.*)?$"), "campaigns"),
     (re.compile(r"^/api/profiles(/.*)?$"), "profiles"),
-    (re.compile(r"^/api/campaign-values-reports/?$"), "campaign-values-reports"),
+    (re.compile(r"^/api/lists/[^/]+/(relationships/)?profiles/?$"), "list-profiles"),
+    (re.compile(r"^/api/segments/[^/]+/(relationships/)?profiles/?$"), "segment-profiles"),
+    (re.compile(r"^/api/lists(/.*)?$"), "lists"),
+    (re.compile(r"^/api/segments(/.*)?$"), "segments"),
+    (re.compile(r"^/api/(flows|flow-actions|flow-messages)(/.*)?$"), "flows"),
+    (re.compile(r"^/api/templates(/.*)?$"), "templates"),
+    (re.compile(r"^/api/(campaign|flow)-(values|series)-reports/?$"), "reports"),
 ]
 
 
@@ -42,7 +60,7 @@ def parse_limits(text: str) -> dict[str, tuple[int, int]]:
     limits: dict[str, tuple[int, int]] = {}
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
         key, _, value = part.partition("=")
-        key = key.strip()
+        key = ALIASES.get(key.strip(), key.strip())
         if key not in DEFAULT_LIMITS:
             raise ValueError(f"unknown endpoint {key!r}: use one of {', '.join(DEFAULT_LIMITS)}")
         burst, _, steady = value.partition("/")
@@ -56,12 +74,19 @@ def parse_limits(text: str) -> dict[str, tuple[int, int]]:
     return limits
 
 
-def endpoint_key(path: str) -> str:
-    """The rate-limit bucket a request path belongs to."""
+def endpoint_key(path: str, query: str = "") -> str:
+    """The rate-limit bucket of a request: its path, and the query where an option changes the
+    tier (``predictive_analytics`` on profiles, ``profile_count`` on a list or segment)."""
     for pattern, key in _ENDPOINT_PATTERNS:
         if pattern.match(path):
-            return key
-    return "other"
+            break
+    else:
+        return "other"
+    if key == "profiles" and "predictive_analytics" in query:
+        return "profiles-predictive"
+    if key in ("lists", "segments") and "profile_count" in query:
+        return "profile-count"
+    return key
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_report_endpoint_limits_are_exact_small_numbers():
     limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)  # default headroom
     stamps = []
     for _ in range(5):
-        limiter.acquire("campaign-values-reports")
+        limiter.acquire("reports")
         stamps.append(clock.now - 1000.0)
     assert max_in_window(stamps, 60.0) <= 2 and max_in_window(stamps, 1.0) <= 1
     assert stamps[:2] == [0.0, 1.0]  # two a minute, a second apart, are allowed
@@ -81,7 +81,19 @@ def test_endpoint_keys():
     assert endpoint_key("/api/events/abc") == "event"
     assert endpoint_key("/api/metrics/") == "metrics"
     assert endpoint_key("/api/campaigns") == "campaigns"
-    assert endpoint_key("/api/campaign-values-reports") == "campaign-values-reports"
+    assert endpoint_key("/api/campaign-values-reports") == "reports"
+    assert endpoint_key("/api/flow-values-reports") == "reports"  # one shared quota
+    assert endpoint_key("/api/flow-series-reports/") == "reports"
+    assert endpoint_key("/api/metric-aggregates") == "metric-aggregates"
+    assert endpoint_key("/api/profiles", "page%5Bsize%5D=100") == "profiles"
+    assert endpoint_key("/api/profiles", "additional-fields%5Bprofile%5D=subscriptions,predictive_analytics") == "profiles-predictive"
+    assert endpoint_key("/api/lists") == "lists"
+    assert endpoint_key("/api/lists/Y6nRLr", "additional-fields%5Blist%5D=profile_count") == "profile-count"
+    assert endpoint_key("/api/segments/Xy12", "additional-fields[segment]=profile_count") == "profile-count"
+    assert endpoint_key("/api/lists/Y6nRLr/profiles") == "list-profiles"
+    assert endpoint_key("/api/segments/Xy12/profiles/") == "segment-profiles"
+    assert endpoint_key("/api/flows/abc") == "flows"
+    assert endpoint_key("/api/templates") == "templates"
 
 
 def test_parse_limits_and_the_cli_option(cli):
