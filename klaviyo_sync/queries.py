@@ -22,8 +22,14 @@ CAMPAIGN_TABLE = [
     ("click_rate", "Click rate", "rate"), ("conversions", "Conversions", "int"),
     ("conversion_value", "Revenue", "money"), ("unsubscribes", "Unsubs", "int"),
 ]
-TABLES = ["metrics", "profiles", "events", "campaigns", "campaign_messages", "campaign_stats", "sync_runs"]
-SYNC_COMMANDS = ["sync-metrics", "sync-events", "sync-campaigns"]
+
+
+def data_tables(db: Database) -> list[str]:
+    """Every table of the schema in creation order (new families' tables included), without
+    SQLite's and the migration bookkeeping's own."""
+    return [r[0] for r in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "AND name NOT IN ('_sqlite_migrations', 'sync_state') ORDER BY rowid").fetchall()]
 
 
 def campaigns_in_range(db: Database, window: Window, channels: list[str] | None = None) -> list[dict]:
@@ -50,13 +56,10 @@ def last_run_finished(db: Database, command: str) -> str | None:
 
 
 def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
-    counts = {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in TABLES}
+    counts = {t: db.execute(f"SELECT count(*) FROM [{t}]").fetchone()[0] for t in data_tables(db)}
     marks = {k: v for k, v in db.execute("SELECT key, value FROM sync_state ORDER BY key").fetchall()}
     last = {}
-    for command in SYNC_COMMANDS:
-        attempted = db.execute("SELECT count(*) FROM sync_runs WHERE command = ?", [command]).fetchone()[0]
-        if not attempted:
-            continue
+    for (command,) in db.execute("SELECT DISTINCT command FROM sync_runs ORDER BY command").fetchall():
         finished = last_run_finished(db, command)
         last[command] = {
             "last_success": finished,

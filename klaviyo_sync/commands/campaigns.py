@@ -10,8 +10,27 @@ from .. import db as store
 from .. import errors, output, queries
 from ..errors import UsageError
 from ..streams.campaigns import CHANNELS, sync_campaigns
-from ..timeutil import RANGE_FORMS, Window, humanize_age, iso, parse_datetime, parse_duration, parse_range, utcnow
-from .base import PROG, Settings, WaitOpt, _parse, _report, app, common, recorded_run
+from ..timeutil import (
+    RANGE_FORMS,
+    Window,
+    humanize_age,
+    iso,
+    parse_datetime,
+    parse_duration,
+    parse_range,
+    utcnow,
+)
+from .base import (
+    PROG,
+    Settings,
+    WaitOpt,
+    _parse,
+    _report,
+    app,
+    common,
+    recorded_run,
+    sync_all_step,
+)
 
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE", help=f"Send-time range: {RANGE_FORMS}.")]
@@ -117,3 +136,8 @@ def campaigns_cmd(
         raise typer.Exit(errors.PARTIAL)
 
 
+
+
+@sync_all_step(60, "sync-campaigns", "campaigns:read", range="30d")
+def _all_campaigns(client, db, result) -> None:
+    sync_campaigns(client, db, parse_range("30d"), result=result)

@@ -8,8 +8,28 @@ import typer
 from ..errors import UsageError
 from ..streams.events import resume_window, sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
-from ..timeutil import Window, ceil_second, floor_second, iso, parse_datetime, parse_duration, utcnow
-from .base import DEFAULT_WORKERS, Settings, WaitOpt, _parse, _progress, _report, app, common, recorded_run
+from ..timeutil import (
+    Window,
+    ceil_second,
+    floor_second,
+    iso,
+    parse_datetime,
+    parse_duration,
+    utcnow,
+)
+from .base import (
+    DEFAULT_WORKERS,
+    Settings,
+    WaitOpt,
+    _parse,
+    _progress,
+    _report,
+    app,
+    common,
+    recorded_run,
+    sync_all_step,
+)
+
 
 @app.command("sync-metrics")
 @common
@@ -73,3 +93,15 @@ def sync_events_cmd(
             sync_events(client, db, window, metric_ids=metric_ids, workers=workers,
                         on_progress=on_progress, result=run["result"])
     _report(settings, run)
+
+
+@sync_all_step(10, "sync-metrics", "metrics:read")
+def _all_metrics(client, db, result) -> None:
+    sync_metrics(client, db, result=result)
+
+
+@sync_all_step(30, "sync-events", "events:read", resume=True, overlap="1h", workers=DEFAULT_WORKERS)
+def _all_events(client, db, result) -> None:
+    """Events resume from the stored mark (24 hours back on a first run)."""
+    window = resume_window(db, None, timedelta(hours=1), floor_second(utcnow()))
+    sync_events(client, db, window, workers=DEFAULT_WORKERS, result=result)

@@ -14,7 +14,17 @@ from ..streams.campaigns import sync_campaigns
 from ..streams.events import sync_events
 from ..streams.metrics import sync_metrics
 from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
-from .base import _STATE, DEFAULT_WORKERS, Settings, _parse, app, common, recorded_run
+from .base import (
+    _STATE,
+    DEFAULT_WORKERS,
+    Settings,
+    _parse,
+    app,
+    common,
+    recorded_run,
+    sync_commands,
+)
+
 
 @app.command("status")
 @common
@@ -29,9 +39,10 @@ def status_cmd(
     if fmt not in ("auto", "table", "json"):
         raise UsageError(f"--format: {fmt!r} is not one of auto, table, json")
     age_limit = _parse(parse_duration, max_age, "--max-age") if max_age else None
+    known = sync_commands()
     for name in command or []:
-        if name not in queries.SYNC_COMMANDS:
-            raise UsageError(f"--command: {name!r} is not one of {', '.join(queries.SYNC_COMMANDS)}")
+        if name not in known:
+            raise UsageError(f"--command: {name!r} is not one of {', '.join(known)}")
     if not settings.db.exists():
         raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
     database = store.open_db(settings.db)

@@ -1,0 +1,28 @@
+"""sync-all over the fake API: every step in order under one lock, one sync_runs row each."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from klaviyo_sync.fake_api import FakeKlaviyo
+
+from .e2e_helpers import cli_env, floor_now, ids, query, run_cli
+
+NOW = floor_now() - timedelta(minutes=1)
+
+
+def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
+    db = tmp_path / "k.db"
+    with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
+        run = run_cli(["sync-all"], cli_env(fake, db))
+        assert run.returncode == 0, run.describe()
+        commands = [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")]
+        statuses = {r[0] for r in query(db, "SELECT status FROM sync_runs")}
+        assert statuses == {"ok"}
+        # The metrics come before the events that point at them, campaigns after.
+        assert commands.index("sync-metrics") < commands.index("sync-events") < commands.index("sync-campaigns")
+        assert ids(db, "metrics") == fake.metric_ids()
+        # A first run resumes nothing: events of the last 24 hours.
+        assert ids(db, "campaigns") == fake.campaign_ids()
+        summaries = [line for line in run.stdout.splitlines() if line.strip()]
+        assert len(summaries) == len(commands)
