@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo, RecordingServer
+from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 from .e2e_helpers import (
     UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
@@ -551,7 +551,7 @@ def test_demo(tmp_path):
 
 # -- 11. the fake's own command line ----------------------------------------------------------
 def test_fake_api_command_serves_and_terminates(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake_api", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sel = selectors.DefaultSelector()

@@ -1,4 +1,4 @@
-"""Tests of the fake Klaviyo server itself (klaviyo_sync.fake_api)."""
+"""Tests of the fake Klaviyo server itself (klaviyo_sync.fake)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo, RecordingServer
+from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 HEADERS = {
@@ -609,7 +609,7 @@ def test_large_construction_is_fast():
 def test_cli_serves_and_exits_cleanly():
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))
-    p = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake_api", "--port", "0",
+    p = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake", "--port", "0",
                           "--events", "100", "--seed", "3"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
