@@ -26,7 +26,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 sys.path.insert(0, str(REPO))  # the tool's package, for FAKE_API_KEY / DEFAULT_WORKERS only
 
-from klaviyo_sync.fake_api import FAKE_API_KEY  # noqa: E402
+from klaviyo_sync.fake import FAKE_API_KEY  # noqa: E402
 
 
 def emit_result(result: dict, json_out: str | None) -> None:
@@ -87,7 +87,7 @@ class Fake:
     def __init__(self, *, events: int, span_hours: float, latency: float = 0.0,
                  enforce_limits: bool = False, seed: int = 1, profiles: int | None = None,
                  extra: list[str] | None = None, wrapper: list[str] | None = None):
-        cmd = ["-m", "klaviyo_sync.fake_api", "--port", "0", "--events", str(events),
+        cmd = ["-m", "klaviyo_sync.fake", "--port", "0", "--events", str(events),
                "--span-hours", repr(span_hours), "--seed", str(seed)]
         if latency:
             cmd += ["--latency", repr(latency)]

@@ -2,7 +2,7 @@
 """Throughput and memory of `klaviyo-sync sync-events` against a plain baseline.
 
 For each N in --events, and for each run (the baseline, then the tool once per --workers value):
-a FRESH fake API process (python -m klaviyo_sync.fake_api) serving N events, all inside the synced
+a FRESH fake API process (python -m klaviyo_sync.fake) serving N events, all inside the synced
 window; the measured program in its own subprocess writing a fresh database; wall time (fork to
 exit), events/s, peak RSS, CPU (from wait4 on that child) and the fake's own CPU and 429 count
 (GET /_fake/stats). Then both databases are checked to hold the same N event ids.

@@ -35,7 +35,7 @@ CACHE = BENCH_DIR / ".cache"
 BUILD_VERSION = 1  # bump when the synthetic data changes
 
 # The fake's id helpers: a bijective 64-bit mixer, so synthetic ids never collide.
-from klaviyo_sync.fake_api import _M64, _b62, _mix  # noqa: E402
+from klaviyo_sync.fake.data import M64, b62, mix  # noqa: E402
 
 
 def schema_fingerprint() -> str:
@@ -84,7 +84,7 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
     conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (mid, name, "2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z", "0eMvjm", "shopify", "Shopify", "eCommerce",
          json.dumps({"name": name, "created": "2023-01-01T00:00:00+00:00"})) for mid, name in METRICS])
-    pids = [f"01SYN{_b62(_mix(0xABCDEF0000 + k))}{k:09d}" for k in range(n_profiles)]
+    pids = [f"01SYN{b62(mix(0xABCDEF0000 + k))}{k:09d}" for k in range(n_profiles)]
     conn.executemany(f"INSERT INTO profiles VALUES ({', '.join('?' * 15)})", (
         (pid, f"user.{k}@example.com", None, f"cust_{k}", "Ada", "Lovelace", None, "en-US", None, None,
          "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2025-01-01T00:00:00Z",
@@ -100,7 +100,7 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
 
     def rows(lo: int, hi: int):
         for i in range(lo, hi):
-            h = _mix((salt + i) & _M64)
+            h = mix((salt + i) & M64)
             ts = start + (i * span) // n_events
             d, s = divmod(ts, 86400)
             day = day_cache.get(d)
@@ -108,10 +108,10 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
                 day = day_cache[d] = time.strftime("%Y-%m-%d", time.gmtime(d * 86400))
             hh, s = divmod(s, 3600)
             mm, ss = divmod(s, 60)
-            u = f"{h:016x}{_mix(h):016x}"
+            u = f"{h:016x}{mix(h):016x}"
             kind = h % n_props
             value = (h >> 20) % 40000 / 100 + 5 if kind == 0 else None
-            yield (_b62(h), mids[(h >> 8) % n_m], None if h % 17 == 0 else pids[(h >> 12) % n_p],
+            yield (b62(h), mids[(h >> 8) % n_m], None if h % 17 == 0 else pids[(h >> 12) % n_p],
                    f"{day}T{hh:02d}:{mm:02d}:{ss:02d}Z", ts,
                    f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", value,
                    PROPS[kind].format(v=value or 0, i=1000000 + i, k=(h >> 30) % 100))

@@ -11,7 +11,7 @@ profiler, and at exit writes three files:
     OUT.threads    the other threads merged (for the tool: the fetchers; for the fake: handlers)
 
     python benchmarks/profile_threads.py -o tool.prof -m klaviyo_sync sync-events --since ... --until ... -q
-    python benchmarks/profile_threads.py -o fake.prof -m klaviyo_sync.fake_api --port 0 --events 200000
+    python benchmarks/profile_threads.py -o fake.prof -m klaviyo_sync.fake --port 0 --events 200000
     python benchmarks/show_profile.py tool.prof.threads
 
 Threads still running at exit (daemon threads) are left out; the fake's handler threads end when

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from klaviyo_sync.fake_api import FAKE_API_KEY
+from klaviyo_sync.fake import FAKE_API_KEY
 
 UTC = timezone.utc
 CLI = [sys.executable, "-m", "klaviyo_sync"]

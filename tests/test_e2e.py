@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo, RecordingServer
+from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 from .e2e_helpers import (
     UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
@@ -87,7 +87,7 @@ def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path
     assert ids(db, "metrics") == fake.metric_ids()
     assert len(fake.metric_ids()) == 45
     names = dict(query(db, "SELECT id, name FROM metrics"))
-    assert names == {mid: name for name, mid in fake._metric_by_name.items()}
+    assert names == fake.metric_names()
     s = first.summary
     assert s["command"] == "sync-metrics" and s["status"] == "ok"
     assert s["rows"] == {"metrics": 45} and s["pages"] == 3
@@ -175,8 +175,7 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert all(r["recipients"] is not None and r["stats_fetched_at"] for r in rows)
     conv = fake.metric_id("Placed Order")
     for r in rows:  # the statistics are the fake's, summed over the campaign's messages
-        want = sum(fake._msg_stats(fake._messages[m], conv)["recipients"]
-                   for m in fake.campaign_message_ids(r["id"]))
+        want = sum(s["recipients"] for s in fake.campaign_statistics(r["id"], conv).values())
         assert r["recipients"] == want, r
     assert [r["send_time"] for r in rows] == sorted((r["send_time"] for r in rows), reverse=True)
 
@@ -219,7 +218,7 @@ def test_spent_report_quota_stores_campaigns_and_exits_6(make_fake, tmp_path):
     assert "statistics" in run.stderr
     assert ids(db, "campaigns") == fake.campaign_ids()
     assert count(db, "campaign_stats") == 0
-    assert any(r["path"] == "/api/campaign-values-reports" and r["status"] == 429 for r in fake.requests)
+    assert any(r["path"] == "/api/campaign-values-reports" and r["status"] == 429 for r in fake.request_log())
     assert sync_runs(db)[-1]["status"] == "partial"
 
 
@@ -248,7 +247,7 @@ def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tm
     if fault.startswith("429"):
         assert s["rate_limited"] > 0 and fake.throttled > 0
     if fault == "503":
-        assert any(r["status"] == 503 for r in fake.requests)
+        assert any(r["status"] == 503 for r in fake.request_log())
     _, clean_dump, clean_summary = clean_events
     assert ids(db, "events") == fake.event_ids(SINCE, UNTIL)
     assert dump(db) == clean_dump
@@ -522,9 +521,9 @@ def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path):
             run = run_cli(args, env)
             assert run.returncode == 3, run.describe()
             assert "refusing" in run.stderr and other.base_url.split("//")[1] in run.stderr
-            assert other.requests == [], f"the other host received {other.requests}"
+            assert other.request_log() == [], f"the other host received {other.request_log()}"
         assert [r["status"] for r in sync_runs(db)] == ["failed", "failed"]
-    assert all(r["authorization"] == f"Klaviyo-API-Key {FAKE_API_KEY}" for r in fake.requests)
+    assert all(r["authorization"] == f"Klaviyo-API-Key {FAKE_API_KEY}" for r in fake.request_log())
 
 
 # -- 10. demo --------------------------------------------------------------------------------
@@ -551,7 +550,7 @@ def test_demo(tmp_path):
 
 # -- 11. the fake's own command line ----------------------------------------------------------
 def test_fake_api_command_serves_and_terminates(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake_api", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sel = selectors.DefaultSelector()

@@ -1,4 +1,4 @@
-"""Tests of the fake Klaviyo server itself (klaviyo_sync.fake_api)."""
+"""Tests of the fake Klaviyo server itself (klaviyo_sync.fake)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo, RecordingServer
+from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 HEADERS = {
@@ -82,7 +82,7 @@ def test_auth_required(fake, http):
     r = requests.get(fake.base_url + "/api/metrics", timeout=5,
                      headers={"revision": "2026-07-15", "Authorization": "Klaviyo-API-Key pk_wrong"})
     assert_error(r, 401, "not_authenticated")
-    assert fake.requests[-1]["authorization"] == "Klaviyo-API-Key pk_wrong"
+    assert fake.request_log()[-1]["authorization"] == "Klaviyo-API-Key pk_wrong"
     assert get(http, fake, "/api/metrics").status_code == 200
 
 
@@ -106,12 +106,53 @@ def test_unknown_path_and_trailing_slash(fake, http):
     assert get(http, fake, "/api/metrics/").status_code == 200
 
 
+def test_wrong_method_on_a_known_path(fake, http):
+    assert_error(http.post(fake.base_url + "/api/events", timeout=5), 405, "method_not_allowed")
+    assert_error(http.get(fake.base_url + "/api/campaign-values-reports/", timeout=5), 405)
+    assert_error(http.delete(fake.base_url + "/api/nope/x", timeout=5), 404, "not_found")
+
+
+def test_missing_scope_is_a_json_403(http):
+    with FakeKlaviyo(seed=7, now=NOW, n_events=50, n_profiles=10,
+                     scopes={"events:read", "metrics:read"}) as f:
+        assert get(http, f, "/api/events").status_code == 200
+        r = get(http, f, "/api/campaigns", filter="equals(messages.channel,'email')")
+        err = assert_error(r, 403, "permission_denied")
+        assert r.json() == {"errors": [{
+            "id": err["id"], "status": 403, "code": "permission_denied",
+            "title": "You do not have permission to perform this action.",
+            "detail": "This API key is missing required scopes: campaigns:read",
+            "source": {"pointer": "/data/"}, "links": {}, "meta": {}}]}
+        assert len(err["id"]) == 36
+        assert_error(post_report(http, f, report_body(f)), 403, "permission_denied")
+        # authentication is checked first; an unknown path stays a 404
+        r = requests.get(f.base_url + "/api/campaigns", headers={"revision": "2026-07-15"}, timeout=5)
+        assert_error(r, 401, "not_authenticated")
+        assert_error(get(http, f, "/api/nope"), 404, "not_found")
+
+        f.revoke_scope("events:read")
+        assert_error(get(http, f, "/api/events/"), 403, "permission_denied")
+        assert get(http, f, "/api/metrics").status_code == 200
+        f.scopes = None  # every scope again
+        assert get(http, f, "/api/events").status_code == 200
+        assert f.request_log()[-1]["status"] == 200
+
+
+def test_revoke_scope_from_the_default_key(fake, http):
+    fake.revoke_scope("metrics:read")
+    err = assert_error(get(http, fake, "/api/metrics"), 403, "permission_denied")
+    assert err["detail"] == "This API key is missing required scopes: metrics:read"
+    assert get(http, fake, "/api/events").status_code == 200
+    with pytest.raises(ValueError):
+        fake.revoke_scope("metric:read")
+
+
 def test_requests_log_and_count(fake, http):
     get(http, fake, "/api/metrics")
     get(http, fake, "/api/events", **{"page[size]": "5"})
     assert fake.count() == 2
     assert fake.count("/api/events") == 1
-    rec = fake.requests[-1]
+    rec = fake.request_log()[-1]
     assert rec["method"] == "GET" and rec["path"] == "/api/events" and rec["status"] == 200
     assert "page%5Bsize%5D=5" in rec["query"]
     assert rec["authorization"] == HEADERS["Authorization"]
@@ -469,6 +510,20 @@ def test_report_validation(fake, http):
     assert r.status_code in (400, 415)
 
 
+def test_ground_truth_matches_what_is_served(fake, http):
+    conv = fake.metric_id("Placed Order")
+    results = post_report(http, fake, report_body(fake)).json()["data"]["attributes"]["results"]
+    assert results
+    for res in results:
+        g = res["groupings"]
+        want = fake.campaign_statistics(g["campaign_id"], conv)[g["campaign_message_id"]]
+        assert res["statistics"] == {k: want[k] for k in res["statistics"]}
+        served = get(http, fake, f"/api/campaign-messages/{g['campaign_message_id']}").json()["data"]
+        assert fake.campaign_message(g["campaign_message_id"])["attributes"] == served["attributes"]
+    served = {m["id"]: m["attributes"]["name"] for m in get(http, fake, "/api/metrics").json()["data"]}
+    assert fake.metric_names() == served
+
+
 def test_report_daily_quota(fake, http):
     fake.report_daily_quota = 2
     assert post_report(http, fake, report_body(fake)).status_code == 200
@@ -547,8 +602,8 @@ def test_next_link_base_and_recording_server(fake, http):
         # what a careless client would do: follow it with the key
         r = requests.get(d["links"]["next"], headers={"Authorization": "Klaviyo-API-Key x"}, timeout=5)
         assert r.json() == {"data": [], "links": {"self": d["links"]["next"], "next": None}}
-        assert len(other.requests) == 1
-        rec = other.requests[0]
+        assert len(other.request_log()) == 1
+        rec = other.request_log()[0]
         assert rec["authorization"] == "Klaviyo-API-Key x" and rec["path"] == "/api/events"
         assert set(rec) >= {"method", "path", "query", "status", "authorization"}
 
@@ -609,7 +664,7 @@ def test_large_construction_is_fast():
 def test_cli_serves_and_exits_cleanly():
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))
-    p = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake_api", "--port", "0",
+    p = subprocess.Popen([sys.executable, "-m", "klaviyo_sync.fake", "--port", "0",
                           "--events", "100", "--seed", "3"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from klaviyo_sync.fake_api import FakeKlaviyo
+from klaviyo_sync.fake import FakeKlaviyo
 
 from .e2e_helpers import cli_env, floor_now, ids, query, run_cli
 

@@ -82,7 +82,7 @@ def demo_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, max=32)] = DEFAULT_WORKERS,
 ) -> None:
     """Run every sync against a fake Klaviyo API on 127.0.0.1 (synthetic data, no account or network needed)."""
-    from ..fake_api import FAKE_API_KEY, FakeKlaviyo
+    from ..fake import FAKE_API_KEY, FakeKlaviyo
 
     with FakeKlaviyo(n_events=events, span_hours=24 * 14) as fake:
         print(f"klaviyo-sync demo: SYNTHETIC data from a fake Klaviyo API at {fake.base_url} "

@@ -1,0 +1,60 @@
+"""``FakeKlaviyo``: the hosting of ``hosting.FakeServer`` composed with the resource families.
+
+To add a family (profiles, lists, segments, flows, templates, metric-aggregates, ...): write
+``resources/<family>.py`` with a ``Resource`` subclass (its ``ROUTES``, ``build``, handlers and
+ground truth) and add the class to ``RESOURCES`` below, after the families it reads.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+from .hosting import FAKE_API_KEY, FakeServer
+from .resources.campaigns import CampaignsResource
+from .resources.events import EventsResource
+from .resources.metrics import MetricsResource
+from .resources.profiles import ProfilesResource
+from .resources.reports import ReportsResource
+
+# Build order: a family may use what the families before it built.
+RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource)
+
+
+class FakeKlaviyo(FakeServer, *RESOURCES):
+    """A deterministic fake Klaviyo account served over HTTP on 127.0.0.1.
+
+    ``scopes=None`` grants every scope; pass a set (or call ``revoke_scope``) to make requests
+    to routes that need a missing scope fail with Klaviyo's JSON 403 ``permission_denied``.
+    """
+
+    ROUTES = tuple(r for res in RESOURCES for r in res.ROUTES)
+
+    def __init__(self, *, api_key=FAKE_API_KEY, seed=1, n_metrics=12, n_profiles=300,
+                 n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
+                 metrics_page_size=200, host="127.0.0.1", port=0, scopes=None):
+        if not 1 <= n_metrics <= 255:
+            raise ValueError("n_metrics must be in 1..255")
+        if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0:
+            raise ValueError("counts must be >= 0")
+        if now is None:
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+        elif now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        self.seed = seed
+        self.n_metrics = n_metrics
+        self.n_profiles = n_profiles
+        self.n_events = n_events
+        self.span_hours = span_hours
+        self.now = now.astimezone(timezone.utc)
+        self.now_ts = int(math.floor(self.now.timestamp()))
+        self.n_campaigns_per_channel = n_campaigns_per_channel
+        self.metrics_page_size = metrics_page_size
+        self._init_server(api_key=api_key, scopes=scopes, host=host, port=port)
+        self._json_cache: dict = {}
+        self._build()
+
+    def _build(self):
+        # one generator per family (seeded by name), so e.g. changing n_events leaves campaigns alone
+        for res in RESOURCES:
+            res.build(self)
