@@ -190,7 +190,10 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    assert [m.name for m in store.migrations.applied(store.open_db(path))] == ["m001_initial"]
+    database = store.open_db(path)
+    applied = [m.name for m in store.migrations.applied(database)]
+    assert applied[0] == "m001_initial" and len(applied) == len(set(applied))
+    assert store.migrations.pending(database) == []
 
 
 def test_verbose_logs_retries_on_stderr_and_quiet_run_does_not(mocked, cli):
