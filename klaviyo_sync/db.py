@@ -262,3 +262,91 @@ def finish_run(db: Database, run_id: int, *, status: str, summary: dict, error: 
              summary.get("seconds", 0.0), error, run_id],
         )
 
+
+
+# -- flows, their actions and messages, templates, flow statistics (migration m003_flows) ----
+FLOW_COLUMNS = ["id", "name", "status", "archived", "trigger_type", "created", "updated", "deleted_at"]
+FLOW_DEFINITION_COLUMNS = ["id", "definition_updated", "entry_action_id", "triggers", "profile_filter",
+                           "reentry_criteria"]
+FLOW_ACTION_COLUMNS = ["id", "flow_id", "type", "status", "position", "next_action_ids",
+                       "delay_value", "delay_unit", "delay_seconds", "definition"]
+FLOW_MESSAGE_COLUMNS = ["id", "flow_id", "flow_action_id", "channel", "name", "subject", "preview_text",
+                        "from_email", "from_label", "template_id", "body", "definition"]
+TEMPLATE_COLUMNS = ["id", "name", "editor_type", "created", "updated", "html", "text", "amp"]
+FLOW_STAT_COLUMNS = ["flow_id", "flow_message_id", "day", "send_channel", *STAT_NAMES,
+                     "conversion_metric_id", "fetched_at"]
+
+
+@migrations()
+def m003_flows(db: Database) -> None:
+    db["flows"].create(
+        {"id": TEXT, "name": TEXT, "status": TEXT, "archived": INT, "trigger_type": TEXT,
+         "created": TEXT, "updated": TEXT, "deleted_at": TEXT, "definition_updated": TEXT,
+         "entry_action_id": TEXT, "triggers": TEXT, "profile_filter": TEXT, "reentry_criteria": TEXT},
+        pk="id",
+    )
+    db["flow_actions"].create(
+        {"id": TEXT, "flow_id": TEXT, "type": TEXT, "status": TEXT, "position": INT,
+         "next_action_ids": TEXT, "delay_value": INT, "delay_unit": TEXT, "delay_seconds": INT,
+         "definition": TEXT},
+        pk="id", foreign_keys=[("flow_id", "flows", "id")],
+    )
+    db["flow_actions"].create_index(["flow_id", "position"], index_name="idx_flow_actions_flow_id")
+    db["flow_messages"].create(
+        {"id": TEXT, "flow_id": TEXT, "flow_action_id": TEXT, "channel": TEXT, "name": TEXT,
+         "subject": TEXT, "preview_text": TEXT, "from_email": TEXT, "from_label": TEXT,
+         "template_id": TEXT, "body": TEXT, "definition": TEXT},
+        pk="id", foreign_keys=[("flow_id", "flows", "id"), ("flow_action_id", "flow_actions", "id")],
+    )
+    db["flow_messages"].create_index(["flow_id"], index_name="idx_flow_messages_flow_id")
+    db["templates"].create(
+        {"id": TEXT, "name": TEXT, "editor_type": TEXT, "created": TEXT, "updated": TEXT,
+         "html": TEXT, "text": TEXT, "amp": TEXT},
+        pk="id",
+    )
+    stat_cols = {name: (REAL if name.endswith("_rate") or name == "conversion_value" else INT)
+                 for name in STAT_NAMES}
+    # One row per flow message and UTC day (series reports, daily interval).
+    db["flow_stats_daily"].create(
+        {"flow_id": TEXT, "flow_message_id": TEXT, "day": TEXT, "send_channel": TEXT, **stat_cols,
+         "conversion_metric_id": TEXT, "fetched_at": TEXT},
+        pk=("flow_message_id", "day"),
+        foreign_keys=[("flow_id", "flows", "id")],
+    )
+    db["flow_stats_daily"].create_index(["day"], index_name="idx_flow_stats_daily_day")
+    # Which (flow, day) the statistics cover, and when they were read: a day is read again
+    # until it was read after its attribution settled.
+    db["flow_stats_days"].create(
+        {"flow_id": TEXT, "day": TEXT, "conversion_metric_id": TEXT, "fetched_at": TEXT},
+        pk=("flow_id", "day"),
+    )
+    # campaign_performance again: an SMS has no opens, so its open rate is NULL, not 0.0.
+    rate = ("CASE WHEN count(s.campaign_id) = 1 THEN max(s.{r}) "
+            "ELSE sum(s.{n}) * 1.0 / nullif(sum(s.delivered), 0) END")
+    db.execute("DROP VIEW IF EXISTS campaign_performance")
+    db.create_view("campaign_performance", f"""
+        SELECT c.id, c.name, c.channel, c.status, c.archived, c.send_time, c.subject, c.label,
+               sum(s.recipients) AS recipients, sum(s.delivered) AS delivered,
+               sum(s.opens) AS opens, sum(s.opens_unique) AS opens_unique,
+               CASE WHEN c.channel = 'sms' THEN NULL
+                    ELSE {rate.format(r='open_rate', n='opens_unique')} END AS open_rate,
+               sum(s.clicks) AS clicks, sum(s.clicks_unique) AS clicks_unique,
+               {rate.format(r='click_rate', n='clicks_unique')} AS click_rate,
+               sum(s.conversions) AS conversions,
+               {rate.format(r='conversion_rate', n='conversion_uniques')} AS conversion_rate,
+               sum(s.conversion_value) AS conversion_value,
+               sum(s.unsubscribes) AS unsubscribes, sum(s.bounced) AS bounced,
+               sum(s.spam_complaints) AS spam_complaints,
+               max(s.fetched_at) AS stats_fetched_at
+        FROM campaigns c
+        LEFT JOIN campaign_stats s ON s.campaign_id = c.id
+        GROUP BY c.id""")
+    # One row per flow message and day, with its flow: what `flows` and Datasette read.
+    db.create_view("flow_message_daily", """
+        SELECT s.day, s.flow_id, f.name AS flow_name, s.flow_message_id, m.name AS message_name,
+               coalesce(m.channel, s.send_channel) AS channel, s.recipients, s.delivered,
+               s.opens_unique, s.clicks_unique, s.conversions, s.conversion_uniques,
+               s.conversion_value, s.unsubscribes, s.conversion_metric_id
+        FROM flow_stats_daily s
+        LEFT JOIN flows f ON f.id = s.flow_id
+        LEFT JOIN flow_messages m ON m.id = s.flow_message_id""")

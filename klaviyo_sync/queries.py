@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -87,3 +87,127 @@ def stale_commands(report: dict, max_age: timedelta, commands: list[str] | None 
         elif info["age_s"] > max_age.total_seconds():
             stale.append(f"{command} (last success {info['last_success']})")
     return stale
+
+
+# -- flows and revenue ------------------------------------------------------------------------
+# Counts summed over the days of the range; rates recomputed from the sums (a fraction, or None
+# where it has no meaning: opens of SMS, any rate without deliveries). Unique counts of
+# different days are added up, as the daily reports give no range-wide uniques.
+_FLOW_SUMS = """sum(s.recipients) AS recipients, sum(s.delivered) AS delivered,
+    sum(s.opens_unique) AS opens_unique,
+    sum(CASE WHEN s.send_channel != 'sms' THEN s.opens_unique END) * 1.0
+        / nullif(sum(CASE WHEN s.send_channel != 'sms' THEN s.delivered END), 0) AS open_rate,
+    sum(s.clicks_unique) AS clicks_unique,
+    sum(s.clicks_unique) * 1.0 / nullif(sum(s.delivered), 0) AS click_rate,
+    sum(s.conversions) AS conversions,
+    sum(s.conversion_uniques) * 1.0 / nullif(sum(s.delivered), 0) AS conversion_rate,
+    round(sum(s.conversion_value), 2) AS conversion_value,
+    sum(s.unsubscribes) AS unsubscribes,
+    sum(s.unsubscribes) * 1.0 / nullif(sum(s.delivered), 0) AS unsubscribe_rate"""
+FLOW_TABLE = [
+    ("name", "Flow", "text"), ("status", "Status", "text"), ("channels", "Channels", "text"),
+    ("recipients", "Recipients", "int"), ("open_rate", "Open rate", "rate"),
+    ("click_rate", "Click rate", "rate"), ("conversions", "Conversions", "int"),
+    ("conversion_value", "Revenue", "money"), ("unsubscribes", "Unsubs", "int"),
+]
+FLOW_MESSAGE_TABLE = [
+    ("flow_name", "Flow", "text"), ("name", "Message", "text"), ("channel", "Channel", "text"),
+    ("recipients", "Recipients", "int"), ("open_rate", "Open rate", "rate"),
+    ("click_rate", "Click rate", "rate"), ("conversions", "Conversions", "int"),
+    ("conversion_value", "Revenue", "money"), ("unsubscribes", "Unsubs", "int"),
+]
+
+
+def day_bounds(window: Window) -> tuple[str, str]:
+    """The first and last UTC day (YYYY-MM-DD) a range touches: per-day statistics cover whole days."""
+    return window.start.date().isoformat(), (window.end - timedelta(seconds=1)).date().isoformat()
+
+
+def flow_stats_cover(db: Database, window: Window) -> bool:
+    """Whether flow statistics were ever read for a day of the range."""
+    first, last = day_bounds(window)
+    return db.execute("SELECT 1 FROM flow_stats_days WHERE day >= ? AND day <= ? LIMIT 1",
+                      [first, last]).fetchone() is not None
+
+
+def _rows(cursor) -> list[dict]:
+    cols = [c[0] for c in cursor.description]
+    return [dict(zip(cols, r)) for r in cursor.fetchall()]
+
+
+def flows_in_range(db: Database, window: Window, by: str = "flow") -> list[dict]:
+    """Flows (or, with by='message', flow messages) that sent in the range, most revenue first."""
+    first, last = day_bounds(window)
+    if by == "message":
+        sql = f"""SELECT s.flow_message_id AS id, m.name, s.flow_id, f.name AS flow_name,
+                         coalesce(m.channel, s.send_channel) AS channel, m.subject, m.template_id,
+                         {_FLOW_SUMS}, min(s.day) AS first_day, max(s.day) AS last_day
+                  FROM flow_stats_daily s
+                  LEFT JOIN flows f ON f.id = s.flow_id
+                  LEFT JOIN flow_messages m ON m.id = s.flow_message_id
+                  WHERE s.day >= ? AND s.day <= ?
+                  GROUP BY s.flow_message_id HAVING sum(s.recipients) > 0
+                  ORDER BY conversion_value DESC, recipients DESC, id"""
+    else:
+        sql = f"""SELECT s.flow_id AS id, f.name, f.status, f.archived, f.trigger_type,
+                         group_concat(DISTINCT s.send_channel) AS channels,
+                         count(DISTINCT s.flow_message_id) AS messages,
+                         {_FLOW_SUMS}, f.deleted_at
+                  FROM flow_stats_daily s
+                  LEFT JOIN flows f ON f.id = s.flow_id
+                  WHERE s.day >= ? AND s.day <= ?
+                  GROUP BY s.flow_id HAVING sum(s.recipients) > 0
+                  ORDER BY conversion_value DESC, recipients DESC, id"""
+    rows = _rows(db.execute(sql, [first, last]))
+    for row in rows:
+        if "archived" in row:
+            row["archived"] = None if row["archived"] is None else bool(row["archived"])
+        if row.get("channels"):
+            row["channels"] = ",".join(sorted(row["channels"].split(",")))
+    return rows
+
+
+REVENUE_TABLE = [
+    ("period", "Period", "text"), ("orders", "Orders", "int"), ("revenue", "Revenue (events)", "money"),
+    ("campaign_revenue", "Campaigns", "money"), ("flow_revenue", "Flows", "money"),
+]
+REVENUE_CHANNEL_TABLE = [
+    ("channel", "Channel", "text"), ("orders", "Orders", "int"), ("revenue", "Revenue (events)", "money"),
+    ("campaign_revenue", "Campaigns", "money"), ("flow_revenue", "Flows", "money"),
+]
+
+
+def revenue(db: Database, window: Window, metric_id: str | None, by: str | None) -> list[dict]:
+    """Placed Order revenue and orders from events, next to the revenue the reports attribute to
+    campaigns (by send time) and to flows (by send day), over the whole UTC days of the range."""
+    first, last = day_bounds(window)
+    lo, hi = f"{first}T00:00:00Z", f"{(date.fromisoformat(last) + timedelta(days=1)).isoformat()}T00:00:00Z"
+    events = {r[0]: (r[1], r[2]) for r in db.execute(
+        "SELECT substr(datetime, 1, 10), count(*), round(sum(value), 2) FROM events "
+        "WHERE metric_id = ? AND datetime >= ? AND datetime < ? GROUP BY 1", [metric_id, lo, hi])}
+    campaigns = {(r[0], r[1]): r[2] for r in db.execute(
+        "SELECT substr(c.send_time, 1, 10), c.channel, sum(s.conversion_value) FROM campaigns c "
+        "JOIN campaign_stats s ON s.campaign_id = c.id WHERE c.send_time >= ? AND c.send_time < ? "
+        "GROUP BY 1, 2", [lo, hi])}
+    flows = {(r[0], r[1]): r[2] for r in db.execute(
+        "SELECT day, CASE send_channel WHEN 'push-notification' THEN 'mobile_push' ELSE send_channel END, "
+        "sum(conversion_value) FROM flow_stats_daily WHERE day >= ? AND day <= ? GROUP BY 1, 2", [first, last])}
+
+    def total(values):
+        values = [v for v in values if v is not None]
+        return round(sum(values), 2) if values else None
+
+    if by == "day":
+        days = sorted({*events, *(k[0] for k in campaigns), *(k[0] for k in flows)})
+        return [{"period": d, "orders": events.get(d, (0, None))[0], "revenue": events.get(d, (0, None))[1],
+                 "campaign_revenue": total(v for k, v in campaigns.items() if k[0] == d),
+                 "flow_revenue": total(v for k, v in flows.items() if k[0] == d)} for d in days]
+    all_row = {"orders": sum(v[0] for v in events.values()), "revenue": total(v[1] for v in events.values()),
+               "campaign_revenue": total(campaigns.values()), "flow_revenue": total(flows.values())}
+    if by == "channel":
+        channels = sorted({k[1] for k in campaigns} | {k[1] for k in flows})
+        rows = [{"channel": ch, "orders": None, "revenue": None,
+                 "campaign_revenue": total(v for k, v in campaigns.items() if k[1] == ch),
+                 "flow_revenue": total(v for k, v in flows.items() if k[1] == ch)} for ch in channels]
+        return rows + [{"channel": "all", **all_row}]
+    return [{"period": f"{first}..{last}", **all_row}]

@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", type=int, default=300)
     ap.add_argument("--metrics", type=int, default=12)
     ap.add_argument("--campaigns-per-channel", type=int, default=8)
+    ap.add_argument("--flows", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--span-hours", type=float, default=24 * 7)
     ap.add_argument("--latency", type=float, default=0.0)
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     fake = FakeKlaviyo(api_key=args.api_key, seed=args.seed, n_events=args.events,
                        n_profiles=args.profiles, n_metrics=args.metrics,
-                       n_campaigns_per_channel=args.campaigns_per_channel,
+                       n_campaigns_per_channel=args.campaigns_per_channel, n_flows=args.flows,
                        span_hours=args.span_hours, port=args.port)
     fake.latency = args.latency
     fake.enforce_limits = args.enforce_limits

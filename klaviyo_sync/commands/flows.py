@@ -1,0 +1,211 @@
+"""sync-flows, sync-flow-stats, sync-templates, and the analyst's flows and revenue commands."""
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .. import db as store
+from .. import errors, output, queries
+from ..errors import UsageError
+from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
+from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
+from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
+from .base import PROG, Settings, WaitOpt, _parse, _report, app, common, recorded_run, sync_all_step
+
+RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
+                                       help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
+ConversionOpt = Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID",
+                                                      help="Metric for conversions (default: Placed Order).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
+REVENUE_NOTE = ("note: attributed revenue follows the send date and each report's attribution window "
+                "(an order may count for a campaign and a flow, or for neither), so campaigns + flows "
+                "need not add up to the orders' revenue")
+
+
+def _format(fmt: str) -> str:
+    if fmt not in output.FORMATS:
+        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(output.FORMATS)}")
+    return fmt
+
+
+def _flow_sync(settings: Settings, window: Window | None, stats: bool, conversion_metric: str | None,
+               wait: float, command: str = "sync-flows") -> dict:
+    client = settings.client()
+    arguments = {"range": window.label if window else None, "stats": stats,
+                 "conversion_metric": conversion_metric, "base_url": settings.base_url}
+    with recorded_run(settings, command, arguments, wait) as run:
+        run["client"] = client
+        if command == "sync-flows":
+            sync_flows(client, run["db"], result=run["result"])
+        if stats and window is not None:
+            sync_flow_stats(client, run["db"], window, conversion_metric=conversion_metric, result=run["result"])
+    return run
+
+
+@app.command("sync-flows")
+@common
+def sync_flows_cmd(
+    settings: Settings,
+    range_: RangeOpt = "30d",
+    stats: Annotated[bool, typer.Option("--stats/--no-stats", help="Fetch per-day flow statistics for --range.")] = True,
+    conversion_metric: ConversionOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Sync every flow (archived too), the definition (actions, messages) of each flow that
+    changed, and per-day statistics of the days of --range not read since they settled."""
+    window = _parse(parse_range, range_, "--range")
+    _report(settings, _flow_sync(settings, window, stats, conversion_metric, wait))
+
+
+@app.command("sync-flow-stats")
+@common
+def sync_flow_stats_cmd(
+    settings: Settings,
+    range_: RangeOpt = "30d",
+    conversion_metric: ConversionOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Per-day flow statistics only (for flows already synced by sync-flows)."""
+    window = _parse(parse_range, range_, "--range")
+    _report(settings, _flow_sync(settings, window, True, conversion_metric, wait, command="sync-flow-stats"))
+
+
+@app.command("sync-templates")
+@common
+def sync_templates_cmd(
+    settings: Settings,
+    no_html: Annotated[bool, typer.Option("--no-html", help="Leave the html, text and amp bodies out.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Read every template, not only those updated since the last run.")] = False,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Sync email templates, incrementally on `updated`."""
+    client = settings.client()
+    with recorded_run(settings, "sync-templates", {"html": not no_html, "full": full,
+                                                    "base_url": settings.base_url}, wait) as run:
+        run["client"] = client
+        sync_templates(client, run["db"], html=not no_html, full=full, result=run["result"])
+    _report(settings, run)
+
+
+def _query_flows(settings: Settings, window: Window, by: str) -> tuple[bool, list[dict]]:
+    database = store.open_db(settings.db)
+    try:
+        return queries.flow_stats_cover(database, window), queries.flows_in_range(database, window, by)
+    finally:
+        database.close()
+
+
+@app.command("flows")
+@common
+def flows_cmd(
+    settings: Settings,
+    range_: RangeOpt = "30d",
+    by: Annotated[str, typer.Option("--by", help="flow (one row per flow) or message.")] = "flow",
+    fmt: FormatOpt = "auto",
+    refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
+    conversion_metric: ConversionOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Flows that sent in a range with their performance, most revenue first: from the local
+    database, or from the API when the database has no flow statistics for that range.
+
+    Example: klaviyo-sync flows --range 30d --by message
+    """
+    window = _parse(parse_range, range_, "--range")
+    _format(fmt)
+    if by not in ("flow", "message"):
+        raise UsageError(f"--by: {by!r} is not one of flow, message")
+    covered, rows = (False, [])
+    if not refresh and settings.db.exists():
+        covered, rows = _query_flows(settings, window, by)
+        if covered and not settings.quiet:
+            database = store.open_db(settings.db)
+            try:
+                synced = queries.last_run_finished(database, "sync-flows")
+            finally:
+                database.close()
+            age = f"synced {humanize_age((utcnow() - parse_datetime(synced)).total_seconds())} ago" if synced else "sync time unknown"
+            print(f"{len(rows)} {by}(s) from the local database ({age}); --refresh fetches from the API",
+                  file=sys.stderr)
+    partial = None
+    if refresh or not covered:
+        run = _flow_sync(settings, window, True, conversion_metric, wait)
+        partial = run["result"].partial
+        _, rows = _query_flows(settings, window, by)
+        if not settings.quiet:
+            print(f"{len(rows)} {by}(s) fetched from the API", file=sys.stderr)
+    first, last = queries.day_bounds(window)
+    output.write_rows(rows, output.resolve_format(fmt),
+                      queries.FLOW_MESSAGE_TABLE if by == "message" else queries.FLOW_TABLE,
+                      title=f"Flows that sent {first} .. {last} (UTC days)")
+    if partial:
+        print(f"{PROG}: warning: {partial}", file=sys.stderr)
+        raise typer.Exit(errors.PARTIAL)
+
+
+@app.command("revenue")
+@common
+def revenue_cmd(
+    settings: Settings,
+    range_: RangeOpt = "30d",
+    by: Annotated[Optional[str], typer.Option("--by", help="day or channel (default: one total row).")] = None,
+    fmt: FormatOpt = "auto",
+    metric: Annotated[str, typer.Option("--metric", metavar="NAME_OR_ID", help="The order metric of the events.")] = DEFAULT_CONVERSION_METRIC,
+) -> None:
+    """Order revenue from the events next to the revenue attributed to campaigns and flows
+    (database only; run sync-events, sync-campaigns and sync-flows first).
+
+    Example: klaviyo-sync revenue --range 30d --by day
+    """
+    window = _parse(parse_range, range_, "--range")
+    _format(fmt)
+    if by not in (None, "day", "channel"):
+        raise UsageError(f"--by: {by!r} is not one of day, channel")
+    if not settings.db.exists():
+        raise UsageError(f"no database at {settings.db}: run sync-events, sync-campaigns and sync-flows first")
+    database = store.open_db(settings.db)
+    try:
+        found = database.execute("SELECT id FROM metrics WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
+                                 [metric, metric, metric]).fetchone()
+        metric_id = found[0] if found else None
+        rows = queries.revenue(database, window, metric_id, by)
+        first, last = queries.day_bounds(window)
+        lo = f"{first}T00:00:00Z"
+        needs = []
+        if metric_id is None or not database.execute(
+                "SELECT 1 FROM events WHERE metric_id = ? LIMIT 1", [metric_id]).fetchone():
+            needs.append(f"sync-events (no {metric!r} events stored)")
+        if not database.execute("SELECT 1 FROM campaign_stats LIMIT 1").fetchone():
+            needs.append("sync-campaigns (no campaign statistics stored)")
+        if not queries.flow_stats_cover(database, window):
+            needs.append("sync-flows (no flow statistics for this range)")
+        events_from = database.execute("SELECT min(datetime) FROM events WHERE metric_id = ?", [metric_id]).fetchone()[0]
+    finally:
+        database.close()
+    output.write_rows(rows, output.resolve_format(fmt),
+                      queries.REVENUE_CHANNEL_TABLE if by == "channel" else queries.REVENUE_TABLE,
+                      title=f"Revenue {first} .. {last} (UTC days)")
+    if not settings.quiet:
+        for need in needs:
+            print(f"{PROG}: missing data: run {need}", file=sys.stderr)
+        if events_from and events_from > lo:
+            print(f"{PROG}: events are stored from {events_from} only: orders before that are not counted",
+                  file=sys.stderr)
+        print(REVENUE_NOTE, file=sys.stderr)
+
+
+@sync_all_step(70, "sync-flows", "flows:read", stats=False)
+def _all_flows(client, db, result) -> None:
+    sync_flows(client, db, result=result)
+
+
+@sync_all_step(75, "sync-templates", "templates:read")
+def _all_templates(client, db, result) -> None:
+    sync_templates(client, db, result=result)
+
+
+@sync_all_step(80, "sync-flow-stats", "flows:read", range="30d")
+def _all_flow_stats(client, db, result) -> None:
+    sync_flow_stats(client, db, parse_range("30d"), result=result)
+

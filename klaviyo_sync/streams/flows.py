@@ -1,0 +1,321 @@
+"""Flows, their definitions (actions and messages), templates, and flow statistics.
+
+- The flow listing is a declared stream (archived flows are hidden unless asked for, so it
+  runs twice: archived and not). It is a whole pass every run: it costs one request per 50
+  flows, and only a whole pass can see a flow deleted from the account (marked ``deleted_at``).
+- Definitions are the incremental part: one ``GET /api/flows/{id}?additional-fields[flow]=
+  definition`` for each flow whose ``updated`` moved since its definition was stored (flow
+  endpoints are 3/s, 60/m: never one call per action). Each flow's actions and messages are
+  replaced in one transaction, so a failed request loses nothing already stored.
+- Templates: a declared stream, incremental on ``updated``, 10 a page (the API's maximum).
+- Statistics: daily series reports (shared quota of 225 a day with campaign reports), up to
+  100 flows and 60 days a request; a day is read again until it was read ``SETTLE`` after it
+  ended, because attribution keeps moving for about 5 days. A spent quota keeps what was
+  fetched and makes the run partial.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+from sqlite_utils import Database
+
+from .. import db as store
+from ..client import KlaviyoClient
+from ..errors import ApiError, RateLimitExceeded
+from ..timeutil import Window, iso, normalize_iso, utcnow
+from .campaigns import conversion_metric_id
+from .engine import Cursor, Stream, SyncResult, Table, run_stream
+
+REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
+SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
+SETTLE = timedelta(days=5)  # attribution is revised for about 5 days after a send
+SEND_CHANNEL = {"send-email": "email", "send-sms": "sms", "send-push-notification": "mobile_push",
+                "send-whatsapp": "whatsapp"}
+DELAY_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60}
+
+FLOWS_TABLE = Table("flows", tuple(store.FLOW_COLUMNS), newer="updated")
+DEFINITION_TABLE = Table("flows", tuple(store.FLOW_DEFINITION_COLUMNS))
+ACTIONS_TABLE = Table("flow_actions", tuple(store.FLOW_ACTION_COLUMNS))
+MESSAGES_TABLE = Table("flow_messages", tuple(store.FLOW_MESSAGE_COLUMNS))
+TEMPLATES_TABLE = Table("templates", tuple(store.TEMPLATE_COLUMNS), newer="updated")
+TEMPLATES_LEAN_TABLE = Table("templates", ("id", "name", "editor_type", "created", "updated"), newer="updated")
+STATS_TABLE = Table("flow_stats_daily", tuple(store.FLOW_STAT_COLUMNS), key=("flow_message_id", "day"))
+DAYS_TABLE = Table("flow_stats_days", ("flow_id", "day", "conversion_metric_id", "fetched_at"),
+                   key=("flow_id", "day"))
+
+
+def flow_row(resource: dict) -> tuple:
+    a = resource.get("attributes") or {}
+    archived = a.get("archived")
+    return (resource["id"], a.get("name"), a.get("status"), None if archived is None else int(bool(archived)),
+            a.get("trigger_type"), normalize_iso(a.get("created")), normalize_iso(a.get("updated")), None)
+
+
+FLOWS = Stream(
+    name="flows",
+    path="/api/flows",
+    table=FLOWS_TABLE,
+    row=flow_row,
+    type="flow",
+    scope="flows:read",
+    params={"fields[flow]": "name,status,archived,created,updated,trigger_type"},
+    partitions=(("equals(archived,false)",), ("equals(archived,true)",)),
+    page_size=50,
+    sort="updated",
+)
+
+
+def template_row(resource: dict) -> tuple:
+    a = resource.get("attributes") or {}
+    return (resource["id"], a.get("name"), a.get("editor_type"), normalize_iso(a.get("created")),
+            normalize_iso(a.get("updated")), a.get("html"), a.get("text"), a.get("amp"))
+
+
+TEMPLATES = Stream(
+    name="templates", path="/api/templates", table=TEMPLATES_TABLE, row=template_row,
+    type="template", scope="templates:read", page_size=10, cursor=Cursor("updated"),
+)
+# --no-html: a separate stream (and mark), so a later run with bodies still reads every template.
+TEMPLATES_LEAN = Stream(
+    name="templates-no-html", path="/api/templates", table=TEMPLATES_LEAN_TABLE,
+    row=lambda r: template_row(r)[:5], type="template", scope="templates:read", page_size=10,
+    cursor=Cursor("updated"), params={"fields[template]": "name,editor_type,created,updated"},
+)
+
+
+# -- definitions ---------------------------------------------------------------------------------
+def _next_ids(action: dict) -> list[str]:
+    links = action.get("links") or {}
+    return [v for k in ("next", "next_if_true", "next_if_false") if (v := links.get(k))]
+
+
+def definition_rows(flow_id: str, updated: str | None, definition: dict) -> tuple[tuple, list, list]:
+    """(flows definition row, flow_actions rows, flow_messages rows) of one flow's definition.
+    An action's position is its order in a walk from the entry action (true branch first);
+    actions the walk does not reach come last, in the definition's order."""
+    actions = [a for a in definition.get("actions") or [] if isinstance(a, dict) and a.get("id")]
+    by_id = {a["id"]: a for a in actions}
+    order: list[str] = []
+    stack = [definition.get("entry_action_id")]
+    while stack:
+        aid = stack.pop()
+        if aid in by_id and aid not in order:
+            order.append(aid)
+            stack.extend(reversed(_next_ids(by_id[aid])))
+    order += [a["id"] for a in actions if a["id"] not in order]
+    action_rows, message_rows = [], []
+    for pos, aid in enumerate(order, 1):
+        a = by_id[aid]
+        data = a.get("data") or {}
+        delay_value = delay_unit = delay_seconds = None
+        if a.get("type") == "time-delay":
+            delay_value, delay_unit = data.get("value"), data.get("unit") or "days"
+            if isinstance(delay_value, int):
+                delay_seconds = delay_value * DELAY_SECONDS.get(delay_unit, 0) or None
+        action_rows.append((aid, flow_id, a.get("type"), data.get("status"), pos, store.to_json(_next_ids(a)),
+                            delay_value, delay_unit, delay_seconds, store.to_json(a)))
+        m = data.get("message")
+        if isinstance(m, dict) and m.get("id"):
+            message_rows.append((m["id"], flow_id, aid, SEND_CHANNEL.get(a.get("type"), a.get("type")),
+                                 m.get("name"), m.get("subject_line") or m.get("title"), m.get("preview_text"),
+                                 m.get("from_email"), m.get("from_label"), m.get("template_id"), m.get("body"),
+                                 store.to_json(m)))
+    flow = (flow_id, updated, definition.get("entry_action_id"), store.to_json(definition.get("triggers")),
+            store.to_json(definition.get("profile_filter")), store.to_json(definition.get("reentry_criteria")))
+    return flow, action_rows, message_rows
+
+
+def flows_needing_definitions(db: Database) -> list[tuple[str, str]]:
+    return [tuple(r) for r in db.execute(
+        "SELECT id, updated FROM flows WHERE deleted_at IS NULL AND "
+        "(definition_updated IS NULL OR definition_updated IS NOT updated) ORDER BY id").fetchall()]
+
+
+def fetch_and_save_definition(client: KlaviyoClient, db: Database, flow_id: str, result: SyncResult) -> None:
+    try:
+        doc = client.request("GET", f"/api/flows/{flow_id}", params={"additional-fields[flow]": "definition"})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        with db.atomic():  # deleted between the listing and this request
+            db.execute("UPDATE flows SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL", [iso(utcnow()), flow_id])
+        result.extra["flows_removed"] = result.extra.get("flows_removed", 0) + 1
+        return
+    resource = doc.get("data") or {}
+    attrs = resource.get("attributes") or {}
+    flow, actions, messages = definition_rows(flow_id, normalize_iso(attrs.get("updated")),
+                                              attrs.get("definition") or {})
+    with db.atomic():
+        result.add_rows("flows", FLOWS_TABLE.write(db, [flow_row(resource)]))
+        DEFINITION_TABLE.write(db, [flow])
+        # The definition is the whole truth about the flow's actions: replace them.
+        db.execute("DELETE FROM flow_messages WHERE flow_id = ?", [flow_id])
+        db.execute("DELETE FROM flow_actions WHERE flow_id = ?", [flow_id])
+        result.add_rows("flow_actions", ACTIONS_TABLE.write(db, actions))
+        result.add_rows("flow_messages", MESSAGES_TABLE.write(db, messages))
+    result.extra["definitions_fetched"] = result.extra.get("definitions_fetched", 0) + 1
+
+
+def _mark_deleted(db: Database, seen: str) -> int:
+    return db.execute(
+        f"UPDATE flows SET deleted_at = ? WHERE deleted_at IS NULL AND id NOT IN (SELECT id FROM {seen})",
+        [iso(utcnow())]).rowcount
+
+
+def sync_flows(client: KlaviyoClient, db: Database, *, result: SyncResult | None = None) -> SyncResult:
+    """Every flow (archived too), then the definition of each flow whose `updated` moved."""
+    result = SyncResult.begin(result, ["flows", "flow_actions", "flow_messages"])
+    result.extra.setdefault("definitions_fetched", 0)
+    run_stream(client, db, FLOWS, result, on_missing=_mark_deleted)
+    todo = flows_needing_definitions(db)
+    result.extra["definitions_needed"] = len(todo)
+    for flow_id, _ in todo:
+        fetch_and_save_definition(client, db, flow_id, result)
+    return result
+
+
+def sync_templates(client: KlaviyoClient, db: Database, *, html: bool = True, full: bool = False,
+                   result: SyncResult | None = None) -> SyncResult:
+    result = SyncResult.begin(result, ["templates"])
+    run_stream(client, db, TEMPLATES if html else TEMPLATES_LEAN, result, full=full)
+    return result
+
+
+# -- statistics -----------------------------------------------------------------------------------
+def window_days(window: Window, now: datetime) -> list[date]:
+    """The UTC days a range touches, up to today."""
+    last = min(window.end - timedelta(seconds=1), now).date()
+    first = window.start.date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime) -> dict[str, list[date]]:
+    """{flow id: days of ``days`` whose statistics are missing, for another conversion metric,
+    or read before the day's attribution settled}."""
+    if not days:
+        return {}
+    flows = [r[0] for r in db.execute("SELECT id FROM flows WHERE deleted_at IS NULL ORDER BY id")]
+    have = {}
+    for flow_id, day, metric, fetched in db.execute(
+            "SELECT flow_id, day, conversion_metric_id, fetched_at FROM flow_stats_days WHERE day >= ? AND day <= ?",
+            [days[0].isoformat(), days[-1].isoformat()]):
+        have[(flow_id, day)] = (metric, fetched)
+    out: dict[str, list[date]] = {}
+    for flow_id in flows:
+        need = []
+        for d in days:
+            got = have.get((flow_id, d.isoformat()))
+            settled = iso(datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(days=1) + SETTLE)
+            if got is None or got[0] != metric_id or got[1] < settled:
+                need.append(d)
+        if need:
+            out[flow_id] = need
+    return out
+
+
+def stats_requests(needed: dict[str, list[date]]) -> list[tuple[list[str], date, date]]:
+    """(flow ids <= 100, first day, last day <= 60 days on): flows needing the same span share
+    requests; each flow's span runs from its first to its last needed day."""
+    by_span: dict[tuple[date, date], list[str]] = {}
+    for flow_id, days in needed.items():
+        by_span.setdefault((days[0], days[-1]), []).append(flow_id)
+    # Flows with different spans are merged into the widest span when that costs no request.
+    spans = sorted(by_span.items(), key=lambda kv: kv[0])
+    merged: list[tuple[list[str], date, date]] = []
+    for (lo, hi), ids in spans:
+        if merged:
+            mids, mlo, mhi = merged[-1]
+            nlo, nhi = min(lo, mlo), max(hi, mhi)
+            if -(-((nhi - nlo).days + 1) // SERIES_MAX_DAYS) == -(-((mhi - mlo).days + 1) // SERIES_MAX_DAYS) \
+                    and len(mids) + len(ids) <= REPORT_BATCH:
+                merged[-1] = (mids + ids, nlo, nhi)
+                continue
+        merged.append((list(ids), lo, hi))
+    out = []
+    for ids, lo, hi in merged:
+        for i in range(0, len(ids), REPORT_BATCH):
+            batch = ids[i:i + REPORT_BATCH]
+            start = lo
+            while start <= hi:
+                end = min(hi, start + timedelta(days=SERIES_MAX_DAYS - 1))
+                out.append((batch, start, end))
+                start = end + timedelta(days=1)
+    return out
+
+
+def _at(values, i: int):
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def series_body(ids: list[str], first: date, last: date, metric_id: str) -> dict:
+    quoted = ",".join(f'"{i}"' for i in ids)
+    return {"data": {"type": "flow-series-report", "attributes": {
+        "statistics": store.STAT_NAMES,
+        # Both ends are inclusive: whole days, so consecutive requests never overlap.
+        "timeframe": {"start": f"{first.isoformat()}T00:00:00+00:00", "end": f"{last.isoformat()}T23:59:59+00:00"},
+        "interval": "daily",
+        "conversion_metric_id": metric_id,
+        "group_by": ["flow_id", "flow_message_id", "send_channel"],
+        "filter": f"contains-any(flow_id,[{quoted}])",
+    }}}
+
+
+def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: list, metric_id: str,
+                              result: SyncResult, now: datetime) -> None:
+    fetched_at = iso(now)
+    for ids, first, last in requests:
+        url: str | None = "/api/flow-series-reports"
+        body: dict | None = series_body(ids, first, last, metric_id)
+        results, date_times = [], []
+        while url:  # the spec declares only links.self; a links.next is followed if sent
+            resp = client.request("POST", url, json_body=body)
+            attrs = (resp.get("data") or {}).get("attributes") or {}
+            results.extend(attrs.get("results") or [])
+            date_times = attrs.get("date_times") or date_times
+            url = (resp.get("links") or {}).get("next")
+            if url:
+                client.check_origin(url)
+        days = [normalize_iso(d)[:10] for d in date_times]
+        wanted = set(ids)
+        rows = []
+        for r in results:
+            g = r.get("groupings") or {}
+            if g.get("flow_id") not in wanted or not g.get("flow_message_id"):
+                continue
+            st = r.get("statistics") or {}
+            for i, day in enumerate(days):
+                values = [_at(st.get(name), i) for name in store.STAT_NAMES]
+                if not any(values):
+                    continue  # a day the message sent nothing
+                rows.append((g["flow_id"], g["flow_message_id"], day, g.get("send_channel"), *values,
+                             metric_id, fetched_at))
+        span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        with db.atomic():
+            marks = ",".join("?" for _ in ids)
+            db.execute(f"DELETE FROM flow_stats_daily WHERE flow_id IN ({marks}) AND day >= ? AND day <= ?",
+                       [*ids, span[0], span[-1]])
+            result.add_rows("flow_stats_daily", STATS_TABLE.write(db, rows))
+            DAYS_TABLE.write(db, [(f, d, metric_id, fetched_at) for f in ids for d in span])
+        result.extra["report_requests"] = result.extra.get("report_requests", 0) + 1
+
+
+def sync_flow_stats(client: KlaviyoClient, db: Database, window: Window, *, conversion_metric: str | None = None,
+                    now: datetime | None = None, result: SyncResult | None = None) -> SyncResult:
+    """Per-day statistics of every flow for the days of ``window`` not yet read after they settled."""
+    now = now or utcnow()
+    result = SyncResult.begin(result, ["flow_stats_daily"], window)
+    metric_id = conversion_metric_id(client, db, conversion_metric)
+    days = window_days(window, now)
+    needed = flow_days_needed(db, days, metric_id, now)
+    requests = stats_requests(needed)
+    result.extra["stats_requests_planned"] = len(requests)
+    try:
+        fetch_and_save_flow_stats(client, db, requests, metric_id, result, now)
+    except RateLimitExceeded as exc:
+        left = flow_days_needed(db, days, metric_id, now)
+        missing = sum(len(v) for v in left.values())
+        result.extra["stats_missing_flow_days"] = missing
+        result.partial = (f"flows stored, but statistics are missing for {missing} flow-day(s) of "
+                          f"{len(left)} flow(s): {exc}")
+    return result
