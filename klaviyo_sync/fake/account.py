@@ -11,6 +11,7 @@ import math
 from datetime import datetime, timezone
 
 from .hosting import FAKE_API_KEY, FakeServer
+from .resources.aggregates import AggregatesResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
 from .resources.metrics import MetricsResource
@@ -18,7 +19,8 @@ from .resources.profiles import ProfilesResource
 from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
-RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource)
+RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
+             AggregatesResource)
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):
