@@ -150,6 +150,19 @@ def m001_initial(db: Database) -> None:
         GROUP BY c.id""")
 
 
+@migrations()
+def m004_verify(db: Database) -> None:
+    # One row per metric, local day and verify run: what the copy held, what Klaviyo counted.
+    db["verify_results"].create(
+        {"run_id": INT, "metric_id": TEXT, "metric": TEXT, "day": TEXT, "timezone": TEXT,
+         "local": INT, "klaviyo": INT, "difference": INT, "status": TEXT, "local_before": INT,
+         "repaired": INT, "checked_at": TEXT},
+        pk=("run_id", "metric_id", "day"),
+        foreign_keys=[("run_id", "sync_runs", "id")],
+    )
+    db["verify_results"].create_index(["metric_id", "day"], index_name="idx_verify_results_metric_id_day")
+
+
 def _create_private(path: Path) -> None:
     """Create an empty file readable by its owner only, unless it exists already."""
     try:
