@@ -244,3 +244,18 @@ def test_adjacent_repair_hours_merge_per_metric_set():
     h = [datetime(2026, 11, 1, k, tzinfo=UTC) for k in range(5)]
     windows = repair_windows({(h[0], h[1]): {"a"}, (h[1], h[2]): {"a"}, (h[3], h[4]): {"a", "b"}})
     assert [(w.start.hour, w.end.hour, ids) for w, ids in windows] == [(0, 2, ["a"]), (3, 4, ["a", "b"])]
+
+
+def test_status_shows_the_last_verify(env):
+    fake, db, e = env
+    fake.add_late_events(fake.metric_id("Placed Order"), at=at(D0, 9), n=3)
+    assert verify(e)[0].returncode == 9
+    r = run_cli(["status", "--format", "json"], e)
+    assert r.returncode == 0, r.describe()
+    lv = json.loads(r.stdout)["last_verify"]
+    assert {k: lv[k] for k in ("first_day", "last_day", "timezone", "days_differ", "events_missing_locally",
+                               "events_extra_locally", "unverifiable_metrics")} == {
+        "first_day": str(D0), "last_day": str(D1), "timezone": "UTC", "days_differ": 1,
+        "events_missing_locally": 3, "events_extra_locally": 0, "unverifiable_metrics": 1}
+    r = run_cli(["status", "--format", "table"], e)
+    assert "Last verify" in r.stdout
