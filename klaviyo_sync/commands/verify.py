@@ -42,9 +42,9 @@ def _summary_line(plan: v.Plan, out: v.Outcome, before: list[dict] | None) -> st
     missing = sum(-r["difference"] for r in rows if r["status"] == v.MISSING)
     extra = sum(r["difference"] for r in rows if r["status"] == v.EXTRA)
     differ = count[v.MISSING] + count[v.EXTRA]
-    line = (f"verify: {len(plan.metrics)} metrics x {len(plan.days)} days {plan.days[0]}..{plan.days[-1]} "
+    line = (f"{PROG}: verify: {len(plan.metrics)} metrics x {len(plan.days)} days {plan.days[0]}..{plan.days[-1]} "
             f"({plan.zone.key}): {count[v.OK]} ok, {differ} differ ({missing} events missing locally, "
-            f"{extra} extra locally), {count[v.UNSETTLED]} unsettled, {len(out.unverifiable)} metrics "
+            f"{extra} extra locally), {count[v.UNSETTLED]} unsettled, {len(out.unverifiable)} "
             f"unverifiable; {out.requests} requests")
     if before is not None:
         fixed = sum(1 for b, r in zip(before, rows) if b in (v.MISSING, v.EXTRA) and r["status"] == v.OK)
