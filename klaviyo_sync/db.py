@@ -350,3 +350,16 @@ def m003_flows(db: Database) -> None:
         FROM flow_stats_daily s
         LEFT JOIN flows f ON f.id = s.flow_id
         LEFT JOIN flow_messages m ON m.id = s.flow_message_id""")
+
+
+@migrations()
+def m004_verify(db: Database) -> None:
+    # One row per metric, local day and verify run: what the copy held, what Klaviyo counted.
+    db["verify_results"].create(
+        {"run_id": INT, "metric_id": TEXT, "metric": TEXT, "day": TEXT, "timezone": TEXT,
+         "local": INT, "klaviyo": INT, "difference": INT, "status": TEXT, "local_before": INT,
+         "repaired": INT, "checked_at": TEXT},
+        pk=("run_id", "metric_id", "day"),
+        foreign_keys=[("run_id", "sync_runs", "id")],
+    )
+    db["verify_results"].create_index(["metric_id", "day"], index_name="idx_verify_results_metric_id_day")

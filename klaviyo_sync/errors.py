@@ -10,6 +10,7 @@ Exit codes (documented in the README):
   6  partial success: data stored, but campaign statistics are missing (report quota spent)
   7  `status --max-age`: a sync is stale
   8  the database file cannot be opened or written
+  9  `verify`: a settled day's event count differs from Klaviyo's
   130, 141, 143  interrupted (Ctrl-C), stdout closed early, terminated (SIGTERM)
 """
 
@@ -24,6 +25,7 @@ LOCKED = 5
 PARTIAL = 6
 STALE = 7
 DATABASE = 8
+DIFFERS = 9
 INTERRUPTED = 130  # Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (`| head`)
 TERMINATED = 143  # 128 + SIGTERM

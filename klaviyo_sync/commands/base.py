@@ -241,7 +241,7 @@ def locked_db(settings: Settings, wait: float):
 def run_record(settings: Settings, database, command: str, arguments: dict):
     """A sync_runs row for one sync, finished whatever happens (failed, interrupted, partial)."""
     run_id = store.start_run(database, command, arguments)
-    run = {"db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
+    run = {"id": run_id, "db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
     try:
         yield run
     except BaseException as exc:

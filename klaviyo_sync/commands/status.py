@@ -14,6 +14,7 @@ from ..streams.campaigns import sync_campaigns
 from ..streams.events import sync_events
 from ..streams.metrics import sync_metrics
 from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
+from ..verify import last_verify
 from .base import (
     _STATE,
     DEFAULT_WORKERS,
@@ -48,6 +49,7 @@ def status_cmd(
     database = store.open_db(settings.db)
     try:
         report = queries.status_report(database, utcnow(), runs)
+        report["last_verify"] = last_verify(database)
     finally:
         database.close()
     stale = queries.stale_commands(report, age_limit, command) if age_limit else []
@@ -68,6 +70,14 @@ def _status_tables(report: dict) -> None:
     if report["marks"]:
         output.write_table([{"key": k, "value": v} for k, v in report["marks"].items()],
                            [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")
+    lv = report.get("last_verify")
+    if lv:
+        output.write_table([lv], [("checked_at", "Checked", "text"), ("first_day", "From", "text"),
+                                  ("last_day", "To", "text"), ("timezone", "Zone", "text"),
+                                  ("metrics", "Metrics", "int"), ("days_differ", "Days differing", "int"),
+                                  ("events_missing_locally", "Missing locally", "int"),
+                                  ("events_extra_locally", "Extra locally", "int"),
+                                  ("unverifiable_metrics", "Unverifiable", "int")], "Last verify")
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
                               ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),

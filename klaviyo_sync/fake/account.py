@@ -11,6 +11,7 @@ import math
 from datetime import datetime, timezone
 
 from .hosting import FAKE_API_KEY, FakeServer
+from .resources.aggregates import AggregatesResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
 from .resources.flow_reports import FlowReportsResource
@@ -21,7 +22,7 @@ from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
 RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
-             FlowsResource, FlowReportsResource)
+             FlowsResource, FlowReportsResource, AggregatesResource)
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):

@@ -324,7 +324,7 @@ class FakeServer(_Hosted):
 
     def request_log(self) -> list[dict]:
         """A copy of every request answered so far: method, path, query, status,
-        authorization, revision (oldest first)."""
+        authorization, revision, body (the request body as text, None if empty; oldest first)."""
         with self._lock:
             return [dict(r) for r in self.requests]
 
@@ -392,7 +392,8 @@ class FakeServer(_Hosted):
                 payload = payload[: len(payload) // 2]
 
         rec = {"method": method, "path": path, "query": query, "status": status,
-               "authorization": auth, "revision": revision}
+               "authorization": auth, "revision": revision,
+               "body": body.decode("utf-8", "replace") if body else None}
         with self._lock:
             self.requests.append(rec)
             self._by_path[path] = self._by_path.get(path, 0) + 1

@@ -193,16 +193,18 @@ def sync_events(
     page_size: int = EVENT_PAGE_SIZE,
     on_progress: Callable[[dict], None] | None = None,
     result: SyncResult | None = None,
+    advance_mark: bool = True,
 ) -> SyncResult:
     """Fetch every event with ``start <= datetime < end``; fetchers run in threads, one writer
-    (this thread) commits each page together with the high-water mark."""
+    (this thread) commits each page together with the high-water mark. ``advance_mark=False``
+    (a repair of a past hour, see verify.py) writes the events and touches no mark."""
     result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
     slices = plan_slices(window, workers, metric_ids)
     key = mark_key(metric_ids)
     stored = store.get_state(db, key)
     stored_mark = parse_datetime(stored) if stored else None
     # The mark only moves forward, and only when this window joins the covered span.
-    may_advance = stored_mark is None or window.start <= stored_mark
+    may_advance = advance_mark and (stored_mark is None or window.start <= stored_mark)
 
     work: queue.Queue = queue.Queue()
     for s in slices:

@@ -8,12 +8,19 @@ profile and properties are computed from ``(seed, index)`` with the bijective mi
 ``data.mix``, so nothing else is stored per event and 5 million events cost a few MB.
 Within one second, events are ordered by index; ``sort=-datetime`` reverses the whole order.
 Cursors are opaque base64 of a position in that order, so paging is exact under ties.
+
+Late events and forgotten events (``add_late_events``, ``forget_events``) switch the family to
+an *overlay*: a merged time order of virtual indices (base events ``0 .. n_events-1``, late
+events ``n_events ..``) built on the next request, so positions, cursors, filters, includes and
+the ground truth all see the account as it is now.  Without them nothing changes (no per-event
+memory); with them the overlay costs 16 bytes per event.
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import heapq
 import json
 import math
 import random
@@ -81,10 +88,36 @@ class EventsResource(Resource):
             self._cum = cum
             self._mb = random.Random(f"klaviyo-fake-{seed}-event-metrics").randbytes(n).translate(
                 self._metric_byte_table)
+        self._late: list[tuple[int, int]] = []  # (timestamp, metric index) of late event n_events+k
+        self._forgotten: set[int] = set()
+        self._ov = None  # (virtual indices in time order, their timestamps), or None: no overlay
 
     # ------------------------------------------------------------------ per-event functions
     def _ts(self, i: int) -> int:
+        if i >= self.n_events:
+            return self._late[i - self.n_events][0]
         return self._start + self._sec[bisect.bisect_right(self._cum, i) - 1]
+
+    def _metric_of(self, i: int) -> int:
+        return self._mb[i] if i < self.n_events else self._late[i - self.n_events][1]
+
+    def _overlay(self):
+        """The merged time order once late or forgotten events exist, else None."""
+        if self._ov is None and (self._late or self._forgotten):
+            gone = self._forgotten
+            base = ((self._ts(i), i) for i in range(self.n_events) if i not in gone)
+            late = sorted((ts, self.n_events + k) for k, (ts, _) in enumerate(self._late)
+                          if self.n_events + k not in gone)
+            order, tss = array.array("q"), array.array("q")
+            for ts, i in heapq.merge(base, late):
+                order.append(i)
+                tss.append(ts)
+            self._ov = (order, tss)
+        return self._ov
+
+    def _index_at(self, p: int) -> int:
+        ov = self._overlay()
+        return p if ov is None else ov[0][p]
 
     def _pidx(self, i: int) -> int:
         if not self._np:
@@ -100,12 +133,15 @@ class EventsResource(Resource):
         if x is None:
             return None
         i = (unmix(x) - self._salt_id) & M64
-        if i < self.n_events and self._eid(i) == eid:
+        if i < self.n_events + len(self._late) and i not in self._forgotten and self._eid(i) == eid:
             return i
         return None
 
     def _pos_at(self, t: int) -> int:
         """First event position whose timestamp >= t."""
+        ov = self._overlay()
+        if ov is not None:
+            return bisect.bisect_left(ov[1], t)
         off = t - self._start
         if off <= 0:
             return 0
@@ -150,8 +186,11 @@ class EventsResource(Resource):
 
     def _event_json(self, i: int, base: str, fe, with_attr: bool):
         """(json text, profile index or -1, metric index) of event i."""
-        ts = self._start + self._sec[bisect.bisect_right(self._cum, i) - 1]
-        m = self._mb[i]
+        if i < self.n_events:
+            ts = self._start + self._sec[bisect.bisect_right(self._cum, i) - 1]
+            m = self._mb[i]
+        else:
+            ts, m = self._late[i - self.n_events]
         h = mix((self._salt_p + i) & M64)
         pidx = -1 if (not self._np or h % 17 == 0) else (h >> 5) % self._np
         eid = b62(mix((self._salt_id + i) & M64))
@@ -194,6 +233,17 @@ class EventsResource(Resource):
             return
         need_prof = has_prof or prof is not None
         pidx = self._pidx
+        ov = self._overlay()
+        if ov is not None:
+            order, mof = ov[0], self._metric_of
+            for p in (range(b, phi) if up else range(b - 1, plo - 1, -1)):
+                i = order[p]
+                if msel is not None and mof(i) not in msel:
+                    continue
+                if need_prof and not ((q := pidx(i)) >= 0 and (prof is None or q == prof)):
+                    continue
+                yield p
+            return
         if msel is None:
             rng_ = range(b, phi) if up else range(b - 1, plo - 1, -1)
             if not need_prof:
@@ -242,39 +292,77 @@ class EventsResource(Resource):
         plo, phi = self._pos_at(lo), self._pos_at(hi)
         return plo, max(plo, phi)
 
-    def event_ids(self, since, until, metric_ids=None) -> set[str]:
+    def _indices(self, since, until):
+        """Virtual indices of the events served with since <= datetime < until, in time order."""
         plo, phi = self._window(since, until)
+        ov = self._overlay()
+        return range(plo, phi) if ov is None else ov[0][plo:phi]
+
+    def event_ids(self, since, until, metric_ids=None) -> set[str]:
+        idx = self._indices(since, until)
         if metric_ids is None:
-            return {self._eid(i) for i in range(plo, phi)}
+            return {self._eid(i) for i in idx}
         want = {self._metric_index[m] for m in metric_ids if m in self._metric_index}
-        mb = self._mb
-        return {self._eid(i) for i in range(plo, phi) if mb[i] in want}
+        mof = self._metric_of
+        return {self._eid(i) for i in idx if mof(i) in want}
 
     def profile_ids(self, since, until) -> set[str]:
-        plo, phi = self._window(since, until)
         out = set()
-        for i in range(plo, phi):
+        for i in self._indices(since, until):
             k = self._pidx(i)
             if k >= 0:
                 out.add(self._pids[k])
         return out
 
     def event_metric_ids(self, since, until) -> set[str]:
-        plo, phi = self._window(since, until)
-        return {self._mids[k] for k in set(self._mb[plo:phi])}
+        mof = self._metric_of
+        return {self._mids[mof(i)] for i in self._indices(since, until)}
 
     def event_count(self, since, until) -> int:
         plo, phi = self._window(since, until)
         return phi - plo
 
     def event(self, i) -> dict:
-        if not 0 <= i < self.n_events:
+        if not 0 <= i < self.n_events + len(self._late):
             raise IndexError(i)
         s, _, _ = self._event_json(i, self.base_url or "http://127.0.0.1", None, False)
         return json.loads(s)
 
     def event_index(self, event_id: str) -> int | None:
         return self._index_of_eid(event_id)
+
+    def add_late_events(self, metric_id: str, at, n: int = 1) -> list[str]:
+        """Make ``n`` events of ``metric_id`` appear now with the past datetime ``at`` (as Klaviyo
+        accepts imports and integrations that send old timestamps); returns their ids. They are
+        served by /api/events (sorted, paged, filtered, included like any other) and counted by
+        /api/metric-aggregates. ``at`` must lie in the account's span: [now - span_hours, now)."""
+        if metric_id not in self._metric_index:
+            raise ValueError(f"unknown metric {metric_id!r}")
+        ts = math.floor(to_epoch(at))
+        if not self._start <= ts < self.now_ts:
+            raise ValueError("a late event's datetime must lie in [now - span_hours, now)")
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        m = self._metric_index[metric_id]
+        first = self.n_events + len(self._late)
+        with self._lock:
+            self._late.extend((ts, m) for _ in range(n))
+            self._ov = None
+            self._json_cache.clear()
+        return [self._eid(i) for i in range(first, first + n)]
+
+    def forget_events(self, event_ids) -> None:
+        """Make Klaviyo lose these events (as after a profile deletion): gone from /api/events,
+        /api/events/{id} and the counts of /api/metric-aggregates."""
+        idx = []
+        for eid in event_ids:
+            i = self._index_of_eid(eid)
+            if i is None:
+                raise ValueError(f"unknown event {eid!r}")
+            idx.append(i)
+        with self._lock:
+            self._forgotten.update(idx)
+            self._ov = None
 
     # ------------------------------------------------------------------ handlers
     def _event_filter(self, text):
@@ -363,8 +451,10 @@ class EventsResource(Resource):
         pseen: dict = {}
         mseen: dict = {}
         ej = self._event_json
+        ov = self._overlay()
+        at = int if ov is None else ov[0].__getitem__
         for p in got:
-            s, pidx, m = ej(p, base, fe, with_attr)
+            s, pidx, m = ej(at(p), base, fe, with_attr)
             parts_.append(s)
             if inc_p and pidx >= 0:
                 pseen[pidx] = None
