@@ -11,6 +11,7 @@ import math
 from datetime import datetime, timezone
 
 from .hosting import FAKE_API_KEY, FakeServer
+from .resources.audience import AudienceResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
 from .resources.metrics import MetricsResource
@@ -18,7 +19,8 @@ from .resources.profiles import ProfilesResource
 from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
-RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource)
+RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
+             AudienceResource)
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):
@@ -32,7 +34,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
 
     def __init__(self, *, api_key=FAKE_API_KEY, seed=1, n_metrics=12, n_profiles=300,
                  n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
-                 metrics_page_size=200, host="127.0.0.1", port=0, scopes=None):
+                 metrics_page_size=200, n_quiet_profiles=40, n_lists=4,
+                 n_segments=3, host="127.0.0.1", port=0, scopes=None):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0:
@@ -50,6 +53,7 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
         self.now_ts = int(math.floor(self.now.timestamp()))
         self.n_campaigns_per_channel = n_campaigns_per_channel
         self.metrics_page_size = metrics_page_size
+        self.n_quiet_profiles, self.n_lists, self.n_segments = n_quiet_profiles, n_lists, n_segments
         self._init_server(api_key=api_key, scopes=scopes, host=host, port=port)
         self._json_cache: dict = {}
         self._build()
