@@ -94,6 +94,19 @@ def _subscriptions(rng, attrs: dict, ts: int) -> dict:
     }
 
 
+class _Window:
+    """``seq[start:]`` without copying: len() and slicing, as ``_page`` uses them."""
+
+    def __init__(self, seq, start):
+        self.seq, self.start = seq, start
+
+    def __len__(self):
+        return len(self.seq) - self.start
+
+    def __getitem__(self, s: slice):
+        return self.seq[self.start + s.start:self.start + min(s.stop, len(self))]
+
+
 class _Group:
     """A list or a segment: attributes and members {profile index: joined_group_at epoch}."""
 
@@ -365,7 +378,7 @@ class AudienceResource(Resource):
             ((_, _, val, _),) = filter_or_400(flt, PROFILE_FILTERS)
             start = bisect.bisect_right(stamps, val)
         off = self._offset(params, "pr")
-        rows = live[start:]
+        rows = _Window(live, start)  # no copy of the tail per page
         return self._page(ctx, rows, off, size, "pr", lambda k: self._profile_doc(k, fp, additional))
 
     # ------------------------------------------------------------------ lists and segments
