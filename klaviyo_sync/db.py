@@ -52,6 +52,13 @@ STAT_NAMES = ["recipients", "delivered", "delivery_rate", "opens", "opens_unique
 CAMPAIGN_STAT_COLUMNS = ["campaign_id", "campaign_message_id", "send_channel", *STAT_NAMES,
                          "conversion_metric_id", "timeframe_start", "timeframe_end", "fetched_at"]
 
+# Columns sync-profiles adds to a profile (events' included profiles leave them alone).
+PROFILE_AUDIENCE_COLUMNS = ["email_consent", "email_can_receive", "email_suppression", "email_consent_at",
+                            "sms_consent", "sms_can_receive", "sms_consent_at", "push_consent",
+                            "push_can_receive", "subscriptions"]
+LIST_COLUMNS = ["id", "name", "created", "updated", "opt_in_process"]
+SEGMENT_COLUMNS = ["id", "name", "definition", "created", "updated", "is_active", "is_processing", "is_starred"]
+
 TEXT, INT, REAL = str, int, float
 
 migrations = Migrations("klaviyo_sync")
@@ -148,6 +155,55 @@ def m001_initial(db: Database) -> None:
         FROM campaigns c
         LEFT JOIN campaign_stats s ON s.campaign_id = c.id
         GROUP BY c.id""")
+
+
+@migrations()
+def m002_audience(db: Database) -> None:
+    profiles = db["profiles"]
+    for column in PROFILE_AUDIENCE_COLUMNS:
+        profiles.add_column(column, INT if column.endswith("_can_receive") else TEXT)
+    profiles.add_column("predictive_analytics", TEXT)
+    # A profile deleted in Klaviyo keeps its row (events point at it) without its personal data.
+    profiles.add_column("deleted_at", TEXT)
+    profiles.create_index(["updated"], index_name="idx_profiles_updated")
+    db["lists"].create(
+        {"id": TEXT, "name": TEXT, "created": TEXT, "updated": TEXT, "opt_in_process": TEXT,
+         "profile_count": INT, "profile_count_at": TEXT},
+        pk="id",
+    )
+    db["segments"].create(
+        {"id": TEXT, "name": TEXT, "definition": TEXT, "created": TEXT, "updated": TEXT,
+         "is_active": INT, "is_processing": INT, "is_starred": INT, "profile_count": INT,
+         "profile_count_at": TEXT},
+        pk="id",
+    )
+    for group, table in (("list", "list_members"), ("segment", "segment_members")):
+        db[table].create(
+            {f"{group}_id": TEXT, "profile_id": TEXT, "joined_group_at": TEXT},
+            pk=(f"{group}_id", "profile_id"),
+            foreign_keys=[(f"{group}_id", f"{group}s", "id"), ("profile_id", "profiles", "id")],
+        )
+        db[table].create_index(["profile_id"], index_name=f"idx_{table}_profile_id")
+        db[table].create_index([f"{group}_id", "joined_group_at"], index_name=f"idx_{table}_{group}_id_joined_group_at")
+
+    db.create_view("email_subscribers", """
+        SELECT id, email, first_name, last_name, email_consent_at, created, updated
+        FROM profiles
+        WHERE deleted_at IS NULL AND email IS NOT NULL
+          AND email_consent = 'SUBSCRIBED' AND email_can_receive = 1""")
+    # Members per list per day from joined_group_at: the current members counted by the day they
+    # (most recently) joined, and the running total. Members who left are not in the table.
+    db.create_view("list_growth", """
+        SELECT l.id AS list_id, l.name AS list, d.day, d.joined,
+               sum(d.joined) OVER (PARTITION BY l.id ORDER BY d.day) AS members
+        FROM (SELECT list_id, substr(joined_group_at, 1, 10) AS day, count(*) AS joined
+              FROM list_members GROUP BY list_id, day) d
+        JOIN lists l ON l.id = d.list_id""")
+    db.create_view("profile_lists", """
+        SELECT p.id AS profile_id, p.email, l.id AS list_id, l.name AS list, m.joined_group_at
+        FROM list_members m
+        JOIN profiles p ON p.id = m.profile_id
+        JOIN lists l ON l.id = m.list_id""")
 
 
 def _create_private(path: Path) -> None:

@@ -49,7 +49,8 @@ def test_spec_shaped_metric_becomes_exactly_this_row(fixture_json):
 def test_schema_tables_indexes_and_views(db):
     assert set(db.table_names()) >= {"metrics", "profiles", "events", "campaigns", "campaign_messages",
                                      "campaign_stats", "sync_runs", "sync_state"}
-    assert set(db.view_names()) >= {"event_details", "campaign_performance", "flow_message_daily"}
+    assert set(db.view_names()) >= {"event_details", "campaign_performance", "flow_message_daily",
+                                    "email_subscribers", "list_growth", "profile_lists"}
     idx = {i.name: i.columns for i in db["events"].indexes}
     assert idx["idx_events_datetime"] == ["datetime"]
     assert idx["idx_events_metric_id_datetime"] == ["metric_id", "datetime"]
@@ -63,7 +64,7 @@ def test_reopening_applies_no_migration_twice(tmp_path):
     store.open_db(path).close()
     database = store.open_db(path)
     applied = [m.name for m in store.migrations.applied(database)]
-    assert applied[0] == "m001_initial" and {"m003_flows", "m004_verify"} <= set(applied)
+    assert applied[0] == "m001_initial" and {"m002_audience", "m003_flows", "m004_verify"} <= set(applied)
     assert len(applied) == len(set(applied))
     assert store.migrations.pending(database) == []
 

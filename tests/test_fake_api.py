@@ -677,3 +677,19 @@ def test_cli_serves_and_exits_cleanly():
         out, err = p.communicate(timeout=10)
     assert p.returncode == 0
     assert err == "" and out == ""
+
+
+def test_no_two_resource_families_define_the_same_name():
+    """The families are mixins of one class: a second `_page` would silently replace the first."""
+    from klaviyo_sync.fake.account import RESOURCES
+
+    owners: dict[str, str] = {}
+    clashes = []
+    for family in RESOURCES:
+        for name in vars(family):
+            if name.startswith("__") or name in ("ROUTES", "build"):
+                continue
+            if name in owners:
+                clashes.append(f"{name}: {owners[name]} and {family.__name__}")
+            owners[name] = family.__name__
+    assert clashes == []

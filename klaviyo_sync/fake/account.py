@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from .hosting import FAKE_API_KEY, FakeServer
 from .resources.aggregates import AggregatesResource
+from .resources.audience import AudienceResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
 from .resources.flow_reports import FlowReportsResource
@@ -22,7 +23,7 @@ from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
 RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
-             FlowsResource, FlowReportsResource, AggregatesResource)
+             AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):
@@ -36,7 +37,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
 
     def __init__(self, *, api_key=FAKE_API_KEY, seed=1, n_metrics=12, n_profiles=300,
                  n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
-                 metrics_page_size=200, n_flows=10, host="127.0.0.1", port=0, scopes=None):
+                 metrics_page_size=200, n_quiet_profiles=40, n_lists=4, n_segments=3, n_flows=10,
+                 host="127.0.0.1", port=0, scopes=None):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0 or n_flows < 0:
@@ -55,6 +57,7 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
         self.n_campaigns_per_channel = n_campaigns_per_channel
         self.metrics_page_size = metrics_page_size
         self.n_flows = n_flows
+        self.n_quiet_profiles, self.n_lists, self.n_segments = n_quiet_profiles, n_lists, n_segments
         self._init_server(api_key=api_key, scopes=scopes, host=host, port=port)
         self._json_cache: dict = {}
         self._build()

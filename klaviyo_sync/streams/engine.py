@@ -58,13 +58,15 @@ class SyncResult:
 @dataclass(frozen=True)
 class Table:
     """A table rows are upserted into. ``newer`` names a column (ISO text) that must not go
-    backwards: a row is never replaced by an older version of itself."""
+    backwards: a row is never replaced by an older version of itself. ``tombstone`` names a
+    column that, once set (e.g. ``deleted_at``), freezes the row: no upsert rewrites it."""
 
     name: str
     columns: tuple[str, ...]
     key: tuple[str, ...] = ("id",)
     newer: str | None = None
     immutable: bool = False
+    tombstone: str | None = None
 
     @property
     def upsert(self) -> str:
@@ -84,10 +86,17 @@ def _upsert_sql(table: Table) -> str:
     sql = _SQL_CACHE.get(table)
     if sql is None:
         sql = store.upsert_sql(table.name, table.columns, table.key, immutable=table.immutable)
-        if table.newer and " WHERE " in sql:
-            # NULL in the stored row (e.g. a profile first seen without `updated`) never blocks.
-            n = table.newer
-            sql = sql.replace(" WHERE ", f" WHERE ({n} IS NULL OR excluded.{n} >= {n}) AND (", 1) + ")"
+        if " WHERE " in sql:
+            head, differs = sql.split(" WHERE ", 1)
+            guards = []
+            if table.newer:
+                # NULL in the stored row (e.g. a profile first seen without `updated`) never blocks.
+                n = table.newer
+                guards.append(f"({table.name}.{n} IS NULL OR excluded.{n} >= {table.name}.{n})")
+            if table.tombstone:
+                guards.append(f"{table.name}.{table.tombstone} IS NULL")
+            if guards:
+                sql = f"{head} WHERE {' AND '.join(guards)} AND ({differs})"
         _SQL_CACHE[table] = sql
     return sql
 
@@ -108,11 +117,13 @@ class Cursor:
 @dataclass(frozen=True)
 class Included:
     """How to keep one type of resource from a page's ``included`` (or from ``data`` itself,
-    with ``from_data``)."""
+    with ``from_data``: e.g. a list's members are profiles, kept in ``profiles`` as well as in
+    ``list_members``)."""
 
     type: str
     table: Table
     row: Callable[[dict], tuple]
+    from_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,8 @@ class Stream:
             return self.rows(page, partition)
         out: list[tuple[Table, list]] = []
         for inc in self.included:
-            out.append((inc.table, [inc.row(r) for r in page.included if r.get("type") == inc.type]))
+            source = page.data if inc.from_data else page.included
+            out.append((inc.table, [inc.row(r) for r in source if r.get("type") == inc.type]))
         data = [r for r in page.data if self.type is None or r.get("type") == self.type]
         rows = [self.row(r) for r in data] if parent is None else [self.row(r, parent) for r in data]
         out.append((self.table, rows))

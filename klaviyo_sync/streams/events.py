@@ -35,8 +35,8 @@ MAX_SECONDS_PER_COMMIT = 0.5
 
 EVENTS_TABLE = Table("events", tuple(store.EVENT_COLUMNS), immutable=True)  # events never change
 # Profiles as events include them: the base columns only (consent comes from sync-profiles and is
-# left alone), and never over a newer version of the same profile.
-EVENT_PROFILES_TABLE = Table("profiles", tuple(store.PROFILE_COLUMNS), newer="updated")
+# left alone), never over a newer version of the same profile, never over a deleted one (tombstone).
+EVENT_PROFILES_TABLE = Table("profiles", tuple(store.PROFILE_COLUMNS), newer="updated", tombstone="deleted_at")
 METRIC_UPSERT = METRICS_TABLE.upsert
 PROFILE_UPSERT = EVENT_PROFILES_TABLE.upsert
 EVENT_UPSERT = EVENTS_TABLE.upsert

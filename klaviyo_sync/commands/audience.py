@@ -1,0 +1,142 @@
+"""sync-profiles, sync-lists and sync-segments."""
+
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import AuthError
+from ..streams.audience import (
+    GROUPS,
+    fetch_counts,
+    group_ids,
+    resolve_groups,
+    sync_groups,
+    sync_members,
+    sync_profiles,
+)
+from ..timeutil import parse_duration
+from .base import (
+    Settings,
+    WaitOpt,
+    _parse,
+    _report,
+    app,
+    common,
+    recorded_run,
+    sync_all_step,
+)
+
+COUNTS_PER_MINUTE = 15  # profile_count: Klaviyo's XS tier, 1/s and 15/m
+FullOpt = Annotated[bool, typer.Option("--full", help="Read everything again instead of what changed since the mark.")]
+
+
+@contextmanager
+def _scope(command: str, scope: str):
+    """A 403 says which scope the key lacks (exit 4)."""
+    try:
+        yield
+    except AuthError as exc:
+        if exc.status == 403:
+            raise AuthError(f"{command}: permission denied: the API key lacks the {scope} scope "
+                            f"({exc.endpoint})", status=403, endpoint=exc.endpoint) from None
+        raise
+
+
+@app.command("sync-profiles")
+@common
+def sync_profiles_cmd(
+    settings: Settings,
+    full: FullOpt = False,
+    predictive: Annotated[bool, typer.Option("--predictive", help="Also fetch predictive analytics (CLV, churn); the endpoint then allows only 10 requests/s.")] = False,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
+    marks the profiles deleted in Klaviyo.
+
+    Example: klaviyo-sync sync-profiles
+    """
+    client = settings.client()
+    with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
+                                                   "base_url": settings.base_url}, wait) as run:
+        run["client"] = client
+        with _scope("sync-profiles", "profiles:read"):
+            sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"])
+    _report(settings, run)
+
+
+def _counts(settings: Settings, client, db, group: str, result) -> None:
+    ids = group_ids(db, group)
+    if not ids:
+        return
+    minutes = max(0, len(ids) - COUNTS_PER_MINUTE) / COUNTS_PER_MINUTE
+    if not settings.quiet:
+        print(f"profile_count of {len(ids)} {group}s: one request each at Klaviyo's {COUNTS_PER_MINUTE} a minute, "
+              f"about {minutes * 60 + min(len(ids), COUNTS_PER_MINUTE):.0f} s", file=sys.stderr)
+    if settings.quiet or not sys.stderr.isatty():
+        fetch_counts(client, db, group, ids, result)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"{group} counts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as progress:
+        task = progress.add_task("counts", total=len(ids))
+        fetch_counts(client, db, group, ids, result, on_count=lambda n: progress.update(task, completed=n))
+
+
+def _group_command(group: str):
+    command = f"sync-{group}s"
+
+    def run_group(
+        settings: Settings,
+        counts: Annotated[bool, typer.Option("--counts", help=f"Also fetch each {group}'s profile_count (a slow endpoint: 15 a minute).")] = False,
+        members: Annotated[Optional[list[str]], typer.Option("--members", metavar="NAME_OR_ID", help=f"Also sync the members of this {group} (repeatable), or 'all'.")] = None,
+        full: Annotated[bool, typer.Option("--full", help="Full membership pass: also removes members who left.")] = False,
+        full_every: Annotated[str, typer.Option("--full-every", metavar="DURATION", help="Full membership pass when the last one is older than this.")] = "7d",
+        wait: WaitOpt = 0.0,
+    ) -> None:
+        every = _parse(parse_duration, full_every, "--full-every")
+        client = settings.client()
+        arguments = {"counts": counts, "members": members or [], "full": full, "full_every": full_every,
+                     "base_url": settings.base_url}
+        with recorded_run(settings, command, arguments, wait) as run:
+            run["client"] = client
+            db, result = run["db"], run["result"]
+            with _scope(command, f"{group}s:read"):
+                sync_groups(client, db, group, result=result)
+                if counts:
+                    _counts(settings, client, db, group, result)
+            if members:
+                ids = resolve_groups(db, group, members)
+                result.rows.setdefault(GROUPS[group][1].table.name, 0)
+                with _scope(command, f"{group}s:read and profiles:read"):
+                    for gid in ids:
+                        sync_members(client, db, group, gid, full=full, full_every=every, result=result)
+        _report(settings, run)
+
+    run_group.__doc__ = (f"Sync every {group} of the account; with --members, also their members "
+                         f"(incremental, and a full pass every --full-every).\n\n"
+                         f"    Example: klaviyo-sync {command} --members all --counts\n")
+    run_group.__name__ = f"sync_{group}s_cmd"
+    app.command(command)(common(run_group))
+
+
+_group_command("list")
+_group_command("segment")
+
+
+@sync_all_step(20, "sync-profiles", "profiles:read", full=False)
+def _all_profiles(client, db, result) -> None:
+    sync_profiles(client, db, result=result)
+
+
+@sync_all_step(40, "sync-lists", "lists:read", counts=False, members=[])
+def _all_lists(client, db, result) -> None:
+    sync_groups(client, db, "list", result=result)
+
+
+@sync_all_step(50, "sync-segments", "segments:read", counts=False, members=[])
+def _all_segments(client, db, result) -> None:
+    sync_groups(client, db, "segment", result=result)
