@@ -35,6 +35,7 @@ from ..client import (
 )
 from ..errors import KlaviyoSyncError, UsageError, redact
 from ..lock import SyncLock
+from ..logsetup import setup_logging
 from ..ratelimit import RateLimiter, parse_limits
 from ..streams.engine import SyncResult
 
@@ -113,7 +114,8 @@ class App(TyperGroup):
             code = errors.BROKEN_PIPE
         except Exception as exc:
             if _STATE["verbose"]:
-                traceback.print_exc()
+                # The traceback may quote an error body that echoed the key: redact it too.
+                print(redact(traceback.format_exc(), _STATE["api_key"]), end="", file=sys.stderr)
             if isinstance(exc, KlaviyoSyncError):
                 _fail(str(exc), exc.exit_code)
             elif isinstance(exc, sqlite3.Error):  # disk full, read-only file, corruption mid-run
@@ -207,10 +209,7 @@ def common(fn):
         settings = Settings(**shared)
         _STATE["verbose"] = settings.verbose
         _STATE["api_key"] = settings.api_key
-        logging.basicConfig(
-            level=logging.INFO if settings.verbose else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr, force=True,
-        )
+        setup_logging(settings.verbose, [settings.api_key])
         return fn(settings, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params)
