@@ -112,6 +112,54 @@ def _error_detail(resp: requests.Response, body: object) -> str:
     return resp.reason or f"HTTP {resp.status_code}"
 
 
+class _RetryBudget:
+    """What one request may still spend on retries.
+
+    Two budgets, not one: real failures (5xx, dropped connections, timeouts, truncated bodies,
+    a 429 that does not say when to come back) count against ``max_attempts``; a 429 with
+    ``Retry-After`` is the server scheduling us, not a failure, so it costs no attempt and is
+    bounded by the total time waited instead (``max_rate_limit_wait``). tenacity asks for the
+    wait and the stop decision separately (in an order that differs between versions), so each
+    attempt's decision is taken once and remembered."""
+
+    def __init__(self, client: "KlaviyoClient"):
+        self.client = client
+        self.failures = 0
+        self.rate_waited = 0.0
+        self.rate_limit_exhausted = False
+        self._decided: dict[int, tuple[float, bool, float]] = {}
+
+    def decide(self, state: RetryCallState) -> tuple[float, bool, float]:
+        """(seconds tenacity sleeps, give up?, seconds the endpoint is paused for a 429)."""
+        n = state.attempt_number
+        if n in self._decided:
+            return self._decided[n]
+        c = self.client
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.rate_limited and exc.retry_after is not None:
+            wait = exc.retry_after
+            # At least a second is charged, so a server answering "Retry-After: 0" for ever
+            # cannot keep a request retrying for ever.
+            charge = max(wait, 1.0)
+            give_up = self.rate_waited + charge > c.max_rate_limit_wait
+            self.rate_limit_exhausted = give_up
+            if not give_up:
+                self.rate_waited += charge
+            # tenacity itself does not sleep: the limiter's pause does (with a per-worker spread).
+            decision = (0.0, give_up, wait)
+        else:
+            self.failures += 1
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                wait = exc.retry_after
+            else:
+                # Exponential backoff with full jitter on the upper half.
+                ceiling = min(c.backoff_max, c.backoff_base * 2 ** (self.failures - 1))
+                wait = ceiling * (0.5 + random.random() / 2)
+            decision = (wait, self.failures >= c.max_attempts, 0.0)
+        self._decided[n] = decision
+        return decision
+
+
 class KlaviyoClient:
     def __init__(
         self,
@@ -122,6 +170,7 @@ class KlaviyoClient:
         timeout: tuple[float, float] = (10.0, 60.0),
         max_attempts: int = 6,
         max_retry_wait: float = 120.0,
+        max_rate_limit_wait: float = 300.0,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
         limiter: RateLimiter | None = None,
@@ -145,6 +194,7 @@ class KlaviyoClient:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.max_retry_wait = max_retry_wait
+        self.max_rate_limit_wait = max_rate_limit_wait
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
@@ -185,39 +235,41 @@ class KlaviyoClient:
         path = self.check_origin(url)
         key = endpoint_key(path, urlsplit(url).query + "&" + urlencode(params or {}))
         label = f"{method} {path}"
+        budget = _RetryBudget(self)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            wait, _, rate_wait = budget.decide(state)
             self.stats.add(retries=1)
+            if rate_wait:
+                # The server scheduled us: hold every worker of this endpoint for that long;
+                # each resumes after its own random spread, so they do not all fire at once.
+                # (The time is counted where it is spent: in the limiter's acquire.)
+                self.limiter.pause(key, rate_wait)
+            elif isinstance(exc, _Retryable) and exc.rate_limited:
+                self.stats.add(rate_limit_wait_s=wait)
+                self.limiter.pause(key, wait)
             log.info("%s: retrying after %s", label, getattr(exc, "detail", exc))
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=lambda state: budget.decide(state)[1],
             retry=retry_if_exception_type(_Retryable),
-            wait=lambda state: self._wait_for(state, key),
-            sleep=self._sleep,
+            wait=lambda state: budget.decide(state)[0],
+            sleep=lambda seconds: self._sleep(seconds) if seconds > 0 else None,
             before_sleep=before_sleep,
             reraise=True,
         )
         try:
             return retrying(self._send_once, method, url, params, json_body, key, label, parse)
         except _Retryable as exc:
+            if budget.rate_limit_exhausted:
+                raise ApiError(
+                    f"{label} still rate limited after waiting {budget.rate_waited:.0f} s in all "
+                    f"(at most {self.max_rate_limit_wait:.0f} s per request): {exc.detail}", endpoint=path
+                ) from None
             raise ApiError(
                 f"{label} failed after {self.max_attempts} attempts: {exc.detail}", endpoint=path
             ) from None
-
-    def _wait_for(self, state: RetryCallState, key: str) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            wait = exc.retry_after
-        else:
-            # Exponential backoff with full jitter on the upper half.
-            ceiling = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
-            wait = ceiling * (0.5 + random.random() / 2)
-        if isinstance(exc, _Retryable) and exc.rate_limited:
-            self.stats.add(rate_limit_wait_s=wait)
-            self.limiter.pause(key, wait)
-        return wait
 
     def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str,
                    label: str, parse: Callable[[dict], object] | None):
@@ -278,9 +330,10 @@ class KlaviyoClient:
                     f"more than the {int(self.max_retry_wait)} s this tool waits",
                     retry_after=retry_after, endpoint=urlsplit(url).path,
                 )
-            raise _Retryable(f"HTTP 429: {_error_detail(resp, body)}", retry_after=retry_after, rate_limited=True)
+            detail = redact(_error_detail(resp, body), self._api_key)
+            raise _Retryable(f"HTTP 429: {detail}", retry_after=retry_after, rate_limited=True)
         if status >= 500:
-            raise _Retryable(f"HTTP {status}: {_error_detail(resp, body)}")
+            raise _Retryable(f"HTTP {status}: {redact(_error_detail(resp, body), self._api_key)}")
         path = urlsplit(url).path
         if status in (401, 403) and "html" in ctype:
             challenge = resp.headers.get("cf-mitigated")

@@ -4,11 +4,14 @@ Klaviyo counts requests per account in fixed windows of one second (burst) and o
 (steady). A token bucket refilled at the steady rate can still put up to twice its capacity
 into one fixed window, so each tier here is a sliding-window log instead: at most N requests in
 *any* interval of the window's length, which implies at most N in every fixed window the server
-may use, whatever its alignment. A 429 pauses every worker of that endpoint together.
+may use, whatever its alignment. A 429 pauses every worker of that endpoint together, and each
+worker resumes after its own random spread (up to a second), so they do not all fire at the
+instant the pause ends and land on the throttled window again.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 import time
@@ -113,6 +116,8 @@ class RateLimiter:
         headroom: float = 0.9,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        max_spread: float = 1.0,
     ):
         self._limits = dict(DEFAULT_LIMITS)
         self._limits.update(limits or {})
@@ -122,6 +127,9 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._tiers: dict[str, list[_Tier]] = {}
         self._paused_until: dict[str, float] = {}
+        self._spread: dict[str, float] = {}
+        self._rng = rng
+        self._max_spread = max_spread
         self.waited = 0.0
 
     def _tiers_for(self, key: str) -> list[_Tier]:
@@ -131,6 +139,10 @@ class RateLimiter:
             tiers = [_Tier(self._budget(burst), 1.0), _Tier(self._budget(steady), 60.0)]
             self._tiers[key] = tiers
         return tiers
+
+    def budget(self, key: str) -> tuple[int, int]:
+        """The requests per second and per minute this client allows itself for ``key``."""
+        return tuple(t.limit for t in self._tiers_for(key))
 
     def _budget(self, limit: int) -> int:
         """Keep some headroom under large limits (other clients share the account's quota);
@@ -146,7 +158,10 @@ class RateLimiter:
             with self._lock:
                 now = self._clock()
                 wait = self._paused_until.get(key, 0.0) - now
-                if wait <= 0:
+                if wait > 0:
+                    # Held by a 429: come back after the pause plus this worker's own spread.
+                    wait += self._rng() * self._spread.get(key, 0.0)
+                else:
                     tiers = self._tiers_for(key)
                     wait = max(t.wait_needed(now) for t in tiers)
                     if wait <= 0:
@@ -165,3 +180,9 @@ class RateLimiter:
             until = self._clock() + seconds
             if until > self._paused_until.get(key, 0.0):
                 self._paused_until[key] = until
+                self._spread[key] = min(self._max_spread, max(seconds, 0.0))
+
+    def paused_until(self, key: str) -> float:
+        """The clock reading before which no request to ``key`` goes out (0 if not paused)."""
+        with self._lock:
+            return self._paused_until.get(key, 0.0)

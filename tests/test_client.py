@@ -2,7 +2,7 @@ import pytest
 import requests
 from responses import matchers
 
-from klaviyo_sync.client import DEFAULT_REVISION, revision_age_warning
+from klaviyo_sync.client import DEFAULT_REVISION, KlaviyoClient, revision_age_warning
 from klaviyo_sync.errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError
 
 from .conftest import API_KEY, BASE
@@ -61,11 +61,12 @@ def test_429_waits_for_retry_after_then_succeeds(mocked, client, sleeps):
     mocked.get(METRICS, json=page(["a"]))
     body = client.request("GET", "/api/metrics")
     assert body["data"][0]["id"] == "a"
-    assert sleeps == [7.0]
+    # It waits what the server asked, plus this worker's spread of at most a second.
+    assert len(sleeps) == 1 and 7.0 <= sleeps[0] <= 8.0
     assert client.stats.retries == 1 and client.stats.rate_limited == 1
     # Every other worker of the endpoint is held for the same wait.
-    assert client.limiter._paused_until["metrics"] == 1000.0 + 7.0
-    assert client.stats.as_dict()["rate_limit_wait_s"] == 7.0
+    assert client.limiter.paused_until("metrics") == 1000.0 + 7.0
+    assert client.stats.as_dict()["rate_limit_wait_s"] == round(sleeps[0], 3)
 
 
 def test_429_without_retry_after_backs_off_exponentially(mocked, client, sleeps):
@@ -165,3 +166,49 @@ def test_relative_next_link_is_resolved_against_the_api_host(mocked, client):
                match=[matchers.query_string_matcher("")])
     mocked.get(METRICS, json=page(["b"]), match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
     assert [p.data[0]["id"] for p in client.paginate("/api/metrics")] == ["a", "b"]
+
+
+# -- a 429 that says when to come back is scheduling, not failure ------------------------------
+def test_many_429s_with_retry_after_spend_no_attempt(mocked, client, sleeps):
+    throttled = {"errors": [{"status": 429, "code": "throttled", "detail": "Request was throttled."}]}
+    for _ in range(20):  # far more than max_attempts
+        mocked.get(METRICS, status=429, headers={"Retry-After": "1"}, json=throttled)
+    mocked.get(METRICS, json=page(["a"]))
+    assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+    assert len(mocked.calls) == 21 and client.stats.rate_limited == 20
+    assert all(1.0 <= s <= 2.0 for s in sleeps) and len(sleeps) == 20
+
+
+def test_real_failures_keep_their_own_budget_between_429s(mocked, client):
+    throttled = {"errors": [{"detail": "Request was throttled."}]}
+    for _ in range(5):  # five real failures, each followed by a 429: still within six attempts
+        mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]})
+        mocked.get(METRICS, status=429, headers={"Retry-After": "1"}, json=throttled)
+    mocked.get(METRICS, json=page(["a"]))
+    assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+    mocked.reset()
+    for _ in range(6):  # the sixth real failure gives up, whatever 429s came between
+        mocked.get(METRICS, status=429, headers={"Retry-After": "1"}, json=throttled)
+        mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]})
+    mocked.get(METRICS, json=page(["never"]))
+    with pytest.raises(ApiError, match="failed after 6 attempts: HTTP 503: busy"):
+        client.request("GET", "/api/metrics")
+    assert len(mocked.calls) == 12
+
+
+def test_rate_limit_waiting_is_bounded_by_time(mocked, fake_time):
+    client = KlaviyoClient(API_KEY, base_url=BASE, sleep=fake_time.sleep, clock=fake_time.monotonic,
+                           max_rate_limit_wait=300)
+    mocked.get(METRICS, status=429, headers={"Retry-After": "100"}, json={"errors": [{"detail": "slow down"}]})
+    with pytest.raises(ApiError, match=r"still rate limited after waiting 300 s in all .*slow down") as info:
+        client.request("GET", "/api/metrics")
+    assert info.value.exit_code == 3
+    assert len(mocked.calls) == 4  # three waits of 100 s fit in 300 s; a fourth does not
+    assert 300 <= sum(fake_time.sleeps) <= 303
+
+
+def test_retry_after_zero_for_ever_still_ends(mocked, client):
+    mocked.get(METRICS, status=429, headers={"Retry-After": "0"}, json={"errors": []})
+    with pytest.raises(ApiError, match="still rate limited"):
+        client.request("GET", "/api/metrics")
+    assert len(mocked.calls) <= client.max_rate_limit_wait + 1

@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+
 from klaviyo_sync.ratelimit import RateLimiter, endpoint_key
 
 from .conftest import FakeTime
@@ -46,33 +48,68 @@ def test_report_endpoint_limits_are_exact_small_numbers():
 
 def test_pause_holds_every_worker_of_the_endpoint():
     clock = FakeTime()
-    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)
+    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
     limiter.pause("events", 30)
+    assert limiter.paused_until("events") == 1030.0
     start = clock.now
-    limiter.acquire("events")
-    assert clock.now - start >= 30
-    limiter.acquire("metrics")  # other endpoints are not held
+    waited = limiter.acquire("events")
+    # The pause, plus this worker's spread (half of the one-second maximum here).
+    assert waited == 30.5 and clock.now - start == 30.5
+    assert limiter.acquire("metrics") == 0.0  # other endpoints are not held
 
 
-def test_shared_between_threads_real_clock():
-    limiter = RateLimiter({"other": (20, 1000)}, headroom=1.0)
-    import time
+def test_workers_resume_spread_out_after_a_shared_pause():
+    """After a 429 every worker waits out the same pause; each then resumes after its own random
+    delay (up to a second), so they do not all fire at the instant the pause ends."""
+    clock = FakeTime()
+    draws = iter([0.0, 0.25, 0.5, 0.99])
+    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep, rng=lambda: next(draws))
+    limiter.pause("events", 1.0)
+    resumed = []
+    for _ in range(4):  # four workers that were all held at the same instant
+        clock.now = 1000.0
+        limiter.acquire("events")
+        resumed.append(clock.now)
+    assert resumed == [1001.0, 1001.25, 1001.5, 1001.99]
 
-    stamps, lock = [], threading.Lock()
+
+def test_shared_between_threads_admission_instants():
+    """Four threads share one limiter; each admission instant is the clock reading the limiter
+    took when it let the request through (not a timestamp taken afterwards, which a busy machine
+    would skew), on a clock that moves only when a thread sleeps."""
+    lock = threading.Lock()
+    now = [1000.0]
+    seen = threading.local()
+
+    def clock():
+        with lock:
+            seen.last = now[0]
+            return now[0]
+
+    def sleep(seconds):
+        with lock:
+            now[0] += seconds / 4  # four sleepers share the passing time
+
+    limiter = RateLimiter({"other": (20, 1000)}, headroom=1.0, clock=clock, sleep=sleep)
+    stamps, errors = [], []
 
     def worker():
-        for _ in range(10):
-            limiter.acquire("other")
-            with lock:
-                stamps.append(time.monotonic())
+        try:
+            for _ in range(25):
+                limiter.acquire("other")
+                with lock:
+                    stamps.append(seen.last)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     stamps.sort()
-    assert len(stamps) == 40 and max_in_window(stamps, 1.0) <= 20
+    assert len(stamps) == 100 and max_in_window(stamps, 1.0) <= 20
 
 
 def test_endpoint_keys():
@@ -109,6 +146,7 @@ def test_parse_limits_and_the_cli_option(cli):
     settings = Settings(db="x.db", api_key="pk_x", base_url="https://a.klaviyo.com", revision="2026-07-15",
                         quiet=True, verbose=False, rate_limit="events=100/1000")
     client = settings.client()
-    assert client.limiter._limits["events"] == (100, 1000) and client.limiter._limits["metrics"] == (10, 150)
+    # The limits given are used as they are (100 is large: 10 % headroom); the others stay.
+    assert client.limiter.budget("events") == (90, 900) and client.limiter.budget("metrics") == (10, 135)
     result = cli("sync-metrics", "--rate-limit", "events=lots")
     assert result.exit_code == 2 and "--rate-limit" in result.stderr
