@@ -255,6 +255,27 @@ def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tm
     assert s["rows"] == clean_summary["rows"]
 
 
+def test_throttling_every_4th_request_plus_faults_with_default_workers(make_fake, tmp_path):
+    """A 429 that says when to come back spends no retry attempt: with every 4th request
+    throttled (Retry-After: 1) and 503s, dropped connections and truncated bodies on top, the
+    default workers finish with exactly the window's events. The fake's faults are counted
+    per request, not timed, so this does not depend on the machine's speed. (That no 429 is
+    counted as an attempt is pinned down exactly in tests/test_client.py; this is the scenario
+    of issue 12 end to end.)"""
+    fake = make_fake(**EVENTS_FAKE)
+    fake.rate_limit_every, fake.retry_after = 4, 1
+    fake.server_error_every, fake.drop_every, fake.truncate_every = 9, 13, 17
+    since, until = SINCE, SINCE + hours(3)
+    db = tmp_path / "k.db"
+    run = run_cli(["sync-events", *window_args(since, until)], cli_env(fake, db))
+    assert run.returncode == 0, run.describe()
+    s = run.summary
+    assert s["workers"] == 12 and s["rate_limited"] > 0 and fake.throttled == s["rate_limited"]
+    assert s["retries"] >= s["rate_limited"]
+    assert_events_window(db, fake, since, until)
+    assert mark(db) == iso(until)
+
+
 # -- 5. kill -9 and resume -------------------------------------------------------------------
 @pytest.mark.parametrize("workers", [1, 4])
 def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
