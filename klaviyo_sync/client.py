@@ -23,7 +23,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from . import __version__
+from . import __version__, timeutil
 from .errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError, redact
 from .ratelimit import RateLimiter, endpoint_key
 
@@ -90,7 +90,7 @@ def revision_age_warning(revision: str, today: date | None = None) -> str | None
         rev_date = date.fromisoformat(revision.split(".")[0])
     except ValueError:
         return None
-    age = ((today or date.today()) - rev_date).days
+    age = ((today or timeutil.today()) - rev_date).days
     if age > REVISION_WARN_DAYS:
         return (
             f"warning: API revision {revision} is {age // 30} months old; Klaviyo retires revisions "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 UTC = timezone.utc
 
@@ -19,6 +19,12 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def today() -> date:
+    """Today's UTC date: the one place the calendar is read (the revision-age warning), so that
+    tests can pin it (tests/conftest.py does)."""
+    return utcnow().date()
 
 
 def floor_second(dt: datetime) -> datetime:

@@ -1,4 +1,5 @@
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,22 @@ BASE = "https://a.klaviyo.com"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+# The calendar date every in-process test sees (the revision-age warning reads it): fixed, so
+# that no test changes its outcome on some future day. Subprocess tests get the real date and
+# assert nothing that depends on it.
+TODAY = date(2026, 12, 1)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for var in ("KLAVIYO_API_KEY", "KLAVIYO_SYNC_DB", "KLAVIYO_BASE_URL", "KLAVIYO_REVISION"):
+    for var in ("KLAVIYO_API_KEY", "KLAVIYO_SYNC_DB", "KLAVIYO_BASE_URL", "KLAVIYO_REVISION",
+                "KLAVIYO_RATE_LIMITS"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_today(monkeypatch):
+    monkeypatch.setattr("klaviyo_sync.timeutil.today", lambda: TODAY)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 import json
 import os
 import stat
+from datetime import date
 
 import pytest
 from responses import matchers
@@ -168,10 +169,28 @@ def test_key_is_absent_from_every_output_and_the_database_bytes(mocked, cli, db_
 
 def test_an_old_revision_warns_once_on_stderr(mocked, cli):
     serve_metric_pages(mocked, [[metric(1)]])
-    result = cli("sync-metrics", "-q", "--revision", "2024-02-15")
+    result = cli("sync-metrics", "--revision", "2024-02-15")
     assert result.exit_code == 0
     assert result.stderr.count("warning: API revision 2024-02-15") == 1
     assert mocked.calls[0].request.headers["revision"] == "2024-02-15"
+
+
+def test_the_day_the_default_revision_turns_old(mocked, cli, monkeypatch):
+    """From 2028-01-15 the default revision is over 18 months old. -q stays silent (an hourly
+    cron job must not mail it 24 times a day); without -q it is one line on stderr; `status`
+    reports it whatever -q says."""
+    monkeypatch.setattr("klaviyo_sync.timeutil.today", lambda: date(2028, 1, 15))
+    serve_metric_pages(mocked, [[metric(1)]])
+    quiet = cli("sync-metrics", "-q")
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+    loud = cli("sync-metrics")
+    assert loud.exit_code == 0 and loud.stderr.count("warning: API revision 2026-07-15") == 1
+    status = cli("status", "--format", "json", "-q")
+    assert status.exit_code == 0 and status.stderr == ""
+    assert [w.split(" is ")[0] for w in json.loads(status.stdout)["warnings"]] == ["warning: API revision 2026-07-15"]
+    monkeypatch.setattr("klaviyo_sync.timeutil.today", lambda: date(2028, 1, 13))
+    assert json.loads(cli("status", "--format", "json").stdout)["warnings"] == []
+    assert cli("sync-metrics").stderr == ""
 
 
 def test_concurrent_first_opens_migrate_once(tmp_path):

@@ -65,8 +65,10 @@ class Settings:
     def client(self, **kw) -> KlaviyoClient:
         if not self.api_key:
             raise UsageError("no API key: set KLAVIYO_API_KEY (or pass --api-key)")
+        # -q silences it: an hourly cron job would mail the same line 24 times a day. `status`
+        # shows it whatever -q says, so the operator still learns it from the monitoring line.
         warning = revision_age_warning(self.revision)
-        if warning:
+        if warning and not self.quiet:
             print(warning, file=sys.stderr)
         try:
             limits = parse_limits(self.rate_limit) if self.rate_limit else None

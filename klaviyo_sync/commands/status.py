@@ -8,7 +8,7 @@ import typer
 
 from .. import db as store
 from .. import errors, output, queries
-from ..client import DEFAULT_REVISION
+from ..client import DEFAULT_REVISION, revision_age_warning
 from ..errors import UsageError
 from ..streams.campaigns import sync_campaigns
 from ..streams.events import sync_events
@@ -52,6 +52,9 @@ def status_cmd(
         report["last_verify"] = last_verify(database)
     finally:
         database.close()
+    # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
+    warning = revision_age_warning(settings.revision)
+    report["warnings"] = [warning] if warning else []
     stale = queries.stale_commands(report, age_limit, command) if age_limit else []
     if age_limit:
         report["stale"] = stale
@@ -78,6 +81,8 @@ def _status_tables(report: dict) -> None:
                                   ("events_missing_locally", "Missing locally", "int"),
                                   ("events_extra_locally", "Extra locally", "int"),
                                   ("unverifiable_metrics", "Unverifiable", "int")], "Last verify")
+    for warning in report.get("warnings", []):
+        print(warning)
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
                               ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),
