@@ -23,7 +23,9 @@ from ..timeutil import (
 from .base import (
     PROG,
     Settings,
+    SummaryFormatOpt,
     WaitOpt,
+    _check_summary_format,
     _parse,
     _report,
     app,
@@ -71,13 +73,15 @@ def sync_campaigns_cmd(
     conversion_metric: ConversionOpt = None,
     stats_max_age: StatsMaxAgeOpt = "6h",
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Sync campaigns of every channel (archived too) with their messages, and the statistics
     of those sent in --range."""
+    _check_summary_format(fmt)
     window = _parse(parse_range, range_, "--range")
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     run = _campaign_sync(settings, window, _channels(channel), stats, conversion_metric, max_age, wait)
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 @app.command("campaigns")

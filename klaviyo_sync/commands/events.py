@@ -20,7 +20,9 @@ from ..timeutil import (
 from .base import (
     DEFAULT_WORKERS,
     Settings,
+    SummaryFormatOpt,
     WaitOpt,
+    _check_summary_format,
     _parse,
     _progress,
     _report,
@@ -33,13 +35,14 @@ from .base import (
 
 @app.command("sync-metrics")
 @common
-def sync_metrics_cmd(settings: Settings, wait: WaitOpt = 0.0) -> None:
+def sync_metrics_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto") -> None:
     """Sync every metric of the account into the metrics table."""
+    _check_summary_format(fmt)
     client = settings.client()
     with recorded_run(settings, "sync-metrics", {}, wait) as run:
         run["client"] = client
         sync_metrics(client, run["db"], result=run["result"])
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 @app.command("sync-events")
@@ -53,11 +56,13 @@ def sync_events_cmd(
     metric: Annotated[Optional[list[str]], typer.Option("--metric", metavar="NAME_OR_ID", help="Only this metric (repeatable).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=32, help="Concurrent time slices.")] = DEFAULT_WORKERS,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Sync events (with their profiles and metrics) whose datetime lies in a window.
 
     Example: klaviyo-sync sync-events --hours 2
     """
+    _check_summary_format(fmt)
     now = floor_second(utcnow())
     if hours is not None and (since is not None or until is not None):
         raise UsageError("--hours cannot be combined with --since/--until")
@@ -92,7 +97,7 @@ def sync_events_cmd(
         with _progress(settings) as on_progress:
             sync_events(client, db, window, metric_ids=metric_ids, workers=workers,
                         on_progress=on_progress, result=run["result"])
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 @sync_all_step(10, "sync-metrics", "metrics:read")
