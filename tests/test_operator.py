@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from klaviyo_sync.commands.base import human_summary
-from klaviyo_sync.fake_api import FAKE_API_KEY, FakeKlaviyo
+from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
 from .conftest import BASE
 from .e2e_helpers import base_env, floor_now, hours, iso
