@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from .hosting import FAKE_API_KEY, FakeServer
 from .resources.aggregates import AggregatesResource
@@ -29,6 +30,8 @@ RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResourc
 class FakeKlaviyo(FakeServer, *RESOURCES):
     """A deterministic fake Klaviyo account served over HTTP on 127.0.0.1.
 
+    ``account_timezone`` is the time zone report timeframes are read in; ``report_page_size``
+    how many results a values report returns a page (the rest follow ``links.next``).
     ``scopes=None`` grants every scope; pass a set (or call ``revoke_scope``) to make requests
     to routes that need a missing scope fail with Klaviyo's JSON 403 ``permission_denied``.
     """
@@ -38,7 +41,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
     def __init__(self, *, api_key=FAKE_API_KEY, seed=1, n_metrics=12, n_profiles=300,
                  n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
                  metrics_page_size=200, n_quiet_profiles=40, n_lists=4, n_segments=3, n_flows=10,
-                 host="127.0.0.1", port=0, scopes=None):
+                 host="127.0.0.1", port=0, scopes=None,
+                 account_timezone="America/Los_Angeles", report_page_size=20):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0 or n_flows < 0:
@@ -58,6 +62,11 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
         self.metrics_page_size = metrics_page_size
         self.n_flows = n_flows
         self.n_quiet_profiles, self.n_lists, self.n_segments = n_quiet_profiles, n_lists, n_segments
+        # Klaviyo reads a report's custom timeframe (and its named ones: today, last_30_days ...)
+        # in the account's time zone, not UTC.
+        self.account_timezone = ZoneInfo(account_timezone)
+        # Values reports answer at most this many results a page, with a links.next.
+        self.report_page_size = report_page_size
         self._init_server(api_key=api_key, scopes=scopes, host=host, port=port)
         self._json_cache: dict = {}
         self._build()

@@ -176,6 +176,16 @@ class _Hosted:
         return False
 
 
+# The revisions Klaviyo has published (shared/klaviyo-api.md section 8 and Klaviyo's changelog):
+# a date-shaped revision that is not one of them gets 400 ``invalid``, as from Klaviyo.
+REVISIONS = (
+    "2023-01-24", "2023-02-22", "2023-06-15", "2023-07-15", "2023-08-15", "2023-09-15",
+    "2023-10-15", "2023-12-15", "2024-02-15", "2024-05-15", "2024-06-15", "2024-07-15",
+    "2024-10-15", "2025-01-15", "2025-04-15", "2025-07-15", "2025-10-15", "2026-01-15",
+    "2026-04-15", "2026-07-15", "2026-10-15",
+)
+
+
 # rate tier -> (burst per 1 s, steady per 60 s).  L/M/S/XS are the generic tiers of
 # shared/klaviyo-api.md section 10, for the resource families still to come.
 RATE_LIMITS = {
@@ -449,12 +459,12 @@ class FakeServer(_Hosted):
         if not revision:
             raise ApiError(400, "invalid", "Invalid input.",
                            "The 'revision' header is required.", {"parameter": "revision"})
-        rev_date = revision.split(".", 1)[0]
-        try:
-            datetime.strptime(rev_date, "%Y-%m-%d")
-        except ValueError:
+        rev_date, dot, suffix = revision.partition(".")
+        # Klaviyo accepts its published revisions (optionally ``.pre``), not any date.
+        if rev_date not in REVISIONS or (dot and suffix != "pre"):
             raise ApiError(400, "invalid", "Invalid input.",
-                           f"Invalid revision '{revision}'.", {"parameter": "revision"}) from None
+                           f"Invalid revision '{revision}'. Use one of the published revisions, "
+                           f"e.g. {REVISIONS[-1]}.", {"parameter": "revision"})
 
         segs = ctx.npath.split("/")[1:]
         found = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import hashlib
 import heapq
 import json
 import math
@@ -414,6 +415,9 @@ class EventsResource(Resource):
         plo = self._pos_at(lo)
         phi = max(plo, self._pos_at(hi))
         sk = "d" if desc else "a"
+        # Klaviyo's cursor belongs to the query that made it: the same cursor under another
+        # filter, sort or page size is refused, so a client must follow links.next as given.
+        qk = hashlib.blake2b(repr((params.get("filter"), sort, size)).encode(), digest_size=6).hexdigest()
         cur = params.get("page[cursor]")
         if cur is None:
             mode = "n"
@@ -421,8 +425,8 @@ class EventsResource(Resource):
         else:
             parts = dec_cursor(cur, "ev")
             try:
-                csk, mode, b = parts[0], parts[1], int(parts[2])
-                if csk != sk or mode not in ("n", "p"):
+                csk, mode, b, cqk = parts[0], parts[1], int(parts[2]), parts[3]
+                if csk != sk or mode not in ("n", "p") or cqk != qk:
                     raise ValueError
             except (ValueError, IndexError):
                 raise bad("Invalid cursor provided.", "page[cursor]") from None
@@ -439,9 +443,9 @@ class EventsResource(Resource):
             has_next = more if mode == "n" else True
             has_prev = (cur is not None) if mode == "n" else more
             if has_next:
-                nxt = enc_cursor("ev", sk, "n", last if desc else last + 1)
+                nxt = enc_cursor("ev", sk, "n", last if desc else last + 1, qk)
             if has_prev:
-                prv = enc_cursor("ev", sk, "p", first + 1 if desc else first)
+                prv = enc_cursor("ev", sk, "p", first + 1 if desc else first, qk)
 
         base = self.base_url
         inc_p = "profile" in inc

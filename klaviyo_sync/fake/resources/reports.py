@@ -11,13 +11,14 @@ import calendar
 import hashlib
 import json
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
 
 from ..data import dumps, parse_iso
 from ..errors import ApiError, bad
 from ..filters import FilterError, parse_filter
 from ..hosting import Route
-from ..jsonapi import JSONAPI, fields_param, query_params
+from ..jsonapi import JSONAPI, dec_cursor, enc_cursor, fields_param, query_params
 from . import Resource
 
 REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
@@ -82,7 +83,7 @@ class ReportsResource(Resource):
             key = tf["key"]
             if key not in REPORT_TIMEFRAME_KEYS:
                 raise bad(f"'{key}' is not a valid timeframe key.", pointer=ptr + "/key")
-            now = self.now
+            now = self.now.astimezone(self.account_timezone)
             today = now.replace(hour=0, minute=0, second=0, microsecond=0)
             week0 = today - timedelta(days=today.weekday())
             month0 = today.replace(day=1)
@@ -118,7 +119,7 @@ class ReportsResource(Resource):
             raise bad("timeframe must have either 'key' or 'start' and 'end'.", pointer=ptr)
         if not isinstance(tf["start"], str) or not isinstance(tf["end"], str):
             raise bad("timeframe start and end must be datetimes.", pointer=ptr)
-        start, end = parse_iso(tf["start"]), parse_iso(tf["end"])
+        start, end = self._account_time(tf["start"]), self._account_time(tf["end"])
         if start is None:
             raise bad("timeframe start is not a valid datetime.", pointer=ptr + "/start")
         if end is None:
@@ -128,6 +129,17 @@ class ReportsResource(Resource):
         if end - start > 366 * 86400:
             raise bad("The timeframe cannot be longer than 1 year.", pointer=ptr)
         return start, end, True
+
+    def _account_time(self, text: str) -> float | None:
+        """Epoch seconds of a custom timeframe bound: Klaviyo ignores the offset and reads the
+        wall-clock time in the account's time zone (shared/klaviyo-api.md 4.5)."""
+        if parse_iso(text) is None:
+            return None
+        try:
+            wall = datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+        except ValueError:
+            return None
+        return wall.replace(tzinfo=self.account_timezone).timestamp()
 
     def _msg_stats(self, m: dict, conv_mid: str) -> dict:
         digest = hashlib.blake2b(f"{self.seed}|{m['id']}".encode(), digest_size=16).digest()
@@ -291,6 +303,26 @@ class ReportsResource(Resource):
                 campaign_ids[c["id"]] = None
         rid = hashlib.sha1(ctx.body).hexdigest()[:26]
         base = self.base_url
+        # Pages of results: the cursor belongs to this request body; the next page is the same
+        # POST to links.next.
+        offset = 0
+        cur = params.get("page_cursor")
+        if cur is not None:
+            parts = dec_cursor(cur, "rep")
+            try:
+                if parts[0] != rid:
+                    raise ValueError
+                offset = int(parts[1])
+            except (ValueError, IndexError):
+                raise bad("Invalid cursor provided.", "page_cursor") from None
+        next_link = None
+        size = self.report_page_size
+        if size:
+            if offset + size < len(results):
+                next_link = f"{base}/api/campaign-values-reports?" + urlencode(
+                    {"page_cursor": enc_cursor("rep", rid, offset + size)})
+            results = results[offset:offset + size]
+            campaign_ids = {r["groupings"]["campaign_id"]: None for r in results}
         attributes = {"results": results}
         out = {"data": {"type": "campaign-values-report", "id": rid,
                         "attributes": attributes if frep is None or "results" in frep else {},
@@ -298,5 +330,5 @@ class ReportsResource(Resource):
                             "data": [{"type": "campaign", "id": c} for c in campaign_ids],
                             "links": {"self": f"{base}/api/campaign-values-reports/{rid}/relationships/campaigns/",
                                       "related": f"{base}/api/campaign-values-reports/{rid}/campaigns/"}}}},
-               "links": {"self": f"{base}/api/campaign-values-reports/"}}
+               "links": {"self": f"{base}/api/campaign-values-reports/", "next": next_link}}
         return 200, dumps(out).encode("utf-8"), []
