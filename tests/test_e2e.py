@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import selectors
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,7 +43,9 @@ def make_fake():
     fakes = []
 
     def make(**kw):
-        fake = FakeKlaviyo(**kw).start()
+        fake = FakeKlaviyo(**kw)
+        fake.enforce_limits = True  # a server that counts: the limiter is tested against it
+        fake.start()
         fakes.append(fake)
         return fake
 
@@ -55,6 +58,7 @@ def make_fake():
 def events_fake():
     """A fake nobody turns knobs on (read-only tests share it)."""
     with FakeKlaviyo(**EVENTS_FAKE) as fake:
+        fake.enforce_limits = True
         yield fake
 
 
@@ -69,6 +73,7 @@ def clean_events(tmp_path_factory):
     """A clean --workers 1 run of the standard window: (database path, its dump, its summary)."""
     db = tmp_path_factory.mktemp("clean") / "clean.db"
     with FakeKlaviyo(**EVENTS_FAKE) as fake:
+        fake.enforce_limits = True
         run = run_cli(["sync-events", *window_args(), "--workers", "1"], cli_env(fake, db))
         assert run.returncode == 0, run.describe()
         assert_events_window(db, fake, SINCE, UNTIL)
@@ -143,8 +148,21 @@ def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_e
 
 
 # -- 3. campaigns ----------------------------------------------------------------------------
+# The statistics columns of campaign_stats (README, The database), and what `campaigns` prints:
+# counts summed over a campaign's messages, rates recomputed from the sums.
+STAT_COLUMNS = ["recipients", "delivered", "delivery_rate", "opens", "opens_unique", "open_rate", "clicks",
+                "clicks_unique", "click_rate", "conversions", "conversion_uniques", "conversion_rate",
+                "conversion_value", "unsubscribes", "unsubscribe_rate", "bounced", "bounce_rate",
+                "spam_complaints", "spam_complaint_rate"]
+SUMMED = ["recipients", "delivered", "opens", "opens_unique", "clicks", "clicks_unique", "conversions",
+          "conversion_value", "unsubscribes", "bounced", "spam_complaints"]
+RATES = {"open_rate": ("opens_unique", "delivered"), "click_rate": ("clicks_unique", "delivered"),
+         "conversion_rate": ("conversion_uniques", "delivered")}
+
+
 def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fake, tmp_path):
-    fake = make_fake(n_events=200, now=NOW)
+    # 20 statistics rows in 90 days: a page of 12 makes the report answer in two pages.
+    fake = make_fake(n_events=200, now=NOW, report_page_size=12)
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
 
@@ -159,6 +177,20 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert sent and ids(db, "campaign_stats", "campaign_id") == sent
     pairs = {(r[0], r[1]) for r in query(db, "SELECT campaign_id, campaign_message_id FROM campaign_stats")}
     assert pairs == {(c, m) for c in sent for m in fake.campaign_message_ids(c)}
+    # Every statistic of every message is the fake's (README, the campaign_stats table).
+    conv = fake.metric_id("Placed Order")
+    conn = connect(db)
+    conn.row_factory = sqlite3.Row
+    stored = [dict(r) for r in conn.execute("SELECT * FROM campaign_stats")]
+    conn.close()
+    for row in stored:
+        want = fake.campaign_statistics(row["campaign_id"], conv)[row["campaign_message_id"]]
+        for name in STAT_COLUMNS:
+            assert row[name] == pytest.approx(want[name]), (name, row, want)
+        assert row["conversion_metric_id"] == conv
+    # The report answered in pages (the fake's report_page_size): links.next was followed.
+    reports = [r for r in fake.request_log() if r["path"].rstrip("/") == "/api/campaign-values-reports"]
+    assert any("page_cursor=" in r["query"] for r in reports) and all(r["status"] == 200 for r in reports)
 
     requests_before = fake.count("/")
     # Relative range: the CLI's own now lies in [t0, t1]; bracket the truth with both.
@@ -173,10 +205,13 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert got, "no campaign sent in the last 30 days: choose another seed"
     assert "from the local database" in listed.stderr
     assert all(r["recipients"] is not None and r["stats_fetched_at"] for r in rows)
-    conv = fake.metric_id("Placed Order")
     for r in rows:  # the statistics are the fake's, summed over the campaign's messages
-        want = sum(s["recipients"] for s in fake.campaign_statistics(r["id"], conv).values())
-        assert r["recipients"] == want, r
+        per_message = fake.campaign_statistics(r["id"], conv).values()
+        for name in SUMMED:
+            assert r[name] == pytest.approx(sum(s[name] for s in per_message)), (name, r)
+        for rate, (num, den) in RATES.items():  # rates recomputed from the sums
+            n, d = sum(s[num] for s in per_message), sum(s[den] for s in per_message)
+            assert r[rate] == pytest.approx(n / d if d else 0.0), (rate, r)
     assert [r["send_time"] for r in rows] == sorted((r["send_time"] for r in rows), reverse=True)
 
     # Absolute range: tolerance-free.
@@ -194,7 +229,9 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert again.returncode == 0 and {r["id"] for r in json.loads(again.stdout)} == got
     assert fake.count("/") == requests_before, "campaigns went to the API although the database had the range"
 
-    # A fresh database: the first call goes to the API, the same call again does not.
+    # A fresh database: the first call goes to the API, the same call again does not. (A twin
+    # fake serves the same account: the first one's report quota of 2 a minute is spent.)
+    fake = make_fake(n_events=200, now=NOW)
     env = cli_env(fake, tmp_path / "fresh.db")
     fetched = run_cli(["campaigns", "--range", absolute, "--format", "json"], env)
     assert fetched.returncode == 0, fetched.describe()
@@ -206,6 +243,24 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert cached.returncode == 0, cached.describe()
     assert json.loads(cached.stdout) == json.loads(fetched.stdout)
     assert fake.count("/") == requests_before
+
+
+@pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # UTC+14, UTC-11
+def test_statistics_complete_whatever_the_account_time_zone(tz, make_fake, tmp_path):
+    """Klaviyo reads a report's timeframe in the account's time zone, which this tool does not
+    know: the day of padding each side of the requested timeframe must cover any zone. A range
+    of the one day a campaign was sent: without the padding, a campaign sent before 11:00 UTC
+    is missed at UTC-11 and one sent from 10:00 UTC at UTC+14, so one of the two fails."""
+    fake = make_fake(n_events=10, now=NOW, account_timezone=tz)
+    cid = sorted(fake.campaign_ids_sent(NOW - timedelta(days=30), NOW - timedelta(days=2)))[0]
+    day = fake.campaign(cid)["attributes"]["send_time"][:10]
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    sent = fake.campaign_ids_sent(start, start + timedelta(days=1))
+    db = tmp_path / "k.db"
+    run = run_cli(["sync-campaigns", "--range", f"{day}..{day}"], cli_env(fake, db))
+    assert run.returncode == 0, run.describe()
+    pairs = set(query(db, "SELECT campaign_id, campaign_message_id FROM campaign_stats"))
+    assert cid in sent and pairs == {(c, m) for c in sent for m in fake.campaign_message_ids(c)}
 
 
 def test_spent_report_quota_stores_campaigns_and_exits_6(make_fake, tmp_path):

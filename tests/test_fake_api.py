@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -693,3 +695,74 @@ def test_no_two_resource_families_define_the_same_name():
                 clashes.append(f"{name}: {owners[name]} and {family.__name__}")
             owners[name] = family.__name__
     assert clashes == []
+
+
+# ------------------------------------------------------------ as strict as Klaviyo (issue 12)
+@pytest.mark.parametrize("revision, ok", [("2026-07-15", True), ("2024-02-15", True), ("2026-07-15.pre", True),
+                                          ("2026-07-16", False), ("2031-01-15", False),
+                                          ("2026-07-15.beta", False), ("latest", False)])
+def test_only_published_revisions_are_accepted(fake, http, revision, ok):
+    r = http.get(fake.base_url + "/api/metrics", headers={"revision": revision}, timeout=5)
+    if ok:
+        assert r.status_code == 200, r.text
+    else:
+        assert "Invalid revision" in assert_error(r, 400, "invalid", parameter="revision")["detail"]
+
+
+def test_an_event_cursor_belongs_to_the_query_that_made_it(fake, http):
+    lo, hi = NOW - timedelta(hours=48), NOW
+    flt = f"greater-or-equal(datetime,{iso(lo)}),less-than(datetime,{iso(hi)})"
+    first = get(http, fake, "/api/events", filter=flt, **{"page[size]": "50"}).json()
+    nxt = first["links"]["next"]
+    assert nxt and http.get(nxt, timeout=10).status_code == 200  # followed as given: fine
+    cursor = dict(parse_qsl(urlsplit(nxt).query))["page[cursor]"]
+    other = f"greater-or-equal(datetime,{iso(lo + timedelta(hours=1))}),less-than(datetime,{iso(hi)})"
+    for params in ({"filter": other, "page[size]": "50"}, {"filter": flt, "page[size]": "60"},
+                   {"filter": flt, "page[size]": "50", "sort": "-datetime"}):
+        r = get(http, fake, "/api/events", **params, **{"page[cursor]": cursor})
+        assert_error(r, 400, "invalid", parameter="page[cursor]")
+
+
+def test_a_report_pages_through_links_next_with_the_same_body(http):
+    with FakeKlaviyo(seed=7, now=NOW, n_events=10, report_page_size=5) as fake:
+        body = report_body(fake)
+        want = sum(len(fake.campaign_message_ids(c)) for c in fake.campaign_ids_sent(NOW - timedelta(days=90), NOW))
+        assert want > 10
+        results, url, pages = [], fake.base_url + "/api/campaign-values-reports", 0
+        while url:
+            r = http.post(url, data=json.dumps(body), headers={"Content-Type": "application/vnd.api+json"}, timeout=10)
+            assert r.status_code == 200, r.text
+            doc = r.json()
+            results += doc["data"]["attributes"]["results"]
+            url = doc["links"].get("next")
+            pages += 1
+        assert pages == -(-want // 5) and len(results) == want
+        assert len({(x["groupings"]["campaign_id"], x["groupings"]["campaign_message_id"]) for x in results}) == want
+        # The cursor belongs to its body: another report's body with it is refused.
+        first = post_report(http, fake, body).json()["links"]["next"]
+        other = report_body(fake, statistics=["recipients"])
+        r = http.post(first, data=json.dumps(other), headers={"Content-Type": "application/vnd.api+json"}, timeout=10)
+        assert_error(r, 400, "invalid", parameter="page_cursor")
+
+
+def test_report_timeframes_are_read_in_the_account_time_zone(http):
+    """Klaviyo ignores the offset of a custom timeframe and reads the wall-clock time in the
+    account's time zone: a UTC window tight around a send misses it; the same window written
+    in the account's local time finds it."""
+    with FakeKlaviyo(seed=7, now=NOW, n_events=10, account_timezone="America/Los_Angeles") as fake:
+        cid = sorted(fake.campaign_ids_sent(NOW - timedelta(days=30), NOW))[0]
+        sent = datetime.fromisoformat(fake.campaign(cid)["attributes"]["send_time"].replace("Z", "+00:00"))
+        flt = f'equals(campaign_id,"{cid}")'
+
+        def found(start, end):
+            body = report_body(fake, timeframe={"start": start, "end": end}, filter=flt)
+            r = post_report(http, fake, body)
+            assert r.status_code == 200, r.text
+            return bool(r.json()["data"]["attributes"]["results"])
+
+        utc_lo, utc_hi = sent - timedelta(hours=1), sent + timedelta(hours=1)
+        assert not found(iso(utc_lo), iso(utc_hi))  # read as Los Angeles time: 7-8 h later
+        local = ZoneInfo("America/Los_Angeles")
+        lo, hi = utc_lo.astimezone(local), utc_hi.astimezone(local)
+        assert found(lo.strftime("%Y-%m-%dT%H:%M:%S"), hi.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert found(lo.strftime("%Y-%m-%dT%H:%M:%S+09:00"), hi.strftime("%Y-%m-%dT%H:%M:%S+09:00"))  # offset ignored

@@ -54,6 +54,7 @@ def run_on_terminal(args, env, timeout=60) -> str:
 @pytest.fixture(scope="module")
 def fake():
     with FakeKlaviyo(n_events=4_000, span_hours=24, n_profiles=100, now=NOW) as f:
+        f.enforce_limits = True
         yield f
 
 

@@ -14,6 +14,7 @@ NOW = floor_now() - timedelta(minutes=1)
 def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
+        fake.enforce_limits = True
         run = run_cli(["sync-all"], cli_env(fake, db))
         assert run.returncode == 0, run.describe()
         commands = [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")]
