@@ -1,3 +1,5 @@
+from urllib.parse import parse_qsl, urlsplit
+
 import pytest
 import requests
 from responses import matchers
@@ -30,6 +32,23 @@ def test_paging_follows_links_next_to_the_last_page(mocked, client):
     pages = list(client.paginate("/api/metrics"))
     assert [[r["id"] for r in p.data] for p in pages] == [["a", "b"], ["c"], ["d"], ["e"]]
     assert client.stats.requests == 4
+
+
+def test_a_retry_never_starts_over_at_page_one(mocked, client):
+    """README: retries wrap the single request, so a failure on page 3 retries page 3. Idempotent
+    writes would hide a restart from the database: the request log shows it."""
+    mocked.get(METRICS, json=page(["a"], f"{METRICS}?page%5Bcursor%5D=c1"),
+               match=[matchers.query_string_matcher("")])
+    mocked.get(METRICS, json=page(["b"], f"{METRICS}?page%5Bcursor%5D=c2"),
+               match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
+    c2 = [matchers.query_param_matcher({"page[cursor]": "c2"})]
+    mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]}, match=c2)
+    mocked.get(METRICS, body=requests.exceptions.ConnectionError("dropped"), match=c2)
+    mocked.get(METRICS, status=429, headers={"Retry-After": "1"}, json={"errors": []}, match=c2)
+    mocked.get(METRICS, json=page(["c"]), match=c2)
+    assert [p.data[0]["id"] for p in client.paginate("/api/metrics")] == ["a", "b", "c"]
+    cursors = [dict(parse_qsl(urlsplit(c.request.url).query)).get("page[cursor]") for c in mocked.calls]
+    assert cursors == [None, "c1", "c2", "c2", "c2", "c2"]
 
 
 def test_next_link_is_followed_exactly_without_resending_params(mocked, client):

@@ -332,12 +332,19 @@ def test_throttling_every_4th_request_plus_faults_with_default_workers(make_fake
 
 
 # -- 5. kill -9 and resume -------------------------------------------------------------------
+def stopped_mid_run(fake, db, answered: int) -> None:
+    """Park the fake after ``answered`` requests, and wait for the events that make a stop
+    'mid-run': some rows committed, a request parked (so the run cannot finish by itself)."""
+    assert wait_for(lambda: try_progress(db)[0] > 0 and fake.held > 0, timeout=60), (
+        f"no committed page and parked request within 60 s (held {fake.held})")
+
+
 @pytest.mark.parametrize("workers", [1, 4])
 def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
     fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)  # ~1,700/hour
-    fake.latency = 0.15 if workers == 1 else 0.4
     since, until = NOW - hours(20), NOW - hours(14)
     want = fake.event_ids(since, until)
+    fake.hold_after = 4  # four pages answered, then every request waits: killed mid-run, always
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
     args = ["sync-events", *window_args(since, until), "--workers", str(workers)]
@@ -345,9 +352,8 @@ def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
     t0 = time.monotonic()
     proc = start_cli(args, env)
     try:
-        progressed = wait_for(lambda: (lambda n, m: n > 0 or m)(*try_progress(db)), timeout=30)
-        assert progressed, "the sync wrote nothing within 30 s"
-        assert proc.poll() is None, "the sync finished before it could be killed: make it slower"
+        stopped_mid_run(fake, db, 4)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -357,14 +363,16 @@ def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
 
     got = assert_partial_run_sound(db, fake, since, until)
     assert 0 < len(got) < len(want), "not killed halfway"
-    assert mark(db) is not None
+    if workers == 1:  # one cursor chain: its committed pages are the mark's
+        assert mark(db) is not None
 
+    fake.release()
     rerun = run_cli(args, env)
     assert rerun.returncode == 0, rerun.describe()
     assert_events_window(db, fake, since, until)
     assert mark(db) == iso(until)
     statuses = [r["status"] for r in sync_runs(db)]
-    assert statuses[-1] == "ok" and len(statuses) == 2
+    assert statuses == ["abandoned", "ok"]  # the killed run, as the next run found it
 
 
 # -- more event windows ----------------------------------------------------------------------
@@ -477,61 +485,78 @@ def test_html_403_stops_the_sync_and_a_rerun_completes(make_fake, tmp_path):
     assert mark(db) == iso(UNTIL)
 
 
-def test_sigterm_records_the_run_and_exits_143(make_fake, tmp_path):
-    """cli.py: "cron and systemd stop jobs with SIGTERM: record the run as failed, then exit 143"."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_record_the_run_as_interrupted(sig, code, make_fake, tmp_path):
+    """README: 130 / 143, interrupted (Ctrl-C) / terminated (SIGTERM): the run is recorded as
+    `interrupted`."""
     fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)
-    fake.latency = 0.15
     since, until = NOW - hours(20), NOW - hours(14)
+    fake.hold_after = 3
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
     args = ["sync-events", *window_args(since, until), "--workers", "1"]
     t0 = time.monotonic()
     proc = start_cli(args, env)
     try:
-        assert wait_for(lambda: try_progress(db)[0] > 0, timeout=30), "the sync wrote nothing within 30 s"
-        assert proc.poll() is None, "the sync finished before it could be stopped"
-        proc.send_signal(signal.SIGTERM)
+        stopped_mid_run(fake, db, 3)
+        assert proc.poll() is None
+        proc.send_signal(sig)
+        stopped = finish(proc, args, t0, timeout=30)  # kills it if the signal did not stop it
     finally:
-        stopped = finish(proc, args, t0, timeout=20)  # kills it if SIGTERM did not stop it
+        if proc.poll() is None:
+            proc.kill()
+    assert stopped.returncode == code, stopped.describe()
     got = assert_partial_run_sound(db, fake, since, until)
     assert 0 < len(got) < len(fake.event_ids(since, until))
     last = sync_runs(db)[-1]
-    assert last["status"] in ("failed", "interrupted") and last["finished_at"], last
-    assert "SIGTERM" in stopped.stderr
+    assert last["status"] == "interrupted" and last["finished_at"], last
+    assert stopped.stderr.strip().splitlines()[-1].startswith("klaviyo-sync: error:")
+    assert ("SIGTERM" if sig == signal.SIGTERM else "interrupted") in stopped.stderr
+    fake.release()
     rerun = run_cli(args, env)
     assert rerun.returncode == 0, rerun.describe()
     assert_events_window(db, fake, since, until)
-    assert stopped.returncode == 143, stopped.describe()
 
 
 # -- 6. two syncs at once --------------------------------------------------------------------
 def test_two_syncs_at_once(make_fake, tmp_path):
     fake = make_fake(**EVENTS_FAKE)
-    fake.latency = 0.4  # each sync holds the lock for well over a second
+    fake.hold_after = 0  # the first sync's first request waits until released: it holds the lock
     args = ["sync-events", *window_args(), "--workers", "1"]
 
     db = tmp_path / "a.db"
     env = cli_env(fake, db)
     t0 = time.monotonic()
-    procs = [start_cli(args, env), start_cli(args, env)]
-    runs = [finish(p, args, t0) for p in procs]
-    codes = sorted(r.returncode for r in runs)
-    assert codes == [0, 5], "\n".join(r.describe() for r in runs)
-    loser = next(r for r in runs if r.returncode == 5)
-    winner_pid = procs[[r.returncode for r in runs].index(0)].pid
-    assert f"another klaviyo-sync run (pid {winner_pid})" in loser.stderr and f"holds the lock {db}.lock" in loser.stderr
-    assert "--wait" in loser.stderr and loser.stdout == ""
+    first = start_cli(args, env)
+    try:
+        assert wait_for(lambda: fake.held > 0, timeout=60), "the first sync made no request"
+        second = run_cli(args, env)
+    finally:
+        fake.release()
+    winner = finish(first, args, t0)
+    assert (winner.returncode, second.returncode) == (0, 5), winner.describe() + second.describe()
+    assert f"another klaviyo-sync run (pid {first.pid})" in second.stderr
+    assert f"holds the lock {db}.lock" in second.stderr
+    assert "--wait" in second.stderr and second.stdout == ""
     assert_events_window(db, fake, SINCE, UNTIL)
     assert [r["status"] for r in sync_runs(db)] == ["ok"]  # the refused run recorded nothing
 
+    # --wait: the second run waits for the first instead of exiting 5.
+    fake = make_fake(**EVENTS_FAKE)
+    fake.hold_after = 0
     db = tmp_path / "b.db"
     env = cli_env(fake, db)
-    waiting = [*args, "--wait", "30"]
+    waiting = [*args, "--wait", "60"]
     t0 = time.monotonic()
-    procs = [start_cli(waiting, env), start_cli(waiting, env)]
-    runs = [finish(p, waiting, t0) for p in procs]
+    first = start_cli(waiting, env)
+    try:
+        assert wait_for(lambda: fake.held > 0, timeout=60), "the first sync made no request"
+        second = start_cli(waiting, env)
+    finally:
+        fake.release()
+    runs = [finish(first, waiting, t0), finish(second, waiting, t0)]
     assert [r.returncode for r in runs] == [0, 0], "\n".join(r.describe() for r in runs)
-    assert sorted(r.summary["rows"]["events"] for r in runs) == [0, len(fake.event_ids(SINCE, UNTIL))]
+    assert [r.summary["rows"]["events"] for r in runs] == [len(fake.event_ids(SINCE, UNTIL)), 0]
     assert_events_window(db, fake, SINCE, UNTIL)
     assert [r["status"] for r in sync_runs(db)] == ["ok", "ok"]
 

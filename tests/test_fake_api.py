@@ -655,10 +655,9 @@ def test_server_survives_garbage(fake, http):
 # ----------------------------------------------------------------------------- scale and CLI
 
 
-def test_large_construction_is_fast():
-    t = time.monotonic()
+def test_large_construction():
+    # How long this takes is a benchmark's business (benchmarks/), not a test's.
     f = FakeKlaviyo(n_events=5_000_000, now=NOW)
-    assert time.monotonic() - t < 10
     ids = f.event_ids(NOW - timedelta(seconds=30), NOW)
     assert 50 < len(ids) < 1000
 

@@ -87,10 +87,17 @@ _STATE = {"verbose": False, "api_key": None}
 class App(TyperGroup):
     """Turns every failure into one line on stderr and a documented exit code."""
 
+    def invoke(self, ctx):
+        # Typer turns Ctrl-C into a silent exit 130; say so on stderr like every other failure.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted (Ctrl-C)") from None
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         previous = signal.getsignal(signal.SIGTERM)
         if threading_main():
-            # cron and systemd stop jobs with SIGTERM: record the run as failed, then exit 143.
+            # cron and systemd stop jobs with SIGTERM: record the run as interrupted, then exit 143.
             signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             rv = super().main(args=args, prog_name=prog_name or PROG, standalone_mode=False, **extra)

@@ -155,6 +155,9 @@ class _Hosted:
         return self
 
     def stop(self) -> None:
+        released = getattr(self, "_released", None)
+        if released is not None:  # parked requests must not outlive the server
+            released.set()
         srv = self._server
         if srv is None:
             return
@@ -281,6 +284,12 @@ class FakeServer(_Hosted):
         self.next_link_base = None
         self.enforce_limits = False
         self.report_daily_quota = 225
+        # hold_after = N: answer N requests, then park every later one until release() (or
+        # stop()). Tests use it to stop a client mid-run at a known point instead of racing a
+        # clock; ``held`` says how many requests are parked.
+        self.hold_after = None
+        self.held = 0
+        self._released = threading.Event()
 
         # observations
         self.requests: list[dict] = []
@@ -295,6 +304,10 @@ class FakeServer(_Hosted):
         self._server = None
         self._thread = None
         self.base_url = None
+
+    def release(self) -> None:
+        """Answer the requests parked by ``hold_after``, and every later one."""
+        self._released.set()
 
     # ------------------------------------------------------------------ scopes
     def revoke_scope(self, *scopes: str) -> None:
@@ -356,6 +369,11 @@ class FakeServer(_Hosted):
         with self._lock:
             self._n += 1
             n = self._n
+            hold = self.hold_after is not None and n > self.hold_after and not self._released.is_set()
+            if hold:
+                self.held += 1
+        if hold:
+            self._released.wait()
         if self.latency:
             time.sleep(self.latency)
 
