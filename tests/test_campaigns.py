@@ -346,3 +346,41 @@ def test_campaign_with_several_messages_sums_counts_and_recomputes_rates(db_path
             "click_rate": clicks_unique / delivered, "conversion_value": value, "fetched_at": "2026-11-21T00:00:00Z"})
     row = database.execute("SELECT recipients, open_rate, click_rate, conversion_value FROM campaign_performance").fetchone()
     assert row == (400, 80 / 400, 40 / 400, 15.5)
+
+
+# -- README promises (issue 12, item 5) ------------------------------------------------------
+def test_campaigns_command_itself_exits_6_when_its_fetch_lacks_statistics(mocked, cli, db_path):
+    """README, exit code 6, for `campaigns` too: with an empty database it fetches; when the
+    report quota is spent it still prints the campaigns, warns, and exits 6."""
+    serve(mocked, reports=ReportsApi(status=429, retry_after=40000))
+    result = cli("campaigns", "--range", "30d", "--format", "json")
+    assert result.exit_code == 6, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["id"] for r in rows] == ["E0", "E1", "S1", "E2", "EA", "E3", "E4"]
+    assert all(r["recipients"] is None and r["stats_fetched_at"] is None for r in rows)
+    assert "fetched from the API" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("klaviyo-sync: warning:")
+    assert list(store.open_db(db_path)["sync_runs"].rows)[-1]["status"] == "partial"
+
+
+def test_a_campaign_the_report_has_nothing_for_gets_an_empty_row_and_is_not_asked_again(mocked, cli, db_path):
+    class Partial(ReportsApi):  # answers for the email campaigns only
+        def __call__(self, request):
+            status, headers, text = super().__call__(request)
+            doc = json.loads(text)
+            res = doc["data"]["attributes"]["results"]
+            doc["data"]["attributes"]["results"] = [r for r in res if r["groupings"]["campaign_id"].startswith("E")]
+            return status, headers, json.dumps(doc)
+
+    _, reports = serve(mocked, reports=Partial())
+    assert cli("sync-campaigns", "--range", "30d", "-q").exit_code == 0
+    database = store.open_db(db_path)
+    assert database.execute("SELECT count(*) FROM campaign_stats WHERE campaign_id = 'S1'").fetchone()[0] == 1
+    row = dict(zip(["campaign_id", "campaign_message_id", "recipients", "open_rate", "fetched_at"],
+                   database.execute("SELECT campaign_id, campaign_message_id, recipients, open_rate, fetched_at "
+                                    "FROM campaign_stats WHERE campaign_id = 'S1'").fetchone()))
+    assert row["campaign_message_id"] == "" and row["recipients"] is None and row["open_rate"] is None
+    assert row["fetched_at"]
+    asked = len(reports.bodies)
+    assert cli("sync-campaigns", "--range", "30d", "-q").exit_code == 0
+    assert len(reports.bodies) == asked  # within --stats-max-age: not asked again

@@ -1,7 +1,7 @@
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -287,3 +287,20 @@ def test_seen_cache_skips_unchanged_and_is_bounded():
     for i in range(10):
         cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
     assert len(cache._seen) <= 3
+
+
+def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatch):
+    """README: --until defaults to now and is never later than now (the mark must not claim
+    the future). The CLI's clock is pinned, so "now" is known exactly."""
+    now = T0 + timedelta(hours=3)
+    monkeypatch.setattr("klaviyo_sync.commands.events.utcnow", lambda: now + timedelta(microseconds=400))
+    events = [make_event(i, T0 + timedelta(minutes=20 * i)) for i in range(15)]  # up to T0 + 4 h 40
+    api = serve(mocked, EventsApi(events))
+    result = cli("sync-events", "--since", iso(T0), "--until", iso(T0 + timedelta(days=10)), "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["window"] == {"start": iso(T0), "end": iso(now)}
+    assert summary["mark"] == iso(now)
+    database = store.open_db(db_path)
+    assert ids(database) == {e["id"] for e in events if e["attributes"]["datetime"] < iso(now).replace("Z", "+00:00")}
+    assert all(f"less-than(datetime,{iso(now)})" in unquote(url) for url in api.calls)

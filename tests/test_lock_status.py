@@ -80,6 +80,19 @@ def test_status_json_and_max_age(cli, db_path, mocked):
     assert cli("status", "--max-age", "3h", "--command", "sync-everything").exit_code == 2
 
 
+def test_status_runs_lists_that_many_recent_runs_newest_first(cli, mocked):
+    serve_metric_pages(mocked, [[metric(1)]])
+    for _ in range(4):
+        assert cli("sync-metrics", "-q").exit_code == 0
+    default = json.loads(cli("status", "--format", "json").stdout)["runs"]
+    assert [r["id"] for r in default] == [4, 3, 2, 1]  # fewer than the default 10: all of them
+    two = json.loads(cli("status", "--format", "json", "--runs", "2").stdout)["runs"]
+    assert [r["id"] for r in two] == [4, 3] and all(r["status"] == "ok" for r in two)
+    assert json.loads(cli("status", "--format", "json", "--runs", "0").stdout)["runs"] == []
+    bad = cli("status", "--runs", "-1")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_status_table_on_terminal_format(cli, mocked):
     serve_metric_pages(mocked, [[metric(1)]])
     cli("sync-metrics", "-q")

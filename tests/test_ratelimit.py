@@ -150,3 +150,26 @@ def test_parse_limits_and_the_cli_option(cli):
     assert client.limiter.budget("events") == (90, 900) and client.limiter.budget("metrics") == (10, 135)
     result = cli("sync-metrics", "--rate-limit", "events=lots")
     assert result.exit_code == 2 and "--rate-limit" in result.stderr
+
+
+def test_klaviyo_rate_limits_environment_variable(cli, mocked, monkeypatch):
+    """README: --rate-limit is read from KLAVIYO_RATE_LIMITS when the flag is absent."""
+    from klaviyo_sync.commands import base
+
+    made = []
+
+    class Recording(RateLimiter):
+        def __init__(self, limits=None, **kw):
+            super().__init__(limits, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(base, "RateLimiter", Recording)
+    mocked.get("https://a.klaviyo.com/api/metrics", json={"data": [], "links": {"next": None}})
+    ok = cli("sync-metrics", "-q", env={"KLAVIYO_RATE_LIMITS": "metrics=2/15,events=5/12"})
+    assert ok.exit_code == 0, ok.stderr
+    assert made[-1].budget("metrics") == (2, 15) and made[-1].budget("events") == (5, 12)
+    assert made[-1].budget("campaigns") == (10, 135)  # the others keep their defaults
+    flag = cli("sync-metrics", "-q", "--rate-limit", "metrics=3/14", env={"KLAVIYO_RATE_LIMITS": "metrics=2/15"})
+    assert flag.exit_code == 0 and made[-1].budget("metrics") == (3, 14)  # the flag wins
+    bad = cli("sync-metrics", env={"KLAVIYO_RATE_LIMITS": "metrics=lots"})
+    assert bad.exit_code == 2 and "--rate-limit" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
