@@ -90,6 +90,35 @@ def _status_tables(report: dict) -> None:
                               ("retries", "Retries", "int"), ("error", "Error", "text")], "Recent runs")
 
 
+@app.command("datasette-metadata")
+@common
+def datasette_metadata_cmd(
+    settings: Settings,
+    out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Datasette's metadata.json (table and column descriptions), generated from the database's schema.
+
+    Example: klaviyo-sync datasette-metadata -o metadata.json && datasette klaviyo.db -m metadata.json
+    """
+    from ..describe import datasette_metadata
+
+    if not settings.db.exists():
+        raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
+    database = store.open_db(settings.db)
+    try:
+        metadata = datasette_metadata(database, settings.db.stem)
+    finally:
+        database.close()
+    if out is None:
+        output.write_json(metadata)
+        return
+    try:
+        with open(out, "w", encoding="utf-8") as fh:
+            output.write_json(metadata, fh)
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {out}: {exc.strerror}") from None
+
+
 @app.command("demo")
 def demo_cmd(
     db: Annotated[Path, typer.Option("--db", help="Database file for the demo.")] = Path("demo.db"),

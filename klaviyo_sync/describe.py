@@ -1,0 +1,178 @@
+"""What each table and column of the database means, for tools that show it (Datasette's
+metadata.json): ``datasette_metadata`` walks the actual schema of a database and attaches these
+descriptions, so a column added by a migration shows up even before it is described here
+(tests/test_describe.py fails until it is)."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+TITLE = "Klaviyo (klaviyo-sync)"
+
+TABLES: dict[str, str] = {
+    "metrics": "Every metric (event type) of the account, e.g. Placed Order, Opened Email.",
+    "profiles": "The profiles that events point at (customers and subscribers).",
+    "events": "Every event synced, once each (primary key: Klaviyo's event id).",
+    "campaigns": "Campaigns of every channel, archived ones too.",
+    "campaign_messages": "The messages of each campaign (one per channel variant).",
+    "campaign_stats": "Performance of each campaign message, from Klaviyo's campaign values report. "
+                      "A campaign the report had nothing for has one row with empty statistics "
+                      "and campaign_message_id = ''.",
+    "sync_runs": "One row per klaviyo-sync run: what it did, how long it took, how it ended.",
+    "sync_state": "High-water marks: every event before events.mark is stored.",
+    "event_details": "Events with their metric's name and their profile's email.",
+    "campaign_performance": "One row per campaign with its statistics summed over its messages.",
+}
+
+_COMMON = {
+    "id": "Klaviyo's id (primary key).",
+    "created": "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ).",
+    "updated": "When it last changed in Klaviyo (UTC).",
+    "created_at": "When Klaviyo created it (UTC).",
+    "updated_at": "When it last changed in Klaviyo (UTC).",
+}
+_STATS = {
+    "recipients": "Recipients of the message.",
+    "delivered": "Messages delivered.",
+    "delivery_rate": "delivered / recipients (a fraction 0-1).",
+    "opens": "Opens, counting repeats.",
+    "opens_unique": "Recipients who opened.",
+    "open_rate": "opens_unique / delivered (a fraction 0-1).",
+    "clicks": "Clicks, counting repeats.",
+    "clicks_unique": "Recipients who clicked.",
+    "click_rate": "clicks_unique / delivered (a fraction 0-1).",
+    "conversions": "Conversions (the conversion metric's events) attributed to the message.",
+    "conversion_uniques": "Recipients who converted.",
+    "conversion_rate": "conversion_uniques / delivered (a fraction 0-1).",
+    "conversion_value": "Revenue attributed to the message.",
+    "unsubscribes": "Unsubscribes.",
+    "unsubscribe_rate": "Unsubscribe rate (a fraction 0-1).",
+    "bounced": "Bounces (email).",
+    "bounce_rate": "bounced / recipients (a fraction 0-1).",
+    "spam_complaints": "Spam complaints.",
+    "spam_complaint_rate": "spam_complaints / delivered (a fraction 0-1).",
+}
+
+COLUMNS: dict[str, dict[str, str]] = {
+    "metrics": {
+        "name": "The metric's name, e.g. Placed Order.",
+        "integration_id": "The integration that sends it (id).",
+        "integration_key": "The integration's key, e.g. shopify.",
+        "integration_name": "The integration's name.",
+        "integration_category": "The integration's category.",
+        "attributes": "Every attribute as Klaviyo returned it (JSON).",
+    },
+    "profiles": {
+        "email": "Email address.", "phone_number": "Phone number (E.164).",
+        "external_id": "Your own id for the profile, if set.", "first_name": "First name.",
+        "last_name": "Last name.", "organization": "Organization.", "locale": "Locale, e.g. en-US.",
+        "title": "Job title.", "image": "Image URL.",
+        "last_event_date": "When the profile's latest event happened (UTC).",
+        "location": "Address and coordinates (JSON).", "properties": "Custom properties (JSON).",
+    },
+    "events": {
+        "metric_id": "The metric (event type): metrics.id.",
+        "profile_id": "The profile: profiles.id (NULL when the event has none).",
+        "datetime": "When the event happened (UTC, YYYY-MM-DDTHH:MM:SSZ).",
+        "timestamp": "The same instant in epoch seconds.",
+        "uuid": "Klaviyo's event UUID.",
+        "value": "The event's value (event_properties $value), e.g. an order's revenue.",
+        "properties": "The event's properties (JSON).",
+    },
+    "campaigns": {
+        "name": "Campaign name.", "channel": "email, sms or mobile_push.",
+        "status": "Klaviyo's status, e.g. Sent, Draft.", "archived": "1 if archived, else 0.",
+        "send_time": "When it was sent (UTC): send_time, else its messages' earliest send time.",
+        "scheduled_at": "When it was scheduled (UTC).", "send_strategy": "How it is sent (JSON).",
+        "subject": "Subject of its first message.", "label": "Label of its first message.",
+        "attributes": "Every attribute as Klaviyo returned it (JSON).",
+    },
+    "campaign_messages": {
+        "campaign_id": "The campaign: campaigns.id.", "channel": "email, sms or mobile_push.",
+        "label": "Message label.", "subject": "Email subject.", "preview_text": "Email preview text.",
+        "from_email": "Sender address.", "from_label": "Sender name.", "body": "SMS or push body.",
+        "send_time": "Earliest send time (UTC).", "send_times": "Every send time (JSON).",
+        "definition": "The message definition as Klaviyo returned it (JSON).",
+    },
+    "campaign_stats": {
+        "campaign_id": "The campaign: campaigns.id.",
+        "campaign_message_id": "The message: campaign_messages.id ('' on an empty row).",
+        "send_channel": "The report's channel: email, sms, push-notification.",
+        **_STATS,
+        "conversion_metric_id": "The metric counted as a conversion: metrics.id.",
+        "timeframe_start": "Start of the report timeframe asked for (UTC).",
+        "timeframe_end": "End of the report timeframe asked for (UTC).",
+        "fetched_at": "When these statistics were fetched (UTC).",
+    },
+    "sync_runs": {
+        "id": "Run number.", "command": "The command, e.g. sync-events.",
+        "arguments": "Its arguments (JSON; never the API key).",
+        "started_at": "Start (UTC).", "finished_at": "End (UTC).",
+        "status": "running, ok, partial, failed, interrupted or abandoned.",
+        "window_start": "Start of the window synced (UTC).", "window_end": "End of the window (UTC).",
+        "rows_written": "Rows inserted or changed per table (JSON).", "pages": "Pages read.",
+        "requests": "HTTP requests made.", "retries": "Retries.",
+        "rate_limit_wait_s": "Seconds spent waiting on rate limits.", "seconds": "Duration.",
+        "error": "The error, redacted (failed or partial runs).",
+    },
+    "sync_state": {
+        "key": "events.mark, or events.mark:metric=... for --metric runs.",
+        "value": "The mark (UTC): every event before it is stored.",
+        "updated_at": "When the mark last moved (UTC).",
+    },
+}
+
+COLUMNS["event_details"] = {"metric": "The metric's name (metrics.name).",
+                            "email": "The profile's email (profiles.email)."}
+COLUMNS["campaign_performance"] = {
+    "stats_fetched_at": "When its statistics were fetched (UTC); empty if never.",
+    "recipients": "Recipients, summed over the campaign's messages.",
+    "open_rate": "Recomputed from the sums: opens_unique / delivered.",
+    "click_rate": "Recomputed from the sums: clicks_unique / delivered.",
+    "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
+}
+
+# Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
+INTERNAL = {"_sqlite_migrations"}
+
+
+def column_description(table: str, column: str) -> str | None:
+    return COLUMNS.get(table, {}).get(column) or _COMMON.get(column)
+
+
+def datasette_metadata(db: Database, name: str) -> dict:
+    """Datasette's metadata.json for this database (``name``: Datasette's name for it, the file
+    name without .db): a title, and a description for every table, view and column it has."""
+    tables: dict[str, dict] = {}
+    names = [t for t in db.table_names() if t not in INTERNAL and not t.startswith("sqlite_")]
+    for table in names + db.view_names():
+        columns = {}
+        source = db[table] if table in names else db.view(table)
+        for col in source.columns:
+            text = column_description(table, col.name)
+            if text is None and table not in names:  # a view: the column's meaning in a table
+                text = next(filter(None, (column_description(t, col.name)
+                                          for t in ("events", "campaigns", "campaign_stats"))), None)
+            if text is not None:
+                columns[col.name] = text
+        entry: dict = {}
+        if table in TABLES:
+            entry["description"] = TABLES[table]
+        if columns:
+            entry["columns"] = columns
+        tables[table] = entry
+    return {"title": TITLE,
+            "description": "A copy of a Klaviyo account made by klaviyo-sync. Datetimes are UTC text.",
+            "databases": {name: {"tables": tables}}}
+
+
+def undescribed(db: Database) -> list[str]:
+    """``table.column`` of every table column without a description."""
+    missing = []
+    for name in db.table_names():
+        if name in INTERNAL or name.startswith("sqlite_"):
+            continue
+        if name not in TABLES:
+            missing.append(name)
+        missing += [f"{name}.{c.name}" for c in db[name].columns if column_description(name, c.name) is None]
+    return missing
