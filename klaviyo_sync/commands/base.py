@@ -351,11 +351,9 @@ def human_summary(summary: dict) -> str:
     rows = summary.get("rows") or {}
     seconds = summary.get("seconds") or 0.0
     written = ", ".join(f"{n:,} {table}" for table, n in rows.items()) or "nothing"
-    # The rate of what was received: events seen for events, rows written otherwise.
-    if "events_seen" in summary:
-        received, unit = summary["events_seen"], "events"
-    else:
-        received, unit = sum(rows.values()), "rows"
+    # The rate of what was received (events_seen, metrics_seen ...), else of rows written.
+    seen = [(k[: -len("_seen")], v) for k, v in summary.items() if k.endswith("_seen") and isinstance(v, int)]
+    unit, received = seen[0] if seen else ("rows", sum(rows.values()))
     rate = f"{received / seconds:,.0f} {unit}/s" if seconds > 0 else f"- {unit}/s"
     line = (f"{summary['command']} {summary['status']}: {written} written; "
             f"{summary.get('pages', 0):,} pages, {summary.get('requests', 0):,} requests in "
