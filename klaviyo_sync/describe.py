@@ -20,6 +20,14 @@ TABLES: dict[str, str] = {
                       "and campaign_message_id = ''.",
     "sync_runs": "One row per klaviyo-sync run: what it did, how long it took, how it ended.",
     "sync_state": "High-water marks: every event before events.mark is stored.",
+    "flows": "Every flow (automation) of the account, archived and deleted ones too.",
+    "flow_actions": "The actions (steps) of each flow: sends, delays, splits.",
+    "flow_messages": "The messages sent by flow actions.",
+    "templates": "Email templates.",
+    "flow_stats_daily": "Performance of each flow message per UTC day, from Klaviyo's flow series report. "
+                        "Days a message sent nothing have no row.",
+    "flow_stats_days": "Which days' flow statistics were read, for which conversion metric, and when.",
+    "flow_message_daily": "Per-day flow statistics with the flow's and the message's names.",
     "event_details": "Events with their metric's name and their profile's email.",
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
 }
@@ -122,6 +130,50 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
+COLUMNS["flows"] = {
+    "name": "Flow name.", "status": "draft, manual or live.", "archived": "1 if archived, else 0.",
+    "trigger_type": "What starts the flow, e.g. Added to List, Metric.",
+    "deleted_at": "Set when the flow left the account (UTC).",
+    "definition_updated": "The flow's `updated` its definition was read at.",
+    "entry_action_id": "The first action: flow_actions.id.",
+    "triggers": "Its triggers (JSON).", "profile_filter": "Who may enter (JSON).",
+    "reentry_criteria": "When a profile may enter again (JSON).",
+}
+COLUMNS["flow_actions"] = {
+    "flow_id": "The flow: flows.id.",
+    "type": "send-email, send-sms, time-delay, conditional-split, ...",
+    "status": "The action's status.",
+    "position": "Order in a walk from the entry action, true branch first.",
+    "next_action_ids": "The actions that follow (JSON).",
+    "delay_value": "A time delay's amount.", "delay_unit": "A time delay's unit.",
+    "delay_seconds": "A time delay in seconds.", "definition": "The action as Klaviyo returned it (JSON).",
+}
+COLUMNS["flow_messages"] = {
+    "flow_id": "The flow: flows.id.", "flow_action_id": "The action that sends it: flow_actions.id.",
+    "channel": "email or sms.", "name": "Message name.", "subject": "Email subject.",
+    "preview_text": "Email preview text.", "from_email": "Sender address.", "from_label": "Sender name.",
+    "template_id": "The email template: templates.id.", "body": "SMS body.",
+    "definition": "The message as Klaviyo returned it (JSON).",
+}
+COLUMNS["templates"] = {
+    "name": "Template name.", "editor_type": "How it was built, e.g. CODE, SYSTEM_DRAGGABLE.",
+    "html": "HTML (NULL with --no-html).", "text": "Plain text (NULL with --no-html).",
+    "amp": "AMP HTML (NULL with --no-html).",
+}
+COLUMNS["flow_stats_daily"] = {
+    "flow_id": "The flow: flows.id.", "flow_message_id": "The message: flow_messages.id.",
+    "day": "The UTC day, YYYY-MM-DD.", "send_channel": "email or sms.", **_STATS,
+    "conversion_metric_id": "The metric counted as a conversion: metrics.id.",
+    "fetched_at": "When these statistics were fetched (UTC).",
+}
+COLUMNS["flow_stats_days"] = {
+    "flow_id": "The flow: flows.id.", "day": "The UTC day, YYYY-MM-DD.",
+    "conversion_metric_id": "The conversion metric it was read for: metrics.id.",
+    "fetched_at": "When that day was read (UTC).",
+}
+
+COLUMNS["flow_message_daily"] = {"flow_name": "The flow's name (flows.name).",
+                                 "message_name": "The message's name (flow_messages.name)."}
 COLUMNS["event_details"] = {"metric": "The metric's name (metrics.name).",
                             "email": "The profile's email (profiles.email)."}
 COLUMNS["campaign_performance"] = {
@@ -152,7 +204,8 @@ def datasette_metadata(db: Database, name: str) -> dict:
             text = column_description(table, col.name)
             if text is None and table not in names:  # a view: the column's meaning in a table
                 text = next(filter(None, (column_description(t, col.name)
-                                          for t in ("events", "campaigns", "campaign_stats"))), None)
+                                          for t in ("events", "campaigns", "campaign_stats", "flows",
+                                                    "flow_messages", "flow_stats_daily"))), None)
             if text is not None:
                 columns[col.name] = text
         entry: dict = {}

@@ -72,8 +72,10 @@ class ReportsResource(Resource):
                 for mid in self._campaign_by_id[campaign_id]["message_ids"]}
 
     # ------------------------------------------------------------------ handlers
-    def _timeframe(self, tf) -> tuple[float, float, bool]:
-        """-> (start, end, end_inclusive) in epoch seconds."""
+    def _timeframe(self, tf, tz=None) -> tuple[float, float, bool]:
+        """-> (start, end, end_inclusive) in epoch seconds, read in ``tz`` (default: the
+        account's time zone, as Klaviyo does)."""
+        tz = tz or self.account_timezone
         ptr = "/data/attributes/timeframe"
         if not isinstance(tf, dict):
             raise bad("timeframe must be an object.", pointer=ptr)
@@ -83,7 +85,7 @@ class ReportsResource(Resource):
             key = tf["key"]
             if key not in REPORT_TIMEFRAME_KEYS:
                 raise bad(f"'{key}' is not a valid timeframe key.", pointer=ptr + "/key")
-            now = self.now.astimezone(self.account_timezone)
+            now = self.now.astimezone(tz)
             today = now.replace(hour=0, minute=0, second=0, microsecond=0)
             week0 = today - timedelta(days=today.weekday())
             month0 = today.replace(day=1)
@@ -119,7 +121,7 @@ class ReportsResource(Resource):
             raise bad("timeframe must have either 'key' or 'start' and 'end'.", pointer=ptr)
         if not isinstance(tf["start"], str) or not isinstance(tf["end"], str):
             raise bad("timeframe start and end must be datetimes.", pointer=ptr)
-        start, end = self._account_time(tf["start"]), self._account_time(tf["end"])
+        start, end = self._account_time(tf["start"], tz), self._account_time(tf["end"], tz)
         if start is None:
             raise bad("timeframe start is not a valid datetime.", pointer=ptr + "/start")
         if end is None:
@@ -130,7 +132,7 @@ class ReportsResource(Resource):
             raise bad("The timeframe cannot be longer than 1 year.", pointer=ptr)
         return start, end, True
 
-    def _account_time(self, text: str) -> float | None:
+    def _account_time(self, text: str, tz) -> float | None:
         """Epoch seconds of a custom timeframe bound: Klaviyo ignores the offset and reads the
         wall-clock time in the account's time zone (shared/klaviyo-api.md 4.5)."""
         if parse_iso(text) is None:
@@ -139,7 +141,7 @@ class ReportsResource(Resource):
             wall = datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
         except ValueError:
             return None
-        return wall.replace(tzinfo=self.account_timezone).timestamp()
+        return wall.replace(tzinfo=tz).timestamp()
 
     def _msg_stats(self, m: dict, conv_mid: str) -> dict:
         digest = hashlib.blake2b(f"{self.seed}|{m['id']}".encode(), digest_size=16).digest()
