@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
-from .base import PROG, Settings, WaitOpt, _parse, _report, app, common, recorded_run, sync_all_step
+from .base import PROG, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format, _parse, _report, app, common, recorded_run, sync_all_step
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
@@ -51,11 +51,13 @@ def sync_flows_cmd(
     stats: Annotated[bool, typer.Option("--stats/--no-stats", help="Fetch per-day flow statistics for --range.")] = True,
     conversion_metric: ConversionOpt = None,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Sync every flow (archived too), the definition (actions, messages) of each flow that
     changed, and per-day statistics of the days of --range not read since they settled."""
+    _check_summary_format(fmt)
     window = _parse(parse_range, range_, "--range")
-    _report(settings, _flow_sync(settings, window, stats, conversion_metric, wait))
+    _report(settings, _flow_sync(settings, window, stats, conversion_metric, wait), fmt)
 
 
 @app.command("sync-flow-stats")
@@ -65,10 +67,12 @@ def sync_flow_stats_cmd(
     range_: RangeOpt = "30d",
     conversion_metric: ConversionOpt = None,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Per-day flow statistics only (for flows already synced by sync-flows)."""
+    _check_summary_format(fmt)
     window = _parse(parse_range, range_, "--range")
-    _report(settings, _flow_sync(settings, window, True, conversion_metric, wait, command="sync-flow-stats"))
+    _report(settings, _flow_sync(settings, window, True, conversion_metric, wait, command="sync-flow-stats"), fmt)
 
 
 @app.command("sync-templates")
@@ -78,14 +82,16 @@ def sync_templates_cmd(
     no_html: Annotated[bool, typer.Option("--no-html", help="Leave the html, text and amp bodies out.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Read every template, not only those updated since the last run.")] = False,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Sync email templates, incrementally on `updated`."""
+    _check_summary_format(fmt)
     client = settings.client()
     with recorded_run(settings, "sync-templates", {"html": not no_html, "full": full,
                                                     "base_url": settings.base_url}, wait) as run:
         run["client"] = client
         sync_templates(client, run["db"], html=not no_html, full=full, result=run["result"])
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 def _query_flows(settings: Settings, window: Window, by: str) -> tuple[bool, list[dict]]:
