@@ -241,6 +241,8 @@ class KlaviyoClient:
             exc = state.outcome.exception() if state.outcome else None
             wait, _, rate_wait = budget.decide(state)
             self.stats.add(retries=1)
+            if isinstance(exc, _Retryable) and exc.rate_limited:
+                self.limiter.refund(key)  # refused, so not counted by the server either
             if rate_wait:
                 # The server scheduled us: hold every worker of this endpoint for that long;
                 # each resumes after its own random spread, so they do not all fire at once.

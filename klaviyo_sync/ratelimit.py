@@ -130,6 +130,7 @@ class RateLimiter:
         self._spread: dict[str, float] = {}
         self._rng = rng
         self._max_spread = max_spread
+        self._local = threading.local()  # this thread's last admission: (key, instant)
         self.waited = 0.0
 
     def _tiers_for(self, key: str) -> list[_Tier]:
@@ -167,12 +168,28 @@ class RateLimiter:
                     if wait <= 0:
                         for t in tiers:
                             t.stamps.append(now)
+                        self._local.last = (key, now)
                         self.waited += waited
                         return waited
             # A tiny floor keeps float rounding from spinning.
             wait = max(wait, 0.001)
             self._sleep(wait)
             waited += wait
+
+    def refund(self, key: str) -> None:
+        """Give back the slot this thread's last request to ``key`` took: the server refused it
+        with a 429, so it did not count there. Keeping it would make a small budget (reports:
+        2 a minute) wait a whole minute for a request the server never served."""
+        last = getattr(self._local, "last", None)
+        if last is None or last[0] != key:
+            return
+        self._local.last = None
+        with self._lock:
+            for t in self._tiers_for(key):
+                try:
+                    t.stamps.remove(last[1])
+                except ValueError:  # already out of the window
+                    pass
 
     def pause(self, key: str, seconds: float) -> None:
         """Hold every worker of this endpoint for ``seconds`` (after a 429)."""

@@ -70,8 +70,12 @@ def assert_no_secret(text: str, where: str, secrets=()) -> None:
 def run_cli(args, env: dict, *, timeout: float = DEFAULT_TIMEOUT, cwd=None, secrets=()) -> Run:
     """Run ``python -m klaviyo_sync ARGS``; the key must never be in its output."""
     t0 = time.monotonic()
-    proc = subprocess.run([*CLI, *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    try:
+        proc = subprocess.run([*CLI, *map(str, args)], env=env, capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        raise AssertionError(f"klaviyo-sync {args} did not finish in {timeout}s; stderr: {err}") from None
     run = Run(list(args), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
     assert_no_secret(run.stdout, f"stdout of {args}", secrets)
     assert_no_secret(run.stderr, f"stderr of {args}", secrets)

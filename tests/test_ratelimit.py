@@ -46,6 +46,20 @@ def test_report_endpoint_limits_are_exact_small_numbers():
     assert stamps[:2] == [0.0, 1.0]  # two a minute, a second apart, are allowed
 
 
+def test_a_refused_request_gives_its_slot_back():
+    """A request the server answered with 429 did not count there: its slot is refunded, so the
+    retry of the second report of a minute waits seconds, not the rest of the minute."""
+    clock = FakeTime()
+    limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)
+    limiter.acquire("reports")
+    limiter.acquire("reports")  # one second later (1/s)
+    limiter.refund("reports")  # ... and refused with a 429
+    assert limiter.acquire("reports") == 0.0  # its retry goes now, not 59 s later
+    assert limiter.acquire("reports") == 59.0  # the minute's two are spent now
+    limiter.refund("metrics")  # nothing to give back there: no effect
+    assert limiter.budget("reports") == (1, 2)
+
+
 def test_pause_holds_every_worker_of_the_endpoint():
     clock = FakeTime()
     limiter = RateLimiter(clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
