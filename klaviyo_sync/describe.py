@@ -28,6 +28,14 @@ TABLES: dict[str, str] = {
                         "Days a message sent nothing have no row.",
     "flow_stats_days": "Which days' flow statistics were read, for which conversion metric, and when.",
     "flow_message_daily": "Per-day flow statistics with the flow's and the message's names.",
+    "lists": "Lists of the account.",
+    "segments": "Segments of the account.",
+    "list_members": "Which profiles are members of which list.",
+    "segment_members": "Which profiles are members of which segment.",
+    "verify_results": "One row per metric, day and verify run: local counts against Klaviyo's.",
+    "email_subscribers": "Live profiles with an email who are subscribed to email marketing and can receive it.",
+    "list_growth": "Per list and day: members who joined that day and the running total.",
+    "profile_lists": "Each profile's email with its lists.",
     "event_details": "Events with their metric's name and their profile's email.",
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
 }
@@ -77,6 +85,18 @@ COLUMNS: dict[str, dict[str, str]] = {
         "title": "Job title.", "image": "Image URL.",
         "last_event_date": "When the profile's latest event happened (UTC).",
         "location": "Address and coordinates (JSON).", "properties": "Custom properties (JSON).",
+        "email_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED (sync-profiles).",
+        "email_can_receive": "1 if email marketing can reach the profile.",
+        "email_suppression": "Suppression reasons, comma-separated, e.g. HARD_BOUNCE.",
+        "email_consent_at": "When email consent was given or changed (UTC).",
+        "sms_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED.",
+        "sms_can_receive": "1 if SMS marketing can reach the profile.",
+        "sms_consent_at": "When SMS consent was given or changed (UTC).",
+        "push_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED.",
+        "push_can_receive": "1 if push can reach the profile.",
+        "subscriptions": "Subscriptions as Klaviyo returned them (JSON).",
+        "predictive_analytics": "Predictive analytics (JSON, with --predictive).",
+        "deleted_at": "Set when the profile was deleted in Klaviyo (UTC).",
     },
     "events": {
         "metric_id": "The metric (event type): metrics.id.",
@@ -172,6 +192,34 @@ COLUMNS["flow_stats_days"] = {
     "fetched_at": "When that day was read (UTC).",
 }
 
+COLUMNS["lists"] = {
+    "name": "List name.", "opt_in_process": "single_opt_in or double_opt_in.",
+    "profile_count": "Members, as Klaviyo counted them.", "profile_count_at": "When it was counted (UTC).",
+}
+COLUMNS["segments"] = {
+    "name": "Segment name.", "definition": "Its conditions (JSON).", "is_active": "1 if active.",
+    "is_processing": "1 while Klaviyo is (re)computing it.", "is_starred": "1 if starred.",
+    "profile_count": "Members, as Klaviyo counted them.", "profile_count_at": "When it was counted (UTC).",
+}
+COLUMNS["list_members"] = {"list_id": "The list: lists.id.", "profile_id": "The profile: profiles.id.",
+                           "joined_group_at": "When the profile most recently joined (UTC)."}
+COLUMNS["segment_members"] = {"segment_id": "The segment: segments.id.", "profile_id": "The profile: profiles.id.",
+                              "joined_group_at": "When the profile most recently joined (UTC)."}
+COLUMNS["verify_results"] = {
+    "run_id": "The verify run: sync_runs.id.", "metric_id": "metrics.id.", "metric": "The metric's name.",
+    "day": "The day checked, YYYY-MM-DD in timezone.", "timezone": "The time zone the days are in.",
+    "local": "Events of that metric and day in this database.",
+    "klaviyo": "Klaviyo's count (metric-aggregates); NULL: unverifiable.",
+    "difference": "local - klaviyo.",
+    "status": "ok, missing_locally, extra_locally, unsettled or unverifiable.",
+    "local_before": "With --repair: the local count before repairing.",
+    "repaired": "1 if --repair refetched the day.", "checked_at": "When it was checked (UTC).",
+}
+COLUMNS["list_growth"] = {"list_id": "The list: lists.id.", "list": "The list's name.",
+                          "joined": "Members who joined that day.", "members": "Running total of members."}
+COLUMNS["profile_lists"] = {"list_id": "The list: lists.id.", "list": "The list's name.",
+                            "joined_group_at": "When the profile most recently joined (UTC)."}
+COLUMNS["email_subscribers"] = {}
 COLUMNS["flow_message_daily"] = {"flow_name": "The flow's name (flows.name).",
                                  "message_name": "The message's name (flow_messages.name)."}
 COLUMNS["event_details"] = {"metric": "The metric's name (metrics.name).",
@@ -204,8 +252,8 @@ def datasette_metadata(db: Database, name: str) -> dict:
             text = column_description(table, col.name)
             if text is None and table not in names:  # a view: the column's meaning in a table
                 text = next(filter(None, (column_description(t, col.name)
-                                          for t in ("events", "campaigns", "campaign_stats", "flows",
-                                                    "flow_messages", "flow_stats_daily"))), None)
+                                          for t in ("events", "profiles", "campaigns", "campaign_stats",
+                                                    "flows", "flow_messages", "flow_stats_daily"))), None)
             if text is not None:
                 columns[col.name] = text
         entry: dict = {}
