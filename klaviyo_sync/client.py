@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from . import __version__, timeutil
 from .errors import ApiError, AuthError, RateLimitExceeded, UnsafeLinkError, redact

@@ -650,7 +650,12 @@ def test_demo(tmp_path):
     assert twin.event_ids(NOW - week + timedelta(seconds=lag), NOW) <= got <= twin.event_ids(NOW - week, NOW)
     assert ids(db, "metrics") == twin.metric_ids()
     assert count(db, "campaigns") == len(twin.campaign_ids())
-    assert [r["status"] for r in sync_runs(db)] == ["ok", "ok", "ok"]
+    # Profile, list and flow ids are made from creation times relative to the fake's now: count.
+    assert count(db, "profiles") == len(twin.live_profile_ids())  # quiet ones too: sync-profiles ran
+    assert count(db, "flows") == len(twin.flow_ids()) and count(db, "lists") == len(twin.list_ids())
+    assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
+        (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
+                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats")]
 
 
 # -- 11. the fake's own command line ----------------------------------------------------------

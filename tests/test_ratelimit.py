@@ -148,7 +148,6 @@ def test_endpoint_keys():
 
 
 def test_parse_limits_and_the_cli_option(cli):
-    import pytest
 
     from klaviyo_sync.cli import Settings
     from klaviyo_sync.ratelimit import parse_limits

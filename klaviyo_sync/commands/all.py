@@ -9,27 +9,31 @@ import sys
 
 import typer
 
-from .. import errors, output
+from .. import errors
 from ..errors import ApiError, AuthError
 from .base import (
     PROG,
     SYNC_ALL_STEPS,
     Settings,
+    SummaryFormatOpt,
     WaitOpt,
+    _check_summary_format,
     app,
     common,
     locked_db,
+    print_summary,
     run_record,
 )
 
 
 @app.command("sync-all")
 @common
-def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0) -> None:
+def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto") -> None:
     """Sync the whole account, every stream in order, from one cron line.
 
     Example: klaviyo-sync sync-all --wait 600
     """
+    _check_summary_format(fmt)
     failures: list[tuple[str, ApiError]] = []
     partial: list[str] = []
     with locked_db(settings, wait) as database:
@@ -50,8 +54,7 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0) -> None:
             finally:
                 client.close()
             summary = run["summary"]
-            if not settings.quiet:
-                output.write_json_line(summary)
+            print_summary(settings, summary, fmt)
             if summary["status"] == "partial":
                 partial.append(step.command)
                 print(f"{PROG}: warning: {step.command}: {run['result'].partial}", file=sys.stderr)

@@ -291,8 +291,8 @@ SYNC_ALL_STEPS: list[Step] = []
 
 
 def sync_commands() -> list[str]:
-    """The sync commands `status --command` knows: every step of sync-all, and sync-all."""
-    return [*dict.fromkeys(s.command for s in SYNC_ALL_STEPS), "sync-all"]
+    """The commands `status --command` knows: every step of sync-all (each records its own run), and verify."""
+    return [*dict.fromkeys(s.command for s in SYNC_ALL_STEPS), "verify"]
 
 
 def sync_all_step(order: int, command: str, scope: str, **arguments):
@@ -330,14 +330,20 @@ def _report(settings: Settings, run: dict, fmt: str = "auto") -> None:
     """The end-of-run report on stdout: a short human summary on a terminal, the JSON line when
     piped (cron, `| jq`) or with --format json; nothing with -q."""
     summary = run["summary"]
-    if not settings.quiet:
-        if output.resolve_format(fmt) == "json":
-            output.write_json_line(summary)
-        else:
-            print(human_summary(summary), flush=True)
+    print_summary(settings, summary, fmt)
     if summary["status"] == "partial":
         print(f"{PROG}: warning: {run['result'].partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)
+
+
+def print_summary(settings: Settings, summary: dict, fmt: str = "auto") -> None:
+    """One run's summary on stdout: human on a terminal, a JSON line when piped or asked."""
+    if settings.quiet:
+        return
+    if output.resolve_format(fmt) == "json":
+        output.write_json_line(summary)
+    else:
+        print(human_summary(summary), flush=True)
 
 
 def _check_summary_format(fmt: str) -> None:

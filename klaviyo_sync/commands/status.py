@@ -10,13 +10,12 @@ from .. import db as store
 from .. import errors, output, queries
 from ..client import DEFAULT_REVISION, revision_age_warning
 from ..errors import UsageError
-from ..streams.campaigns import sync_campaigns
 from ..streams.events import sync_events
-from ..streams.metrics import sync_metrics
 from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
 from ..verify import last_verify
 from .base import (
     _STATE,
+    SYNC_ALL_STEPS,
     DEFAULT_WORKERS,
     Settings,
     _parse,
@@ -135,22 +134,20 @@ def demo_cmd(
                             quiet=False, verbose=False)
         _STATE["api_key"] = FAKE_API_KEY
         now = floor_second(utcnow())
-        steps = [
-            ("sync-metrics", {}, lambda c, d, r: sync_metrics(c, d, result=r)),
-            ("sync-events", {"hours": 168, "workers": workers},
-             lambda c, d, r: sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"),
-                                         workers=workers, result=r)),
-            ("sync-campaigns", {"range": "90d"},
-             lambda c, d, r: sync_campaigns(c, d, parse_range("90d"), stats=True, result=r)),
-        ]
-        for command, arguments, step in steps:
+        for step in SYNC_ALL_STEPS:  # what `sync-all` runs, with a week of events
+            run_step, arguments = step.run, step.arguments
+            if step.command == "sync-events":
+                arguments = {"hours": 168, "workers": workers}
+
+                def run_step(c, d, r):
+                    sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"), workers=workers, result=r)
             client = settings.client(pool_size=max(16, workers * 2))
-            with recorded_run(settings, command, {**arguments, "demo": True}, 0.0) as run:
+            with recorded_run(settings, step.command, {**arguments, "demo": True}, 0.0) as run:
                 run["client"] = client
-                step(client, run["db"], run["result"])
+                run_step(client, run["db"], run["result"])
             s = run["summary"]
             rows = ", ".join(f"{v:,} {k}" for k, v in s["rows"].items())
-            print(f"  {command:<15} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
+            print(f"  {step.command:<16} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
     database = store.open_db(db)
     try:
         report = queries.status_report(database, utcnow(), runs=0)
@@ -161,5 +158,6 @@ def demo_cmd(
                        [("table", "Table", "text"), ("rows", "Rows", "int")], f"Stored in {db}")
     output.write_rows(campaigns, "table", queries.CAMPAIGN_TABLE, title="klaviyo-sync campaigns --range 30d (synthetic)")
     print(f"Try: sqlite3 {db} 'SELECT metric, count(*) FROM event_details GROUP BY metric'")
+    print(f"     klaviyo-sync flows --range 30d --db {db}")
 
 

@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
