@@ -6,8 +6,10 @@ import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from typer.testing import CliRunner
 
 from klaviyo_sync import db as store
+from klaviyo_sync.cli import app
 from klaviyo_sync.fake import FakeKlaviyo
 
 from .e2e_helpers import cli_env, ids, query, run_cli
@@ -101,13 +103,17 @@ def test_incremental_run_fetches_definitions_of_changed_flows_only(fake, env):
     assert not [r for r in fake.request_log()[n:] if r["path"].startswith("/api/flows/")]
 
 
-def test_failed_definition_request_fails_the_run_and_keeps_stored_flows(fake, env):
+def test_failed_definition_request_fails_the_run_and_keeps_stored_flows(fake, env, monkeypatch):
     ok(["sync-flows", "--no-stats"], env)
     first = sorted(fake.flow_ids())[0]
     fake.touch_flow(first, rename="Renamed")
     fake.server_error_every = 1  # every request fails, retries included
-    run = run_cli(["sync-flows", "--no-stats"], env)
-    assert run.returncode == 3, run.describe()
+    # In-process with the backoff sleeps skipped: six real attempts would wait ~30 s.
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    run = CliRunner().invoke(app, ["sync-flows", "--no-stats"], env=env)
+    assert run.exit_code == 3, run.output
+    assert "failed after 6 attempts" in run.stderr
+    monkeypatch.undo()
     fake.server_error_every = 0
     assert ids(db_of(env), "flows") == all_flow_ids(fake)
     assert query(db_of(env), "SELECT count(*) FROM flow_actions WHERE flow_id = ?", [first])[0][0] > 0
