@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import math
 import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from ..data import M64, dumps, iso, mix
-from ..errors import ApiError, bad
+from ..errors import bad
 from ..hosting import Route
-from ..jsonapi import JSONAPI, fields_param, query_params
+from ..jsonapi import fields_param, query_params, post_attributes
 from . import Resource
 
 MEASUREMENTS = ("count", "sum_value", "unique")
@@ -130,28 +129,9 @@ class AggregatesResource(Resource):
 
     # ------------------------------------------------------------------ handler
     def _h_metric_aggregates(self, ctx):
-        ct = (ctx.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ct != JSONAPI:
-            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
-                           f'Unsupported media type "{ct}" in request; use {JSONAPI}.',
-                           {"pointer": "/data/"})
         params = query_params(ctx, {"fields[metric-aggregate]"})
         fagg = fields_param(params, "fields[metric-aggregate]", {"data", "dates", "id"})
-        try:
-            doc = json.loads(ctx.body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise bad("The request body is not valid JSON.", pointer="/data") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-            raise bad("'data' is required.", pointer="/data")
-        data = doc["data"]
-        if data.get("type") != "metric-aggregate":
-            raise bad("'type' must be 'metric-aggregate'.", pointer="/data/type")
-        attrs = data.get("attributes")
-        if not isinstance(attrs, dict):
-            raise bad("'attributes' is required.", pointer="/data/attributes")
-        unknown = set(attrs) - ATTRIBUTES
-        if unknown:
-            raise bad(f"Unknown attributes: {sorted(unknown)}.", pointer="/data/attributes")
+        attrs = post_attributes(ctx, "metric-aggregate", ATTRIBUTES)
         for name in ("metric_id", "measurements", "filter"):
             if attrs.get(name) in (None, "", []):
                 raise bad(f"'{name}' is required.", pointer=f"/data/attributes/{name}")

@@ -16,15 +16,14 @@ D0..Dn and consecutive requests built that way never overlap.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from datetime import timezone
 
 from ..data import dumps, iso
-from ..errors import ApiError, bad
+from ..errors import bad
 from ..filters import FilterError, parse_filter
 from ..hosting import Route
-from ..jsonapi import JSONAPI, fields_param, query_params
+from ..jsonapi import fields_param, query_params, post_attributes
 from . import Resource
 from .reports import REPORT_STATISTICS
 
@@ -142,31 +141,12 @@ class FlowReportsResource(Resource):
 
     # ------------------------------------------------------------------ handlers
     def _flow_report_request(self, ctx, kind: str):
-        ct = (ctx.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ct != JSONAPI:
-            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
-                           f'Unsupported media type "{ct}" in request; use {JSONAPI}.',
-                           {"pointer": "/data/"})
         params = query_params(ctx, {f"fields[{kind}]", "page_cursor"})
         fields_param(params, f"fields[{kind}]", {"id", "results", "date_times"})
-        try:
-            doc = json.loads(ctx.body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise bad("The request body is not valid JSON.", pointer="/data") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-            raise bad("'data' is required.", pointer="/data")
-        data = doc["data"]
-        if data.get("type") != kind:
-            raise bad(f"'type' must be '{kind}'.", pointer="/data/type")
-        attrs = data.get("attributes")
-        if not isinstance(attrs, dict):
-            raise bad("'attributes' is required.", pointer="/data/attributes")
         allowed = {"statistics", "timeframe", "conversion_metric_id", "group_by", "filter"}
         if kind == "flow-series-report":
             allowed.add("interval")
-        unknown = set(attrs) - allowed
-        if unknown:
-            raise bad(f"Unknown attributes: {sorted(unknown)}.", pointer="/data/attributes")
+        attrs = post_attributes(ctx, kind, allowed)
         stats = attrs.get("statistics")
         if not isinstance(stats, list) or not stats:
             raise bad("'statistics' is required and must be a non-empty list.",

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import json
 import random
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from ..data import dumps, parse_iso
-from ..errors import ApiError, bad
+from ..errors import bad
 from ..filters import FilterError, parse_filter
 from ..hosting import Route
-from ..jsonapi import JSONAPI, dec_cursor, enc_cursor, fields_param, query_params
+from ..jsonapi import dec_cursor, enc_cursor, fields_param, query_params, post_attributes
 from . import Resource
 
 REPORT_CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}
@@ -202,29 +201,10 @@ class ReportsResource(Resource):
         }
 
     def _h_report(self, ctx):
-        ct = (ctx.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ct != JSONAPI:
-            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
-                           f'Unsupported media type "{ct}" in request; use {JSONAPI}.',
-                           {"pointer": "/data/"})
         params = query_params(ctx, {"fields[campaign-values-report]", "page_cursor"})
         frep = fields_param(params, "fields[campaign-values-report]", {"id", "results"})
-        try:
-            doc = json.loads(ctx.body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise bad("The request body is not valid JSON.", pointer="/data") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-            raise bad("'data' is required.", pointer="/data")
-        data = doc["data"]
-        if data.get("type") != "campaign-values-report":
-            raise bad("'type' must be 'campaign-values-report'.", pointer="/data/type")
-        attrs = data.get("attributes")
-        if not isinstance(attrs, dict):
-            raise bad("'attributes' is required.", pointer="/data/attributes")
-        unknown = set(attrs) - {"statistics", "timeframe", "conversion_metric_id", "group_by",
-                                "filter"}
-        if unknown:
-            raise bad(f"Unknown attributes: {sorted(unknown)}.", pointer="/data/attributes")
+        attrs = post_attributes(ctx, "campaign-values-report",
+                                {"statistics", "timeframe", "conversion_metric_id", "group_by", "filter"})
         stats = attrs.get("statistics")
         if not isinstance(stats, list) or not stats:
             raise bad("'statistics' is required and must be a non-empty list.",
