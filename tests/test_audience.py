@@ -165,29 +165,90 @@ def test_membership_incremental_misses_a_leave_the_full_pass_removes_it(tmp_path
 def test_killed_sync_profiles_resumes_exactly(tmp_path):
     db, clean = tmp_path / "k.db", tmp_path / "clean.db"
     with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=NOW) as fake:
-        fake.latency = 0.02
+        fake.hold_after = 5  # five pages answered, then every request waits: killed mid-run, always
         env = cli_env(fake, db)
         proc = start_cli(["sync-profiles"], env)
         try:
-            assert wait_for(lambda: _mark_exists(db), timeout=60), "the first page never committed"
+            assert wait_for(lambda: _mark_exists(db) and fake.held > 0, timeout=60), "no page committed"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
+            fake.release()
         killed_mark = mark(db, "profiles.mark")
         stored = ids(db, "profiles")
-        assert 0 < len(stored) < 3000
+        assert 0 < len(stored) <= 500
         # Everything up to the mark is stored: the resume skips nothing.
         upto = {p for p in fake.live_profile_ids() if fake.profile(p)["attributes"]["updated"][:19] + "Z" <= killed_mark}
         assert upto <= stored
-        fake.latency = 0
+        seen = len(fake.request_log())
         rerun = run_cli(["sync-profiles"], env)
         assert rerun.returncode == 0, rerun.describe()
-        assert "filter" in profile_requests(fake)[-(rerun.summary["requests"])]
+        # The rerun starts from the committed mark (a second back), not at page one.
+        first = profile_requests(fake, seen)[0]
+        assert first["filter"] == [f"greater-than(updated,{iso_minus_1s(killed_mark)})"]
         assert run_cli(["sync-profiles"], cli_env(fake, clean)).returncode == 0
         assert dump(db, ("profiles",)) == dump(clean, ("profiles",))
         assert ids(db, "profiles") == fake.live_profile_ids()
+
+
+def iso_minus_1s(value: str) -> str:
+    return (parse_iso(value) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_an_interrupted_full_membership_pass_removes_nobody(tmp_path):
+    """Removals wait for the pass's last page: a pass killed halfway leaves every old member
+    (and may add new ones), and the next full pass is exact."""
+    db = tmp_path / "k.db"
+    with FakeKlaviyo(n_events=50, n_profiles=400, n_quiet_profiles=0, now=NOW) as fake:
+        env = cli_env(fake, db)
+        lid = max(fake.list_ids(), key=lambda g: len(fake.members(g)))
+        if len(fake.members(lid)) <= 100:  # the pass must have a second page to be cut before
+            fake.join(lid, sorted(fake.live_profile_ids() - set(fake.members(lid)))[:150])
+        assert run_cli(["sync-lists", "--members", lid], env).returncode == 0
+        members = lambda: set(ids_where(db, lid))  # noqa: E731
+        before = members()
+        assert before == set(fake.members(lid))
+        leavers = sorted(before)[:20]
+        fake.leave(lid, leavers)
+        fake.hold_after = len(fake.request_log()) + 2  # the lists page and one page of members
+        proc = start_cli(["sync-lists", "--members", lid, "--full"], env)
+        try:
+            assert wait_for(lambda: fake.held > 0, timeout=60), "the pass never reached its second page"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            fake.release()
+        assert members() >= before  # nobody removed by the cut pass, the leavers included
+        fake.hold_after = None
+        full = run_cli(["sync-lists", "--members", lid, "--full"], env)
+        assert full.returncode == 0, full.describe()
+        assert members() == set(fake.members(lid)) == before - set(leavers)
+
+
+def ids_where(db, lid: str) -> list[str]:
+    return [r[0] for r in query(db, "SELECT profile_id FROM list_members WHERE list_id = ?", [lid])]
+
+
+def test_predictive_analytics_only_when_asked(tmp_path):
+    db = tmp_path / "k.db"
+    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=NOW) as fake:
+        env = cli_env(fake, db)
+        assert run_cli(["sync-profiles"], env).returncode == 0
+        assert profile_requests(fake)[0]["additional-fields[profile]"] == ["subscriptions"]
+        assert query(db, "SELECT count(*) FROM profiles WHERE predictive_analytics IS NOT NULL") == [(0,)]
+        seen = len(fake.request_log())
+        run = run_cli(["sync-profiles", "--full", "--predictive"], env)
+        assert run.returncode == 0, run.describe()
+        asked = profile_requests(fake, seen)
+        assert asked and all(r["additional-fields[profile]"] == ["subscriptions,predictive_analytics"] for r in asked)
+        stored = dict(query(db, "SELECT id, predictive_analytics FROM profiles"))
+        for pid in fake.live_profile_ids():
+            want = fake.profile(pid, predictive=True)["attributes"]["predictive_analytics"]
+            assert json.loads(stored[pid]) == want
 
 
 def _mark_exists(db) -> bool:
