@@ -165,3 +165,24 @@ def test_relative_next_link_is_resolved_against_the_api_host(mocked, client):
                match=[matchers.query_string_matcher("")])
     mocked.get(METRICS, json=page(["b"]), match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
     assert [p.data[0]["id"] for p in client.paginate("/api/metrics")] == ["a", "b"]
+
+
+def test_gc_paused_nests_and_restores_the_collector():
+    import gc
+
+    from klaviyo_sync.client import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer use still holds it
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector the program disabled stays disabled
+    finally:
+        gc.enable()
