@@ -60,6 +60,7 @@ class ClientStats:
     rate_limited: int = 0
     rate_limit_wait_s: float = 0.0
     throttle_wait_s: float = 0.0
+    network_wait_s: float = 0.0  # sending requests and waiting for their answers' headers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **kw: float) -> None:
@@ -233,10 +234,12 @@ class KlaviyoClient:
             data = json.dumps(json_body)
         self.stats.add(requests=1)
         try:
+            sent = time.monotonic()
             resp = self.session.request(
                 method, url, params=params, data=data, headers=headers,
                 timeout=self.timeout, allow_redirects=False, stream=True,
             )
+            self.stats.add(network_wait_s=time.monotonic() - sent)
             # Waiting for an answer costs nothing, holding a decoded page costs megabytes: any
             # number of workers may wait on the network, but only a few read, decode and parse
             # at once, so memory does not grow with --workers.

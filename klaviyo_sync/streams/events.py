@@ -183,6 +183,46 @@ class _Stop(Exception):
     pass
 
 
+START_WORKERS = 2  # fetchers at first: against a fast API more only share the GIL (2 cores)
+GROW_WAIT_SHARE = 0.5  # grow while fetchers spend at least half their time waiting for answers
+GROW_MIN_GAIN = 1.15  # ... and the last step raised the event rate at least this much
+TICK_SECONDS = 1.0
+
+
+class _Autoscale:
+    """How many fetchers to run, from what the run measures (the tool cannot know in advance
+    whether the API answers in 5 ms or 300 ms): start with ``START_WORKERS``; once a second,
+    if the fetchers spent most of their time waiting for answers (latency-bound), double them,
+    up to ``limit`` (--workers); stop growing for good once a step did not raise the event
+    rate. A CPU-bound run (fast API) keeps two fetchers; a latency-bound one reaches the
+    limit in a few seconds."""
+
+    def __init__(self, limit: int, now: float, network_wait: float):
+        self.limit = limit
+        self.target = min(START_WORKERS, limit)
+        self.frozen = self.target >= limit
+        self._last = (now, network_wait, 0)
+        self._rate_before_step: float | None = None
+
+    def tick(self, now: float, events: int, network_wait: float, active: int) -> int:
+        t0, w0, e0 = self._last
+        dt = now - t0
+        if self.frozen or dt < TICK_SECONDS or active < 1:
+            return self.target
+        rate = (events - e0) / dt
+        share = (network_wait - w0) / (active * dt)
+        self._last = (now, network_wait, events)
+        if self._rate_before_step is not None and rate < self._rate_before_step * GROW_MIN_GAIN:
+            self.frozen = True  # more fetchers did not help: the CPU (or the API's limit) is the bound
+            return self.target
+        self._rate_before_step = None
+        if share >= GROW_WAIT_SHARE:
+            self._rate_before_step = rate
+            self.target = min(self.limit, self.target * 2)
+            self.frozen = self.target >= self.limit
+        return self.target
+
+
 def sync_events(
     client: KlaviyoClient,
     db: Database,
@@ -196,7 +236,9 @@ def sync_events(
     advance_mark: bool = True,
 ) -> SyncResult:
     """Fetch every event with ``start <= datetime < end``; fetchers run in threads, one writer
-    (this thread) commits each page together with the high-water mark. ``advance_mark=False``
+    (this thread) commits each page together with the high-water mark. ``workers`` is the most
+    fetchers it runs: it starts with two and adds more while they wait on the network
+    (``_Autoscale``). ``advance_mark=False``
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
     result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
     slices = plan_slices(window, workers, metric_ids)
@@ -257,13 +299,21 @@ def sync_events(
                 pass
 
     limit_malloc_arenas()
-    n_threads = max(1, min(workers, len(slices)))
-    threads = [threading.Thread(target=fetcher, name=f"fetch-{i}", daemon=True) for i in range(n_threads)]
-    for t in threads:
-        t.start()
     started = time.monotonic()
+    scale = _Autoscale(max(1, min(workers, len(slices))), started, client.stats.network_wait_s)
+    threads: list[threading.Thread] = []
+    running = 0
+
+    def start_fetchers(count: int) -> None:
+        nonlocal running
+        while len(threads) < count:
+            t = threading.Thread(target=fetcher, name=f"fetch-{len(threads)}", daemon=True)
+            threads.append(t)
+            running += 1
+            t.start()
+
+    start_fetchers(scale.target)
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
-    running = n_threads
     failure: BaseException | None = None
 
     def apply(s: EventSlice, item) -> None:
@@ -312,6 +362,9 @@ def sync_events(
                 if may_advance and (stored_mark is None or mark > stored_mark):
                     store.set_state(db, key, iso(mark))
                     stored_mark = mark
+            if not scale.frozen and failure is None:
+                start_fetchers(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
+                                          client.stats.network_wait_s, running))
             if on_progress:
                 covered = sum((x.done_until - x.start).total_seconds() for x in slices)
                 covered /= total_seconds * (len(metric_ids) if metric_ids else 1)
@@ -331,7 +384,7 @@ def sync_events(
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
     result.extra["slices"] = len(slices)
-    result.extra["workers"] = n_threads
+    result.extra["workers"] = len(threads)
     result.extra["mark"] = iso(stored_mark) if stored_mark else None
     return result
 
