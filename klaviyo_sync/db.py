@@ -269,6 +269,28 @@ def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str] = ("id",),
     return sql + f"UPDATE SET {sets} WHERE {differs}"
 
 
+# The secondary indexes of events (created by m001). A first backfill into an empty table drops
+# them and builds each once at the end: maintaining them row by row doubled the writer's SQLite
+# time (measured, 200,000 events: 3.7 -> 1.9 s CPU without them).
+EVENT_INDEXES = {
+    "idx_events_datetime": ("datetime",),
+    "idx_events_metric_id_datetime": ("metric_id", "datetime"),
+    "idx_events_profile_id": ("profile_id",),
+}
+
+
+def ensure_event_indexes(db: Database) -> None:
+    """Create any missing event index (after a backfill, or one that was killed midway)."""
+    for name, cols in EVENT_INDEXES.items():
+        columns = ", ".join(f'"{c}"' for c in cols)
+        db.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "events" ({columns})')
+
+
+def drop_event_indexes(db: Database) -> None:
+    for name in EVENT_INDEXES:
+        db.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
 def write_rows(db: Database, sql: str, rows: Iterable[Sequence]) -> int:
     """Run a prepared upsert over rows; return how many rows were inserted or changed."""
     cur = db.conn.executemany(sql, rows)

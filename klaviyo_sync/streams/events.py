@@ -5,6 +5,7 @@ Performance)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import queue
@@ -165,6 +166,30 @@ def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
 
 
 _DONE = object()
+
+
+@contextlib.contextmanager
+def _event_indexes(db: Database):
+    """A backfill into an empty events table runs without the secondary indexes and builds
+    each once at the end (one sort instead of a B-tree insert per row). Any other run first
+    makes sure they exist, which also repairs a backfill that was killed before its end."""
+    empty = db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+    with db.atomic():
+        (store.drop_event_indexes if empty else store.ensure_event_indexes)(db)
+    if not empty:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        try:
+            with db.atomic():
+                store.ensure_event_indexes(db)
+        except Exception:  # noqa: S110 - the first error is the one to report; the next run rebuilds
+            pass
+        raise
+    with db.atomic():
+        store.ensure_event_indexes(db)
 
 
 @functools.cache
@@ -332,57 +357,58 @@ def sync_events(
         if item.last_datetime:
             s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
 
-    try:
-        while running and failure is None:
-            # Up to 8 pages, or what arrives within half a second, share one transaction: each
-            # commit costs a WAL sync, and the mark still advances with every commit. Pages are
-            # written as they arrive, so the writer holds one page at a time.
-            s, item = pages.get()
-            deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
-            written = 0
-            with db.atomic():
-                while True:
-                    if s is None:
-                        if item is None:
-                            running -= 1
-                        elif failure is None:
-                            failure = item
-                    else:
-                        apply(s, item)
-                        written += 1
-                    s = item = None
-                    wait = deadline - time.monotonic()
-                    if written >= MAX_PAGES_PER_COMMIT or failure is not None or not running or wait <= 0:
-                        break
-                    try:
-                        s, item = pages.get(timeout=wait)
-                    except queue.Empty:
-                        break
-                mark = contiguous_mark(slices, window.start)
-                if may_advance and (stored_mark is None or mark > stored_mark):
-                    store.set_state(db, key, iso(mark))
-                    stored_mark = mark
-            if not scale.frozen and failure is None:
-                start_fetchers(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
-                                          client.stats.network_wait_s, running))
-            if on_progress:
-                covered = sum((x.done_until - x.start).total_seconds() for x in slices)
-                covered /= total_seconds * (len(metric_ids) if metric_ids else 1)
-                on_progress({
-                    "events": result.extra.get("events_seen", 0),
-                    "pages": result.pages,
-                    "covered": min(covered, 1.0),
-                    "elapsed": time.monotonic() - started,
-                })
-        if failure is not None:
-            raise failure
-    finally:
-        stop.set()
-        # Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
-        # and must not hold the process (and the lock) for the read timeout: wait 2 s in all.
-        deadline = time.monotonic() + 2.0
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    with _event_indexes(db):
+        try:
+            while running and failure is None:
+                # Up to 8 pages, or what arrives within half a second, share one transaction: each
+                # commit costs a WAL sync, and the mark still advances with every commit. Pages are
+                # written as they arrive, so the writer holds one page at a time.
+                s, item = pages.get()
+                deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
+                written = 0
+                with db.atomic():
+                    while True:
+                        if s is None:
+                            if item is None:
+                                running -= 1
+                            elif failure is None:
+                                failure = item
+                        else:
+                            apply(s, item)
+                            written += 1
+                        s = item = None
+                        wait = deadline - time.monotonic()
+                        if written >= MAX_PAGES_PER_COMMIT or failure is not None or not running or wait <= 0:
+                            break
+                        try:
+                            s, item = pages.get(timeout=wait)
+                        except queue.Empty:
+                            break
+                    mark = contiguous_mark(slices, window.start)
+                    if may_advance and (stored_mark is None or mark > stored_mark):
+                        store.set_state(db, key, iso(mark))
+                        stored_mark = mark
+                if not scale.frozen and failure is None:
+                    start_fetchers(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
+                                              client.stats.network_wait_s, running))
+                if on_progress:
+                    covered = sum((x.done_until - x.start).total_seconds() for x in slices)
+                    covered /= total_seconds * (len(metric_ids) if metric_ids else 1)
+                    on_progress({
+                        "events": result.extra.get("events_seen", 0),
+                        "pages": result.pages,
+                        "covered": min(covered, 1.0),
+                        "elapsed": time.monotonic() - started,
+                    })
+            if failure is not None:
+                raise failure
+        finally:
+            stop.set()
+            # Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
+            # and must not hold the process (and the lock) for the read timeout: wait 2 s in all.
+            deadline = time.monotonic() + 2.0
+            for t in threads:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
     result.extra["slices"] = len(slices)
     result.extra["workers"] = len(threads)
     result.extra["mark"] = iso(stored_mark) if stored_mark else None
