@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import logging
 import queue
 import threading
 import time
@@ -166,6 +167,7 @@ def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
 
 
 _DONE = object()
+log = logging.getLogger("klaviyo_sync")
 
 
 @contextlib.contextmanager
@@ -237,6 +239,8 @@ class _Autoscale:
         rate = (events - e0) / dt
         share = (network_wait - w0) / (active * dt)
         self._last = (now, network_wait, events)
+        log.info("events: %d fetchers, %.0f events/s, %.0f%% of their time waiting for answers",
+                 active, rate, 100 * share)
         if self._rate_before_step is not None and rate < self._rate_before_step * GROW_MIN_GAIN:
             self.frozen = True  # more fetchers did not help: the CPU (or the API's limit) is the bound
             return self.target
