@@ -341,7 +341,6 @@ def sync_events(
             running += 1
             t.start()
 
-    start_fetchers(scale.target)
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
     failure: BaseException | None = None
 
@@ -361,7 +360,8 @@ def sync_events(
         if item.last_datetime:
             s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
 
-    with _event_indexes(db):
+    with _event_indexes(db):  # before the fetchers start: a failure here leaves no thread behind
+        start_fetchers(scale.target)
         try:
             while running and failure is None:
                 # Up to 8 pages, or what arrives within half a second, share one transaction: each
