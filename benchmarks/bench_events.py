@@ -101,11 +101,28 @@ def load_reference(path: Path) -> dict:
     return rates
 
 
+def profiles_for(n: int, args) -> int | None:
+    """Distinct profiles in the fake: --profiles, else events/20 on the realistic shape (one
+    distinct profile per ~20 events over a week, as in real accounts), else the fake's 300."""
+    if args.profiles is not None:
+        return args.profiles
+    if args.shape == "realistic":
+        return max(300, round(n * args.profiles_per_event))
+    return None
+
+
+def shape_args(args) -> list[str]:
+    out = ["--metrics", str(args.metrics)]
+    if args.shape == "realistic":
+        out += ["--profile-shape", "realistic", "--diurnal", "--events-per-visit", str(args.events_per_visit)]
+    return out
+
+
 def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: int) -> dict:
     db = workdir / f"{kind}{'' if workers is None else f'-w{workers}'}-{n}-r{rep}.db"
     remove_db(db)
     fake = Fake(events=n, span_hours=args.span_hours, latency=args.latency, enforce_limits=args.enforce_limits,
-                seed=args.seed, profiles=args.profiles).start()
+                seed=args.seed, profiles=profiles_for(n, args), extra=shape_args(args)).start()
     try:
         since, until = window_for(fake, args.span_hours)
         cpu0 = fake.cpu_seconds()
@@ -153,8 +170,19 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default=None, help="comma list of --workers values for the tool (default: 1 and the tool's default)")
     ap.add_argument("--latency", type=float, default=0.0, help="seconds the fake adds to each request (default 0)")
     ap.add_argument("--enforce-limits", action="store_true", help="the fake enforces Klaviyo's rate limits (answers 429)")
-    ap.add_argument("--span-hours", type=float, default=24.0, help="hours over which the fake spreads the events (default 24)")
-    ap.add_argument("--profiles", type=int, default=None, help="profiles in the fake account (default: the fake's own, 300)")
+    ap.add_argument("--shape", choices=["realistic", "small"], default="realistic",
+                    help="realistic (default): events/20 distinct profiles with ~1 KB of properties and location, "
+                         "40 metrics, 7 days of events following the day (quiet nights), visits of 4 events; "
+                         "small: the fake's defaults (300 small profiles, 12 metrics, 24 h, even spread)")
+    ap.add_argument("--span-hours", type=float, default=None,
+                    help="hours over which the fake spreads the events (default 168 realistic, 24 small)")
+    ap.add_argument("--profiles", type=int, default=None,
+                    help="distinct profiles in the fake account (default: events x --profiles-per-event "
+                         "on the realistic shape, 300 on the small one)")
+    ap.add_argument("--profiles-per-event", type=float, default=0.05, help="realistic shape (default 0.05 = 1/20)")
+    ap.add_argument("--metrics", type=int, default=None, help="metrics in the account (default 40 realistic, 12 small)")
+    ap.add_argument("--events-per-visit", type=int, default=4,
+                    help="realistic shape: consecutive events of one profile (default 4: ~250 profiles a page)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=1, help="runs of each program per size; medians are reported (default 1)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline (e.g. for memory-only runs)")
@@ -177,6 +205,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     check_query_matches_tool()
+    if args.span_hours is None:
+        args.span_hours = 168.0 if args.shape == "realistic" else 24.0
+    if args.metrics is None:
+        args.metrics = 40 if args.shape == "realistic" else 12
     sizes = [int(x.replace("_", "")) for x in args.events.split(",") if x.strip()]
     workers = ([int(w) for w in args.workers.split(",")] if args.workers
                else sorted({1, default_workers()}))
@@ -189,6 +221,7 @@ def main(argv=None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
 
     print(f"bench_events: N={sizes} workers={workers} latency={args.latency}s enforce_limits={args.enforce_limits} "
+          f"shape={args.shape} profiles={[profiles_for(n, args) or 300 for n in sizes]} metrics={args.metrics} "
           f"span={args.span_hours}h repeat={args.repeat} python={sys.version.split()[0]} code={code_version()}", flush=True)
     plan = ([] if args.no_baseline else [("baseline", None)]) + ([] if args.no_tool else [("tool", w) for w in workers])
     rows: list[dict] = []
@@ -283,7 +316,8 @@ def main(argv=None) -> int:
     for p in problems:
         print("  " + p)
     result = {"bench": "events", "sizes": sizes, "workers": workers, "latency": args.latency,
-              "enforce_limits": args.enforce_limits, "span_hours": args.span_hours, "profiles": args.profiles,
+              "enforce_limits": args.enforce_limits, "span_hours": args.span_hours, "shape": args.shape,
+              "profiles": {n: profiles_for(n, args) for n in sizes}, "metrics": args.metrics,
               "baseline_mode": args.baseline_mode, "baseline_args": args.baseline_arg, "min_rate": args.min_rate,
               "reference": str(args.reference) if args.reference else None, "repeat": args.repeat, "verified": verified,
               "summary": summary, "ratios": ratios,

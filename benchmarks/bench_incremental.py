@@ -36,6 +36,7 @@ BUILD_VERSION = 1  # bump when the synthetic data changes
 
 # The fake's id helpers: a bijective 64-bit mixer, so synthetic ids never collide.
 from klaviyo_sync.fake.data import M64, b62, mix  # noqa: E402
+from klaviyo_sync.db import PROFILE_COLUMNS  # noqa: E402
 
 
 def schema_fingerprint() -> str:
@@ -85,7 +86,8 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
         (mid, name, "2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z", "0eMvjm", "shopify", "Shopify", "eCommerce",
          json.dumps({"name": name, "created": "2023-01-01T00:00:00+00:00"})) for mid, name in METRICS])
     pids = [f"01SYN{b62(mix(0xABCDEF0000 + k))}{k:09d}" for k in range(n_profiles)]
-    conn.executemany(f"INSERT INTO profiles VALUES ({', '.join('?' * 15)})", (
+    # Named columns: later migrations add columns (consent, deleted_at ...) that stay NULL here.
+    conn.executemany(f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) VALUES ({', '.join('?' * 15)})", (
         (pid, f"user.{k}@example.com", None, f"cust_{k}", "Ada", "Lovelace", None, "en-US", None, None,
          "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2025-01-01T00:00:00Z",
          '{"city":"Boston","country":"United States","zip":"02110"}', '{"$source":"Shopify"}')
@@ -239,7 +241,9 @@ def main(argv=None) -> int:
     for rep in range(args.repeat + (1 if args.profile else 0)):
         profiled = rep == args.repeat
         copy_s = fresh_copy(src, db)
-        with Fake(events=n_fake, span_hours=span) as fake:
+        # The realistic shape of bench_events.py: ~1 KB profiles, 40 metrics, visits of 4 events.
+        with Fake(events=n_fake, span_hours=span, profiles=max(300, n_fake // 5),
+                  extra=["--metrics", "40", "--profile-shape", "realistic", "--events-per-visit", "4"]) as fake:
             run_cmd = cmd if not profiled else [PYTHON, str(BENCH_DIR / "profile_threads.py"), "-o", args.profile,
                                                 "-m", "klaviyo_sync", *cmd[1:]]
             m = run_measured(run_cmd, env=tool_env(fake.url, db), cwd=REPO)

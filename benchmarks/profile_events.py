@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from _harness import BENCH_DIR, FAKE_API_KEY, PYTHON, REPO, Fake, default_workers, remove_db, run_measured, tool_env
-from bench_events import window_for
+from bench_events import profiles_for, shape_args, window_for
 
 
 def show(path: Path, top: int, out) -> None:
@@ -38,22 +38,33 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--workers", default=None, help="comma list (default: 1 and the tool's default)")
-    ap.add_argument("--span-hours", type=float, default=24.0)
+    ap.add_argument("--span-hours", type=float, default=None, help="default 168 (realistic), 24 (small)")
+    ap.add_argument("--shape", choices=["realistic", "small"], default="realistic", help="as in bench_events.py")
+    ap.add_argument("--profiles", type=int, default=None)
+    ap.add_argument("--profiles-per-event", type=float, default=0.05)
+    ap.add_argument("--metrics", type=int, default=None)
+    ap.add_argument("--events-per-visit", type=int, default=4)
+    ap.add_argument("--styles", default="cprofile,threads", help="cprofile (main thread only), threads (per thread)")
     ap.add_argument("--fake", action="store_true", help="also profile the fake API while the baseline pages through it")
     ap.add_argument("--outdir", type=Path, default=BENCH_DIR / ".cache" / "prof")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
+    if args.span_hours is None:
+        args.span_hours = 168.0 if args.shape == "realistic" else 24.0
+    if args.metrics is None:
+        args.metrics = 40 if args.shape == "realistic" else 12
+    fake_kw = dict(profiles=profiles_for(args.events, args), extra=shape_args(args))
     args.outdir.mkdir(parents=True, exist_ok=True)
     workers = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, default_workers()})
     report = args.outdir / f"profiles-{args.events}.txt"
     summary = []
     with open(report, "w") as out:
         for w in workers:
-            for style in ("cprofile", "threads"):
+            for style in args.styles.split(","):
                 prof = args.outdir / f"tool-w{w}-{style}.prof"
                 db = args.outdir / f"tool-w{w}-{style}.db"
                 remove_db(db)
-                with Fake(events=args.events, span_hours=args.span_hours) as fake:
+                with Fake(events=args.events, span_hours=args.span_hours, **fake_kw) as fake:
                     since, until = window_for(fake, args.span_hours)
                     sync = ["sync-events", "--since", since, "--until", until, "--workers", str(w), "-q"]
                     if style == "cprofile":
@@ -79,7 +90,7 @@ def main(argv=None) -> int:
             prof = args.outdir / "fake.prof"
             db = args.outdir / "baseline.db"
             remove_db(db)
-            fake = Fake(events=args.events, span_hours=args.span_hours,
+            fake = Fake(events=args.events, span_hours=args.span_hours, **fake_kw,
                         wrapper=[str(BENCH_DIR / "profile_threads.py"), "-o", str(prof)]).start()
             try:
                 since, until = window_for(fake, args.span_hours)

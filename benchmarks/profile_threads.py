@@ -14,6 +14,9 @@ profiler, and at exit writes three files:
     python benchmarks/profile_threads.py -o fake.prof -m klaviyo_sync.fake --port 0 --events 200000
     python benchmarks/show_profile.py tool.prof.threads
 
+PROFILE_TIMER=cpu charges each function its thread's CPU time (time.thread_time), not wall
+time: waiting for the GIL, the network or other load on the machine is then not counted.
+
 Threads still running at exit (daemon threads) are left out; the fake's handler threads end when
 their client disconnects, so stop the fake (SIGTERM) after its clients have exited.
 """
@@ -24,7 +27,13 @@ import cProfile
 import pstats
 import runpy
 import sys
+import os
 import threading
+import time
+
+# PROFILE_TIMER=cpu: each thread's own CPU time (time.thread_time) instead of wall time, so a
+# thread waiting for the GIL, the network or a busy machine is not charged; load-independent.
+_TIMER = (time.thread_time,) if os.environ.get("PROFILE_TIMER") == "cpu" else ()
 
 _lock = threading.Lock()
 _finished: list[cProfile.Profile] = []
@@ -34,7 +43,7 @@ def _patch_threads() -> None:
     original = threading.Thread.run
 
     def run(self, *a, **kw):
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(*_TIMER)
         prof.enable()
         try:
             return original(self, *a, **kw)
@@ -71,7 +80,7 @@ def main() -> None:
         target, argv = rest[0], rest[1:]
 
     _patch_threads()
-    main_prof = cProfile.Profile()
+    main_prof = cProfile.Profile(*_TIMER)
     sys.argv = [target, *argv]
     code = 0
     main_prof.enable()

@@ -6,7 +6,9 @@ the endpoint and carries the API's own ``errors[].detail``, never the key.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import http.client
 import json
 import logging
@@ -58,6 +60,7 @@ class ClientStats:
     rate_limited: int = 0
     rate_limit_wait_s: float = 0.0
     throttle_wait_s: float = 0.0
+    network_wait_s: float = 0.0  # sending requests and waiting for their answers' headers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **kw: float) -> None:
@@ -285,10 +288,12 @@ class KlaviyoClient:
             data = json.dumps(json_body)
         self.stats.add(requests=1)
         try:
+            sent = time.monotonic()
             resp = self.session.request(
                 method, url, params=params, data=data, headers=headers,
                 timeout=self.timeout, allow_redirects=False, stream=True,
             )
+            self.stats.add(network_wait_s=time.monotonic() - sent)
             # Waiting for an answer costs nothing, holding a decoded page costs megabytes: any
             # number of workers may wait on the network, but only a few read, decode and parse
             # at once, so memory does not grow with --workers.
@@ -296,9 +301,14 @@ class KlaviyoClient:
                 # One read of the whole body: resp.content would take 10 KB chunks, each a
                 # round through the GIL that the writer thread is waiting for.
                 content = resp.raw.read(decode_content=True)  # a dropped connection raises here
-                body = self._checked_body(resp, content, url, label)
-                del content
-                return parse(body) if parse else body
+                with gc_paused():
+                    body = self._checked_body(resp, content, url, label)
+                    del content
+                    if parse is None:
+                        return body
+                    item = parse(body)
+                    del body  # freed here, by reference count, before the collector resumes
+                return item
         except requests.exceptions.Timeout as exc:
             raise _Retryable(f"timed out ({type(exc).__name__})") from None
         except urllib3.exceptions.ReadTimeoutError as exc:
@@ -386,6 +396,35 @@ class KlaviyoClient:
 
 
 _INVALID = object()
+_gc_lock = threading.Lock()
+_gc_holders = 0
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while a page is decoded and turned into rows.
+
+    A decoded page is ~50,000 dicts and lists: the collector would run dozens of times during
+    one orjson.loads and walk the page each time (measured: 20 ms a 1.2 MB page instead of
+    8 ms). Nothing decoded holds a cycle, so reference counting frees it all; the collector
+    is only postponed. Nested and concurrent uses are counted: the last one out resumes it,
+    and a collector the program had disabled stays disabled."""
+    global _gc_holders
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_paused_state[0] = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_paused_state[0]:
+                gc.enable()
+
+
+_gc_paused_state = [True]
 
 
 def _decode(content: bytes, ctype: str) -> object:

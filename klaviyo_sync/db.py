@@ -269,6 +269,41 @@ def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str] = ("id",),
     return sql + f"UPDATE SET {sets} WHERE {differs}"
 
 
+# The secondary indexes of events (created by m001). A first backfill into an empty table drops
+# them and builds each once at the end: maintaining them row by row doubled the writer's SQLite
+# time (measured, 200,000 events: 3.7 -> 1.9 s CPU without them).
+EVENT_INDEXES = {
+    "idx_events_datetime": ("datetime",),
+    "idx_events_metric_id_datetime": ("metric_id", "datetime"),
+    "idx_events_profile_id": ("profile_id",),
+}
+
+
+def ensure_event_indexes(db: Database) -> None:
+    """Create any missing event index (after a backfill, or one that was killed midway).
+
+    The build sorts in memory up to the page cache's size, on top of the cache itself: a 4 MB
+    cache meanwhile keeps the peak flat (measured, 1,000,000 events: +16 MB and 2.6-3.0 s CPU
+    with the usual 16 MB, +4 MB and 2.1 s with 4 MB)."""
+    existing = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+    missing = [name for name in EVENT_INDEXES if name not in existing]
+    if not missing:
+        return
+    cache = db.execute("PRAGMA cache_size").fetchone()[0]
+    db.execute("PRAGMA cache_size = -4096")
+    try:
+        for name in missing:
+            columns = ", ".join(f'"{c}"' for c in EVENT_INDEXES[name])
+            db.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "events" ({columns})')
+    finally:
+        db.execute(f"PRAGMA cache_size = {int(cache)}")
+
+
+def drop_event_indexes(db: Database) -> None:
+    for name in EVENT_INDEXES:
+        db.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+
 def write_rows(db: Database, sql: str, rows: Iterable[Sequence]) -> int:
     """Run a prepared upsert over rows; return how many rows were inserted or changed."""
     cur = db.conn.executemany(sql, rows)

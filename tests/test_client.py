@@ -231,3 +231,22 @@ def test_retry_after_zero_for_ever_still_ends(mocked, client):
     with pytest.raises(ApiError, match="still rate limited"):
         client.request("GET", "/api/metrics")
     assert len(mocked.calls) <= client.max_rate_limit_wait + 1
+def test_gc_paused_nests_and_restores_the_collector():
+    import gc
+
+    from klaviyo_sync.client import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer use still holds it
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector the program disabled stays disabled
+    finally:
+        gc.enable()

@@ -304,3 +304,42 @@ def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatc
     database = store.open_db(db_path)
     assert ids(database) == {e["id"] for e in events if e["attributes"]["datetime"] < iso(now).replace("Z", "+00:00")}
     assert all(f"less-than(datetime,{iso(now)})" in unquote(url) for url in api.calls)
+def _event_index_sql(db):
+    return {r[0]: " ".join(r[1].split()) for r in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                           "AND tbl_name = 'events' AND sql IS NOT NULL")}
+
+
+def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repaired(mocked, client, db, tmp_path):
+    fresh = _event_index_sql(store.open_db(tmp_path / "fresh.db"))
+    assert set(fresh) == set(store.EVENT_INDEXES)
+    events = [make_event(i, T0 + timedelta(minutes=i)) for i in range(50)]
+    api = serve(mocked, EventsApi(events, page_size=10, fail_on_call=3))
+    window = Window(T0, T0 + timedelta(hours=1))
+    with pytest.raises(Exception, match="Invalid cursor"):
+        sync_events(client, db, window)  # a first backfill that fails midway
+    assert _event_index_sql(db) == fresh
+    # A backfill killed (-9) before its end leaves the table without them: the next run builds them.
+    store.drop_event_indexes(db)
+    api.fail_on_call = None
+    sync_events(client, db, window)
+    assert ids(db) == {f"E{i:05d}" for i in range(50)}
+    assert _event_index_sql(db) == fresh
+    plan = " ".join(str(r) for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM events WHERE metric_id = 'M1' AND datetime >= '2026'"))
+    assert "idx_events_metric_id_datetime" in plan
+
+
+def test_autoscale_grows_while_waiting_on_the_network_and_stops_when_it_does_not_help():
+    from klaviyo_sync.streams.events import _Autoscale
+
+    fast = _Autoscale(12, now=0.0, network_wait=0.0)
+    assert fast.target == 2
+    # CPU-bound: fetchers wait 20% of the time -> stay at 2, keep watching.
+    assert fast.tick(1.0, events=20_000, network_wait=0.4, active=2) == 2 and not fast.frozen
+    slow = _Autoscale(12, now=0.0, network_wait=0.0)
+    # Latency-bound: 90% waiting -> 4, then the rate doubled -> 8, then no gain -> frozen at 8.
+    assert slow.tick(1.0, events=5_000, network_wait=1.8, active=2) == 4
+    assert slow.tick(2.0, events=15_000, network_wait=5.4, active=4) == 8
+    assert slow.tick(3.0, events=25_500, network_wait=12.6, active=8) == 8 and slow.frozen
+    assert slow.tick(9.0, events=90_000, network_wait=60.0, active=8) == 8
+    assert _Autoscale(1, now=0.0, network_wait=0.0).target == 1

@@ -765,3 +765,29 @@ def test_report_timeframes_are_read_in_the_account_time_zone(http):
         lo, hi = utc_lo.astimezone(local), utc_hi.astimezone(local)
         assert found(lo.strftime("%Y-%m-%dT%H:%M:%S"), hi.strftime("%Y-%m-%dT%H:%M:%S"))
         assert found(lo.strftime("%Y-%m-%dT%H:%M:%S+09:00"), hi.strftime("%Y-%m-%dT%H:%M:%S+09:00"))  # offset ignored
+def test_realistic_shape_is_opt_in_and_consistent(http):
+    """The benchmark shape (big profiles, quiet nights, visits): served pages agree with the
+    ground truth, and the default account is unchanged by the knobs' existence."""
+    kw = dict(seed=7, now=NOW, n_events=3000, n_profiles=200, n_metrics=40, span_hours=48)
+    with FakeKlaviyo(**kw, profile_shape="realistic", diurnal=True, events_per_visit=4) as f:
+        since, until = NOW - timedelta(hours=48), NOW
+        ids, profiles, per_hour, sizes = set(), set(), Counter(), []
+        url, params = f.base_url + "/api/events", {"include": "profile", "page[size]": "1000",
+                                                   "filter": f"greater-or-equal(datetime,{iso(since)})"}
+        while url:
+            body = http.get(url, params=params, headers=HEADERS).json()
+            params = None
+            for e in body["data"]:
+                ids.add(e["id"])
+                per_hour[int(e["attributes"]["datetime"][11:13])] += 1
+            for inc in body.get("included", []):
+                profiles.add(inc["id"])
+                sizes.append(len(json.dumps(inc["attributes"]["properties"])) + len(json.dumps(inc["attributes"]["location"])))
+            url = body["links"]["next"]
+        assert ids == f.event_ids(since, until)
+        assert profiles == f.profile_ids(since, until)
+        assert 700 < sorted(sizes)[len(sizes) // 2] < 1600  # about 1 KB of properties and location
+        assert per_hour[3] * 3 < per_hour[15]  # quiet nights, busy afternoons
+    with FakeKlaviyo(**kw) as plain, FakeKlaviyo(**kw, profile_shape="small") as same:
+        assert plain.event_ids(NOW - timedelta(hours=48), NOW) == same.event_ids(NOW - timedelta(hours=48), NOW)
+        assert plain.profile_ids(NOW - timedelta(hours=48), NOW) == same.profile_ids(NOW - timedelta(hours=48), NOW)

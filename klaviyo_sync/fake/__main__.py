@@ -28,6 +28,11 @@ def main(argv=None) -> int:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--enforce-limits", action="store_true")
     ap.add_argument("--api-key", default=FAKE_API_KEY)
+    ap.add_argument("--profile-shape", choices=["small", "realistic"], default="small",
+                    help="realistic: ~1 KB of properties and location per profile (default small)")
+    ap.add_argument("--diurnal", action="store_true", help="events follow the day (quiet nights)")
+    ap.add_argument("--events-per-visit", type=int, default=1,
+                    help="consecutive events sharing one profile, as in a visit (default 1)")
     args = ap.parse_args(argv)
 
     stop = threading.Event()
@@ -40,7 +45,8 @@ def main(argv=None) -> int:
     fake = FakeKlaviyo(api_key=args.api_key, seed=args.seed, n_events=args.events,
                        n_profiles=args.profiles, n_metrics=args.metrics,
                        n_campaigns_per_channel=args.campaigns_per_channel, n_flows=args.flows,
-                       span_hours=args.span_hours, port=args.port)
+                       span_hours=args.span_hours, port=args.port, profile_shape=args.profile_shape,
+                       diurnal=args.diurnal, events_per_visit=args.events_per_visit)
     fake.latency = args.latency
     fake.enforce_limits = args.enforce_limits
     fake.start()

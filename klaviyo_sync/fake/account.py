@@ -42,7 +42,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
                  n_events=2000, span_hours=24 * 7, now=None, n_campaigns_per_channel=8,
                  metrics_page_size=200, n_quiet_profiles=40, n_lists=4, n_segments=3, n_flows=10,
                  host="127.0.0.1", port=0, scopes=None,
-                 account_timezone="America/Los_Angeles", report_page_size=20):
+                 account_timezone="America/Los_Angeles", report_page_size=20,
+                 profile_shape="small", diurnal=False, events_per_visit=1):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0 or n_flows < 0:
@@ -51,7 +52,13 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
             now = datetime.now(timezone.utc).replace(microsecond=0)
         elif now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)
+        if events_per_visit < 1:
+            raise ValueError("events_per_visit must be >= 1")
         self.seed = seed
+        # Opt-in shape of a real account (benchmarks); the defaults are what the tests compare.
+        self.profile_shape = profile_shape  # "small" (3 properties) or "realistic" (~1 KB of JSON)
+        self.diurnal = diurnal  # events follow the day: busy evenings, quiet nights
+        self.events_per_visit = events_per_visit  # consecutive events sharing one profile
         self.n_metrics = n_metrics
         self.n_profiles = n_profiles
         self.n_events = n_events

@@ -5,8 +5,10 @@ Performance)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import logging
 import queue
 import threading
 import time
@@ -165,6 +167,31 @@ def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
 
 
 _DONE = object()
+log = logging.getLogger("klaviyo_sync")
+
+
+@contextlib.contextmanager
+def _event_indexes(db: Database):
+    """A backfill into an empty events table runs without the secondary indexes and builds
+    each once at the end (one sort instead of a B-tree insert per row). Any other run first
+    makes sure they exist, which also repairs a backfill that was killed before its end."""
+    empty = db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+    with db.atomic():
+        (store.drop_event_indexes if empty else store.ensure_event_indexes)(db)
+    if not empty:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        try:
+            with db.atomic():
+                store.ensure_event_indexes(db)
+        except Exception:  # noqa: S110 - the first error is the one to report; the next run rebuilds
+            pass
+        raise
+    with db.atomic():
+        store.ensure_event_indexes(db)
 
 
 @functools.cache
@@ -183,6 +210,48 @@ class _Stop(Exception):
     pass
 
 
+START_WORKERS = 2  # fetchers at first: against a fast API more only share the GIL (2 cores)
+GROW_WAIT_SHARE = 0.5  # grow while fetchers spend at least half their time waiting for answers
+GROW_MIN_GAIN = 1.15  # ... and the last step raised the event rate at least this much
+TICK_SECONDS = 1.0
+
+
+class _Autoscale:
+    """How many fetchers to run, from what the run measures (the tool cannot know in advance
+    whether the API answers in 5 ms or 300 ms): start with ``START_WORKERS``; once a second,
+    if the fetchers spent most of their time waiting for answers (latency-bound), double them,
+    up to ``limit`` (--workers); stop growing for good once a step did not raise the event
+    rate. A CPU-bound run (fast API) keeps two fetchers; a latency-bound one reaches the
+    limit in a few seconds."""
+
+    def __init__(self, limit: int, now: float, network_wait: float):
+        self.limit = limit
+        self.target = min(START_WORKERS, limit)
+        self.frozen = self.target >= limit
+        self._last = (now, network_wait, 0)
+        self._rate_before_step: float | None = None
+
+    def tick(self, now: float, events: int, network_wait: float, active: int) -> int:
+        t0, w0, e0 = self._last
+        dt = now - t0
+        if self.frozen or dt < TICK_SECONDS or active < 1:
+            return self.target
+        rate = (events - e0) / dt
+        share = (network_wait - w0) / (active * dt)
+        self._last = (now, network_wait, events)
+        log.info("events: %d fetchers, %.0f events/s, %.0f%% of their time waiting for answers",
+                 active, rate, 100 * share)
+        if self._rate_before_step is not None and rate < self._rate_before_step * GROW_MIN_GAIN:
+            self.frozen = True  # more fetchers did not help: the CPU (or the API's limit) is the bound
+            return self.target
+        self._rate_before_step = None
+        if share >= GROW_WAIT_SHARE:
+            self._rate_before_step = rate
+            self.target = min(self.limit, self.target * 2)
+            self.frozen = self.target >= self.limit
+        return self.target
+
+
 def sync_events(
     client: KlaviyoClient,
     db: Database,
@@ -196,7 +265,9 @@ def sync_events(
     advance_mark: bool = True,
 ) -> SyncResult:
     """Fetch every event with ``start <= datetime < end``; fetchers run in threads, one writer
-    (this thread) commits each page together with the high-water mark. ``advance_mark=False``
+    (this thread) commits each page together with the high-water mark. ``workers`` is the most
+    fetchers it runs: it starts with two and adds more while they wait on the network
+    (``_Autoscale``). ``advance_mark=False``
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
     result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
     slices = plan_slices(window, workers, metric_ids)
@@ -257,13 +328,20 @@ def sync_events(
                 pass
 
     limit_malloc_arenas()
-    n_threads = max(1, min(workers, len(slices)))
-    threads = [threading.Thread(target=fetcher, name=f"fetch-{i}", daemon=True) for i in range(n_threads)]
-    for t in threads:
-        t.start()
     started = time.monotonic()
+    scale = _Autoscale(max(1, min(workers, len(slices))), started, client.stats.network_wait_s)
+    threads: list[threading.Thread] = []
+    running = 0
+
+    def start_fetchers(count: int) -> None:
+        nonlocal running
+        while len(threads) < count:
+            t = threading.Thread(target=fetcher, name=f"fetch-{len(threads)}", daemon=True)
+            threads.append(t)
+            running += 1
+            t.start()
+
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
-    running = n_threads
     failure: BaseException | None = None
 
     def apply(s: EventSlice, item) -> None:
@@ -282,56 +360,62 @@ def sync_events(
         if item.last_datetime:
             s.done_until = max(s.done_until, parse_datetime(item.last_datetime))
 
-    try:
-        while running and failure is None:
-            # Up to 8 pages, or what arrives within half a second, share one transaction: each
-            # commit costs a WAL sync, and the mark still advances with every commit. Pages are
-            # written as they arrive, so the writer holds one page at a time.
-            s, item = pages.get()
-            deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
-            written = 0
-            with db.atomic():
-                while True:
-                    if s is None:
-                        if item is None:
-                            running -= 1
-                        elif failure is None:
-                            failure = item
-                    else:
-                        apply(s, item)
-                        written += 1
-                    s = item = None
-                    wait = deadline - time.monotonic()
-                    if written >= MAX_PAGES_PER_COMMIT or failure is not None or not running or wait <= 0:
-                        break
-                    try:
-                        s, item = pages.get(timeout=wait)
-                    except queue.Empty:
-                        break
-                mark = contiguous_mark(slices, window.start)
-                if may_advance and (stored_mark is None or mark > stored_mark):
-                    store.set_state(db, key, iso(mark))
-                    stored_mark = mark
-            if on_progress:
-                covered = sum((x.done_until - x.start).total_seconds() for x in slices)
-                covered /= total_seconds * (len(metric_ids) if metric_ids else 1)
-                on_progress({
-                    "events": result.extra.get("events_seen", 0),
-                    "pages": result.pages,
-                    "covered": min(covered, 1.0),
-                    "elapsed": time.monotonic() - started,
-                })
-        if failure is not None:
-            raise failure
-    finally:
-        stop.set()
-        # Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
-        # and must not hold the process (and the lock) for the read timeout: wait 2 s in all.
-        deadline = time.monotonic() + 2.0
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
+    with _event_indexes(db):  # before the fetchers start: a failure here leaves no thread behind
+        start_fetchers(scale.target)
+        try:
+            while running and failure is None:
+                # Up to 8 pages, or what arrives within half a second, share one transaction: each
+                # commit costs a WAL sync, and the mark still advances with every commit. Pages are
+                # written as they arrive, so the writer holds one page at a time.
+                s, item = pages.get()
+                deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
+                written = 0
+                with db.atomic():
+                    while True:
+                        if s is None:
+                            if item is None:
+                                running -= 1
+                            elif failure is None:
+                                failure = item
+                        else:
+                            apply(s, item)
+                            written += 1
+                        s = item = None
+                        wait = deadline - time.monotonic()
+                        if written >= MAX_PAGES_PER_COMMIT or failure is not None or not running or wait <= 0:
+                            break
+                        try:
+                            s, item = pages.get(timeout=wait)
+                        except queue.Empty:
+                            break
+                    mark = contiguous_mark(slices, window.start)
+                    if may_advance and (stored_mark is None or mark > stored_mark):
+                        store.set_state(db, key, iso(mark))
+                        stored_mark = mark
+                if not scale.frozen and failure is None:
+                    start_fetchers(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
+                                              client.stats.network_wait_s, running))
+                if on_progress:
+                    covered = sum((x.done_until - x.start).total_seconds() for x in slices)
+                    covered /= total_seconds * (len(metric_ids) if metric_ids else 1)
+                    on_progress({
+                        "events": result.extra.get("events_seen", 0),
+                        "pages": result.pages,
+                        "covered": min(covered, 1.0),
+                        "elapsed": time.monotonic() - started,
+                    })
+            if failure is not None:
+                raise failure
+        finally:
+            stop.set()
+            # Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
+            # and must not hold the process (and the lock) for the read timeout: wait 2 s in all.
+            deadline = time.monotonic() + 2.0
+            for t in threads:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
     result.extra["slices"] = len(slices)
-    result.extra["workers"] = n_threads
+    result.extra["workers"] = len(threads)
+    result.extra["max_workers"] = workers
     result.extra["mark"] = iso(stored_mark) if stored_mark else None
     return result
 

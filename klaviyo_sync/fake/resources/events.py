@@ -82,16 +82,39 @@ class EventsResource(Resource):
                 self._sec = array.array("i", range(span))
             else:
                 self._sec = array.array("i", sorted(rng.sample(range(span), K)))
-            cuts = sorted(rng.sample(range(1, n), K - 1)) if K > 1 else []
-            cum = array.array("q", [0])
-            cum.extend(cuts)
-            cum.append(n)
+            if self.diurnal and K > 1:
+                cum = self._diurnal_cum(n, K)
+            else:
+                cuts = sorted(rng.sample(range(1, n), K - 1)) if K > 1 else []
+                cum = array.array("q", [0])
+                cum.extend(cuts)
+                cum.append(n)
             self._cum = cum
             self._mb = random.Random(f"klaviyo-fake-{seed}-event-metrics").randbytes(n).translate(
                 self._metric_byte_table)
         self._late: list[tuple[int, int]] = []  # (timestamp, metric index) of late event n_events+k
         self._forgotten: set[int] = set()
         self._ov = None  # (virtual indices in time order, their timestamps), or None: no overlay
+
+    def _diurnal_cum(self, n: int, K: int) -> array.array:
+        """First event index of each used second when events follow the day (opt-in): each
+        second's share is its hour's weight (evenings ~12x the small hours) times a random
+        factor, so busy and quiet hours alternate as in a real store's account."""
+        rng = random.Random(f"klaviyo-fake-{self.seed}-diurnal")
+        start = self._start
+        weights = []
+        for sec in self._sec:
+            hour = ((start + sec) // 3600) % 24
+            w = 0.08 + 0.92 * max(0.0, math.sin(math.pi * (hour - 6) / 18)) ** 2 if hour >= 6 else 0.08
+            weights.append(w * rng.expovariate(1.0))
+        total = sum(weights)
+        cum = array.array("q", [0])
+        acc = 0.0
+        for w in weights[:-1]:
+            acc += w
+            cum.append(min(n, int(n * acc / total)))
+        cum.append(n)
+        return cum
 
     # ------------------------------------------------------------------ per-event functions
     def _ts(self, i: int) -> int:
@@ -123,7 +146,7 @@ class EventsResource(Resource):
     def _pidx(self, i: int) -> int:
         if not self._np:
             return -1
-        h = mix((self._salt_p + i) & M64)
+        h = mix((self._salt_p + i // self.events_per_visit) & M64)
         return -1 if h % 17 == 0 else (h >> 5) % self._np
 
     def _eid(self, i: int) -> str:
@@ -193,7 +216,8 @@ class EventsResource(Resource):
         else:
             ts, m = self._late[i - self.n_events]
         h = mix((self._salt_p + i) & M64)
-        pidx = -1 if (not self._np or h % 17 == 0) else (h >> 5) % self._np
+        hp = h if self.events_per_visit == 1 else mix((self._salt_p + i // self.events_per_visit) & M64)
+        pidx = -1 if (not self._np or hp % 17 == 0) else (hp >> 5) % self._np
         eid = b62(mix((self._salt_id + i) & M64))
         if fe is None:
             u = mix((self._salt_u + i) & M64)

@@ -26,6 +26,10 @@ class ProfilesResource(Resource):
         self._pattrs: list[dict] = []
         self._profile_index: dict[str, int] = {}
         pseen = set()
+        if self.profile_shape not in ("small", "realistic"):
+            raise ValueError("profile_shape must be 'small' or 'realistic'")
+        # Its own generator: the default ("small") account stays exactly as it was.
+        rng_big = random.Random(f"klaviyo-fake-{self.seed}-profile-shape")
         for k in range(self.n_profiles):
             created = self.now_ts - 86400 * rng.randint(30, 900) - rng.randrange(86400)
             while True:
@@ -67,6 +71,8 @@ class ProfilesResource(Resource):
                                "Accepts Marketing": rng.random() < 0.7,
                                "Favorite Color": rng.choice(["red", "green", "blue", None])},
             }
+            if self.profile_shape == "realistic":
+                _realistic(rng_big, attrs, k, created)
             self._pids.append(pid)
             self._pattrs.append(attrs)
             self._profile_index[pid] = k
@@ -93,3 +99,45 @@ class ProfilesResource(Resource):
     # ------------------------------------------------------------------ ground truth
     def all_profile_ids(self) -> set[str]:
         return set(self._pids)
+
+
+_TIERS = ["Bronze", "Silver", "Gold", "Platinum"]
+_INTERESTS = ["running", "coffee", "home décor", "outdoor", "yoga", "cooking", "travel", "tech",
+              "gardening", "fashion", "kids", "pets"]
+_TAGS = ["vip", "wholesale", "newsletter", "returning", "first-order", "high-aov", "sms-optin",
+         "review-left", "loyalty", "gift-buyer"]
+_SOURCES = ["google", "facebook", "instagram", "tiktok", "newsletter", "direct", "pinterest"]
+
+
+def _realistic(rng: random.Random, attrs: dict, k: int, created: int) -> None:
+    """Properties and location of a real store's profile (about 1 KB of JSON with the
+    location): custom properties from a storefront, a loyalty app and UTM capture."""
+    attrs["location"]["address2"] = rng.choice([None, f"Apt {rng.randint(1, 40)}", f"Suite {rng.randint(100, 999)}"])
+    p = attrs["properties"]
+    p.update({
+        "Customer Tier": rng.choice(_TIERS),
+        "Loyalty Points": rng.randrange(20000),
+        "Lifetime Orders": rng.randrange(40),
+        "Lifetime Value": round(rng.uniform(0, 4000), 2),
+        "Average Order Value": round(rng.uniform(15, 180), 2),
+        "Last Order Id": f"#{1000000 + rng.randrange(900000)}",
+        "Birthday": f"{rng.randint(1950, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "Preferred Store": rng.choice(["Boston Seaport", "Austin Domain", "Online", "Toronto Eaton", "London Soho"]),
+        "Shoe Size": rng.choice(["7", "8", "8.5", "9", "10", "11", None]),
+        "Interests": rng.sample(_INTERESTS, rng.randint(1, 5)),
+        "Shopify Tags": rng.sample(_TAGS, rng.randint(0, 6)),
+        "Signup Form": f"Popup {rng.randrange(12)} - {rng.choice(['10% off', 'Free shipping', 'Newsletter'])}",
+        "utm_source": rng.choice(_SOURCES),
+        "utm_medium": rng.choice(["cpc", "email", "social", "organic"]),
+        "utm_campaign": f"{rng.choice(['spring', 'summer', 'bfcm', 'holiday', 'launch'])}-{rng.randint(2022, 2026)}",
+        "First Purchase Date": f"{rng.randint(2019, 2026)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00Z",
+        "Quiz Answers": {"skin_type": rng.choice(["dry", "oily", "mixed"]),
+                         "budget": rng.choice(["$", "$$", "$$$"]),
+                         "goal": rng.choice(["gift", "self", "business"])},
+        "Referral Code": "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(8)),
+        "Notes": rng.choice(["", "Prefers SMS after 6pm", "Wholesale inquiry pending",
+                             "Asked about gift wrapping", "VIP event attendee 2025"]),
+        "Last Viewed Products": [f"{7000 + rng.randrange(400)}" for _ in range(rng.randint(0, 6))],
+        "Email Engagement": {"opens_30d": rng.randrange(30), "clicks_30d": rng.randrange(10),
+                             "last_open": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"},
+    })
