@@ -170,6 +170,18 @@ _DONE = object()
 log = logging.getLogger("klaviyo_sync")
 
 
+def _next_page(pages: queue.Queue):
+    """The next page, waiting in short steps: Ctrl-C and SIGTERM run their Python handlers
+    only in the main thread, and only when it runs bytecode. The kernel may deliver the signal
+    to a fetcher thread; a main thread blocked in one endless get() would then never see it
+    while the fetchers wait on the network (found: a SIGINT ignored for 30 s under load)."""
+    while True:
+        try:
+            return pages.get(timeout=0.2)
+        except queue.Empty:
+            continue
+
+
 @contextlib.contextmanager
 def _event_indexes(db: Database):
     """A backfill into an empty events table runs without the secondary indexes and builds
@@ -367,7 +379,7 @@ def sync_events(
                 # Up to 8 pages, or what arrives within half a second, share one transaction: each
                 # commit costs a WAL sync, and the mark still advances with every commit. Pages are
                 # written as they arrive, so the writer holds one page at a time.
-                s, item = pages.get()
+                s, item = _next_page(pages)
                 deadline = time.monotonic() + MAX_SECONDS_PER_COMMIT
                 written = 0
                 with db.atomic():
