@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -82,9 +83,15 @@ def run_cli(args, env: dict, *, timeout: float = DEFAULT_TIMEOUT, cwd=None, secr
     return run
 
 
+def _default_sigint() -> None:
+    # As from an interactive shell: a suite started in the background (`pytest &`, some CI
+    # runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args, env: dict, cwd=None) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *map(str, args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, preexec_fn=_default_sigint)
 
 
 def finish(proc: subprocess.Popen, args, t0: float, timeout: float = DEFAULT_TIMEOUT, secrets=()) -> Run:
