@@ -157,7 +157,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Copy a Klaviyo account (metrics, events, profiles, campaigns) into one SQLite file.",
+    help="Copy a whole Klaviyo account (metrics, events, profiles, lists, segments, campaigns, flows, templates and their performance) into one SQLite file, and verify it against Klaviyo's own counts.",
 )
 
 
