@@ -194,6 +194,11 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log requests 
 SummaryFormatOpt = Annotated[str, typer.Option(
     "--format", metavar="FORMAT",
     help="The end-of-run summary: auto (text on a terminal, a JSON line when piped), json or text.")]
+ConversionOpt = Annotated[Optional[str], typer.Option(
+    "--conversion-metric", metavar="NAME_OR_ID", help="Metric for conversions (default: Placed Order).")]
+RowsFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT",
+    help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
 WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
                                         help="Wait up to SECONDS for another sync to finish instead of exiting.")]
 
@@ -346,9 +351,15 @@ def print_summary(settings: Settings, summary: dict, fmt: str = "auto") -> None:
         print(human_summary(summary), flush=True)
 
 
+def check_format(fmt: str, allowed=output.FORMATS) -> str:
+    """Exit 2 with one line unless ``--format`` is one of ``allowed``."""
+    if fmt not in allowed:
+        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(allowed)}")
+    return fmt
+
+
 def _check_summary_format(fmt: str) -> None:
-    if fmt not in SUMMARY_FORMATS:
-        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(SUMMARY_FORMATS)}")
+    check_format(fmt, SUMMARY_FORMATS)
 
 
 def human_summary(summary: dict) -> str:

@@ -21,6 +21,9 @@ from ..timeutil import (
     utcnow,
 )
 from .base import (
+    ConversionOpt,
+    RowsFormatOpt,
+    check_format,
     PROG,
     Settings,
     SummaryFormatOpt,
@@ -36,8 +39,6 @@ from .base import (
 
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE", help=f"Send-time range: {RANGE_FORMS}.")]
-ConversionOpt = Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID",
-                                                      help="Metric for conversions (default: Placed Order).")]
 StatsMaxAgeOpt = Annotated[str, typer.Option("--stats-max-age", help="Refetch statistics older than this.")]
 
 
@@ -90,7 +91,7 @@ def campaigns_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     channel: ChannelOpt = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")] = "auto",
+    fmt: RowsFormatOpt = "auto",
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
     no_stats: Annotated[bool, typer.Option("--no-stats", help="Do not fetch statistics when going to the API.")] = False,
     conversion_metric: ConversionOpt = None,
@@ -103,8 +104,7 @@ def campaigns_cmd(
     Example: klaviyo-sync campaigns --range 30d
     """
     window = _parse(parse_range, range_, "--range")
-    if fmt not in output.FORMATS:
-        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(output.FORMATS)}")
+    check_format(fmt)
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     channels = _channels(channel)
     rows: list[dict] = []

@@ -11,22 +11,14 @@ from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
-from .base import PROG, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format, _parse, _report, app, common, recorded_run, sync_all_step
+from .base import (PROG, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format,
+                   _parse, _report, app, check_format, common, recorded_run, sync_all_step)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
-ConversionOpt = Annotated[Optional[str], typer.Option("--conversion-metric", metavar="NAME_OR_ID",
-                                                      help="Metric for conversions (default: Placed Order).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
 REVENUE_NOTE = ("note: attributed revenue follows the send date and each report's attribution window "
                 "(an order may count for a campaign and a flow, or for neither), so campaigns + flows "
                 "need not add up to the orders' revenue")
-
-
-def _format(fmt: str) -> str:
-    if fmt not in output.FORMATS:
-        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(output.FORMATS)}")
-    return fmt
 
 
 def _flow_sync(settings: Settings, window: Window | None, stats: bool, conversion_metric: str | None,
@@ -108,7 +100,7 @@ def flows_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     by: Annotated[str, typer.Option("--by", help="flow (one row per flow) or message.")] = "flow",
-    fmt: FormatOpt = "auto",
+    fmt: RowsFormatOpt = "auto",
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
     conversion_metric: ConversionOpt = None,
     wait: WaitOpt = 0.0,
@@ -119,7 +111,7 @@ def flows_cmd(
     Example: klaviyo-sync flows --range 30d --by message
     """
     window = _parse(parse_range, range_, "--range")
-    _format(fmt)
+    check_format(fmt)
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
     covered, rows = (False, [])
@@ -156,7 +148,7 @@ def revenue_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     by: Annotated[Optional[str], typer.Option("--by", help="day or channel (default: one total row).")] = None,
-    fmt: FormatOpt = "auto",
+    fmt: RowsFormatOpt = "auto",
     metric: Annotated[str, typer.Option("--metric", metavar="NAME_OR_ID", help="The order metric of the events.")] = DEFAULT_CONVERSION_METRIC,
 ) -> None:
     """Order revenue from the events next to the revenue attributed to campaigns and flows
@@ -165,7 +157,7 @@ def revenue_cmd(
     Example: klaviyo-sync revenue --range 30d --by day
     """
     window = _parse(parse_range, range_, "--range")
-    _format(fmt)
+    check_format(fmt)
     if by not in (None, "day", "channel"):
         raise UsageError(f"--by: {by!r} is not one of day, channel")
     if not settings.db.exists():

@@ -8,11 +8,10 @@ import typer
 
 from .. import errors, output
 from .. import verify as v
-from ..errors import UsageError
 from ..streams.events import sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
 from ..timeutil import RANGE_FORMS, iso, utcnow
-from .base import PROG, Settings, WaitOpt, app, common, locked_db, run_record
+from .base import PROG, Settings, WaitOpt, app, check_format, common, locked_db, run_record
 
 TABLE = [("metric", "Metric", "text"), ("day", "Day", "text"), ("local", "Local", "int"),
          ("klaviyo", "Klaviyo", "int"), ("difference", "Difference", "int"), ("status", "Status", "text")]
@@ -75,8 +74,7 @@ def verify_cmd(
 
     Example: klaviyo-sync verify --range 7d --repair
     """
-    if fmt not in output.FORMATS:
-        raise UsageError(f"--format: {fmt!r} is not one of {', '.join(output.FORMATS)}")
+    check_format(fmt)
     zone = v.zone_for(tz)
     now = utcnow()
     days, unsettled_from = v.plan_days(range_, zone, now, settle)
