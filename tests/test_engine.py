@@ -158,3 +158,10 @@ def test_partitions_each_get_a_pass_and_the_filter_joins_with_and(mocked, client
     run_stream(client, things_db, stream, SyncResult())
     assert [q["filter"] for q in seen] == ["and(equals(kind,'a'),equals(archived,false))",
                                            "and(equals(kind,'a'),equals(archived,true))"]
+
+
+def test_a_stream_declares_either_a_row_function_or_a_page_split():
+    with pytest.raises(ValueError, match="either row= or rows="):
+        Stream(name="bad", path="/api/bad", table=THINGS, scope="x")
+    with pytest.raises(ValueError, match="either row= or rows="):
+        Stream(name="bad", path="/api/bad", table=THINGS, scope="x", row=thing_row, rows=lambda page, p: [])

@@ -27,3 +27,18 @@ def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
         assert ids(db, "campaigns") == fake.campaign_ids()
         summaries = [line for line in run.stdout.splitlines() if line.strip()]
         assert len(summaries) == len(commands)
+
+
+def test_sync_all_with_the_report_quota_spent_keeps_everything_and_exits_6_quietly(tmp_path):
+    """README: exit 6 when a step stored its data but statistics are missing; -q prints only
+    what went wrong (nothing on stdout)."""
+    db = tmp_path / "k.db"
+    with FakeKlaviyo(n_events=500, span_hours=48, now=NOW) as fake:
+        fake.report_daily_quota = 0  # every report request: 429 with hours of Retry-After
+        run = run_cli(["sync-all", "-q"], cli_env(fake, db))
+        assert run.returncode == 6, run.describe()
+        assert run.stdout == ""
+        assert "sync-campaigns:" in run.stderr and "statistics are missing" in run.stderr
+        runs = dict(query(db, "SELECT command, status FROM sync_runs"))
+        assert runs["sync-campaigns"] == "partial" and runs["sync-metrics"] == runs["sync-flows"] == "ok"
+        assert ids(db, "campaigns") == fake.campaign_ids() and ids(db, "flows") == fake.flow_ids()

@@ -54,8 +54,7 @@ CAMPAIGNS = Stream(
     name="campaigns",
     path="/api/campaigns",
     table=CAMPAIGNS_TABLE,
-    row=lambda resource: resource,  # unused: rows= splits each page into campaigns and messages
-    rows=_campaign_page_rows,
+    rows=_campaign_page_rows,  # each page splits into campaigns and their messages
     type="campaign",
     scope="campaigns:read",
     params={"include": "campaign-messages",

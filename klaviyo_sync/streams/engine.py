@@ -133,8 +133,8 @@ class Stream:
     name: str
     path: str  # may hold "{parent}" for a child stream, e.g. "/api/lists/{parent}/profiles"
     table: Table
-    row: Callable[..., tuple]  # (resource) -> row, or (resource, parent) for a child stream
     scope: str  # the API key scope it needs, named in a 403
+    row: Callable[..., tuple] | None = None  # (resource) -> row, or (resource, parent) for a child stream
     type: str | None = None  # keep only data[] items of this type
     params: Mapping[str, str] = field(default_factory=dict)
     filters: tuple[str, ...] = ()
@@ -144,6 +144,10 @@ class Stream:
     sort: str | None = None  # default: the cursor field, ascending
     included: tuple[Included, ...] = ()
     rows: Callable[[Page, tuple[str, ...]], list[tuple[Table, list]]] | None = None  # a custom page split
+
+    def __post_init__(self) -> None:
+        if (self.row is None) == (self.rows is None):
+            raise ValueError(f"stream {self.name}: declare either row= or rows=")
 
     def mark_key(self, parent: str | None = None) -> str:
         return f"{self.name}.mark" if parent is None else f"{self.name}.mark:{parent}"
