@@ -231,9 +231,14 @@ class KlaviyoClient:
 
     # -- one request, retried -----------------------------------------------------------------
     def request(self, method: str, path_or_url: str, *, params: dict | None = None,
-                json_body: dict | None = None, parse: Callable[[dict], object] | None = None):
+                json_body: dict | None = None, parse: Callable[[dict], object] | None = None,
+                expect: str = "data"):
         """One request, retried; returns the decoded body, or ``parse(body)`` computed while
-        the body is the only copy in memory."""
+        the body is the only copy in memory.
+
+        ``expect`` is the shape of the answer's ``data``: "object" (a single resource or a
+        report), "list" (a page of a list endpoint) or "data" (either). A 200 without it is a malformed answer,
+        retried like a truncated body and then an ApiError (exit 3): never read as "nothing"."""
         url = self.url_for(path_or_url)
         path = self.check_origin(url)
         key = endpoint_key(path, urlsplit(url).query + "&" + urlencode(params or {}))
@@ -265,7 +270,7 @@ class KlaviyoClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, json_body, key, label, parse)
+            return retrying(self._send_once, method, url, params, json_body, key, label, parse, expect)
         except _Retryable as exc:
             if budget.rate_limit_exhausted:
                 raise ApiError(
@@ -277,7 +282,7 @@ class KlaviyoClient:
             ) from None
 
     def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str,
-                   label: str, parse: Callable[[dict], object] | None):
+                   label: str, parse: Callable[[dict], object] | None, expect: str = "data"):
         waited = self.limiter.acquire(key)
         if waited:
             self.stats.add(throttle_wait_s=waited)
@@ -304,6 +309,7 @@ class KlaviyoClient:
                 with gc_paused():
                     body = self._checked_body(resp, content, url, label)
                     del content
+                    _check_data(body, expect, resp.status_code)
                     if parse is None:
                         return body
                     item = parse(body)
@@ -370,21 +376,37 @@ class KlaviyoClient:
         that a decoded page never outlives its transformation."""
         url: str | None = self.url_for(path)
         first = True
+        seen: set[str] = set()  # every page URL read in this pass: a cursor seen twice is a loop
         while url:
             parse = functools.partial(self._parse_page, url, transform)
-            item, url = self.request("GET", url, params=params if first else None, parse=parse)
+            item, next_url = self.request("GET", url, params=params if first else None, parse=parse,
+                                          expect="list")
             first = False
+            if next_url is not None:
+                if next_url in seen or next_url == url:
+                    raise ApiError(f"GET {urlsplit(url).path}: links.next points back at a page already "
+                                   "read in this pass (a cursor loop): the answer is malformed",
+                                   endpoint=urlsplit(url).path)
+                seen.add(url)
+            url = next_url
             yield item
             del item
+
+    @staticmethod
+    def check_cursor(seen: set, url: str) -> None:
+        """Raise when ``url`` (a links.next) was already followed in this pass: a cursor loop."""
+        if url in seen:
+            path = urlsplit(url).path
+            raise ApiError(f"{path}: links.next points back at a page already read in this pass "
+                           "(a cursor loop): the answer is malformed", endpoint=path)
+        seen.add(url)
 
     def _parse_page(self, url: str, transform: Callable[[Page], object] | None, body: dict) -> tuple:
         page = self._page(body, url)
         return (transform(page) if transform else page), page.next_url
 
     def _page(self, body: dict, url: str) -> Page:
-        data = body.get("data") or []
-        if isinstance(data, dict):
-            data = [data]
+        data = body["data"]  # a list: checked by request(expect="list")
         next_url = (body.get("links") or {}).get("next") or None
         if next_url:
             next_url = urljoin(url, next_url)  # absolute in practice; a relative one is resolved
@@ -396,6 +418,26 @@ class KlaviyoClient:
 
 
 _INVALID = object()
+
+
+def _check_data(body: dict, expect: str, status: int) -> None:
+    """A 200 whose ``data`` is missing, null or of the wrong shape is malformed: retried, never
+    read as an empty page (which would tombstone every profile on a --full pass)."""
+    if status == 204 or expect is None:
+        return
+    data = body.get("data")
+    if expect == "list" and not isinstance(data, list):
+        raise _Retryable(f"HTTP {status} without a data array (data: {_shape(data, 'data' in body)})")
+    if expect == "data" and not isinstance(data, (dict, list)):
+        raise _Retryable(f"HTTP {status} without data (data: {_shape(data, 'data' in body)})")
+    if expect == "object" and not isinstance(data, dict):
+        raise _Retryable(f"HTTP {status} without a data object (data: {_shape(data, 'data' in body)})")
+
+
+def _shape(value: object, present: bool) -> str:
+    if not present:
+        return "missing"
+    return "null" if value is None else type(value).__name__
 _gc_lock = threading.Lock()
 _gc_holders = 0
 

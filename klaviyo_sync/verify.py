@@ -100,7 +100,7 @@ def fetch_counts(client: KlaviyoClient, metric_id: str, start: datetime, end: da
                  interval: str) -> dict[datetime, int]:
     """{UTC bucket start: Klaviyo's count} for [start, end); ``data: []`` means zeros."""
     doc = client.request("POST", AGGREGATES_PATH,
-                         json_body=aggregate_body(metric_id, start, end, zone, interval))
+                         json_body=aggregate_body(metric_id, start, end, zone, interval), expect="object")
     attrs = (doc.get("data") or {}).get("attributes") or {}
     dates = [parse_datetime(d) for d in attrs.get("dates") or []]
     rows = attrs.get("data") or []

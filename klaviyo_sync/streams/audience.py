@@ -171,7 +171,7 @@ def fetch_counts(client: KlaviyoClient, db: Database, group: str, ids: Iterable[
                  on_count: Callable[[int], None] | None = None) -> None:
     """``profile_count`` of each list or segment: one call each on a 1/s, 15/m endpoint."""
     for n, gid in enumerate(ids, 1):
-        body = client.request("GET", f"/api/{group}s/{gid}", params={f"additional-fields[{group}]": "profile_count"})
+        body = client.request("GET", f"/api/{group}s/{gid}", params={f"additional-fields[{group}]": "profile_count"}, expect="object")
         count = ((body.get("data") or {}).get("attributes") or {}).get("profile_count")
         with db.atomic():
             db.execute(f"UPDATE {group}s SET profile_count = ?, profile_count_at = ? WHERE id = ?",
