@@ -16,6 +16,9 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote, quote_plus
+
 OK = 0
 INTERNAL = 1
 USAGE = 2
@@ -78,11 +81,40 @@ class StaleError(KlaviyoSyncError):
     exit_code = STALE
 
 
+def secret_forms(secret: str | None) -> list[str]:
+    """Every spelling of a secret that a message can carry: as given and stripped of surrounding
+    whitespace; escaped as repr() and json.dumps() write it (a trailing newline becomes ``\\n``);
+    URL-encoded (quote and quote_plus). Longest first, so no form leaves part of a longer one.
+    A real key is long: forms shorter than 8 characters are left alone, since replacing a one-
+    or two-letter typo would mangle every message."""
+    if not secret:
+        return []
+    forms: set[str] = set()
+    for s in {secret, secret.strip()}:
+        forms.update({s, repr(s)[1:-1], s.encode("unicode_escape").decode("ascii"),
+                      json.dumps(s)[1:-1], quote(s, safe=""), quote(s), quote_plus(s)})
+    return sorted((f for f in forms if len(f) >= 8), key=len, reverse=True)
+
+
 def redact(text: str, secret: str | None) -> str:
-    """Remove the API key from a message."""
+    """Remove the API key, in every form it can be spelt (``secret_forms``), from a message."""
     if not text:
         return text
-    # A real key is long; replacing a one- or two-letter typo would mangle every message.
-    if secret and len(secret) >= 8:
-        text = text.replace(secret, "[REDACTED]")
+    for form in secret_forms(secret):
+        text = text.replace(form, "[REDACTED]")
     return text
+
+
+def check_api_key(key: str) -> str:
+    """The key stripped of surrounding whitespace (a secret read from a file, a CRLF env file);
+    UsageError for a character a Klaviyo key cannot hold (control characters, spaces, anything
+    outside printable ASCII). The message never shows the key."""
+    key = key.strip()
+    for i, ch in enumerate(key):
+        if not 33 <= ord(ch) <= 126:
+            what = ("a control character" if ord(ch) < 32 or 127 <= ord(ch) < 160
+                    else "a space" if ch.isspace() else "a non-ASCII character")
+            raise UsageError(f"the API key contains {what} (U+{ord(ch):04X}) at position {i + 1} of "
+                             f"{len(key)}: a Klaviyo private key is pk_ followed by letters and digits "
+                             "(check how KLAVIYO_API_KEY is set)")
+    return key

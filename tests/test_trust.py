@@ -97,3 +97,68 @@ def test_a_cursor_seen_twice_in_one_pass_is_malformed(synced, run, mode, path, c
     assert audience(run.db) == before
     # stopped at the first repeated cursor: a handful of requests, not a thousand
     assert len([r for r in synced.request_log()[n0:] if r["path"] == path]) <= 4
+
+
+# -- the key ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " \t"])
+def test_a_key_with_surrounding_whitespace_is_stripped_and_never_shown(synced, run, suffix):
+    key = FAKE_API_KEY + suffix
+    ok = run(synced, "sync-metrics", key=key)
+    assert ok.exit_code == 0, ok.output
+    assert all(r["authorization"] == f"Klaviyo-API-Key {FAKE_API_KEY}" for r in synced.request_log())
+    # A failing run (a key of the right shape the account does not know) under -v: the error,
+    # the traceback, sync_runs.error and status hold no form of it.
+    wrong = "pk_wrong_0123456789abcdef0123456789" + suffix
+    bad = run(synced, "sync-metrics", "-v", key=wrong)
+    assert bad.exit_code == 4, bad.output
+    status = run(synced, "status", "--format", "json", key=wrong)
+    stored = " ".join(str(r["error"]) for r in sync_runs(run.db))
+    for text in (bad.output, status.output, stored, (run.db).read_bytes().decode("latin-1")):
+        for form in (wrong, wrong.strip(), repr(wrong)[1:-1]):
+            assert form not in text
+
+
+@pytest.mark.parametrize("key", ["pk_fake_0123\n456789abcdef0123456789", "pk_fake_0123\x1b456789abcdef01234",
+                                 "pk_fake 0123456789abcdef0123456789", "pk_fake_0123456789abcdef\u20ac0123"])
+def test_a_key_with_a_character_inside_that_no_key_holds_is_refused_with_exit_2(synced, run, key):
+    n0 = len(synced.request_log())
+    res = run(synced, "sync-metrics", "-v", key=key)
+    assert res.exit_code == 2, res.output
+    assert "the API key contains" in res.output  # (-v: with the traceback, redacted)
+    for form in (key, repr(key)[1:-1], key[:12], key[-12:]):
+        assert form not in res.output
+    assert len(synced.request_log()) == n0  # nothing sent
+
+
+def test_redact_removes_every_form_of_the_key():
+    from urllib.parse import quote, quote_plus
+
+    from klaviyo_sync.errors import redact
+
+    key = "pk_abc/def+ghi 0123456789\r\n"
+    for text in (key, repr(key), json_dumps(key), quote(key), quote_plus(key), repr(key.strip()),
+                 key.encode("unicode_escape").decode()):
+        out = redact(f"header value {text}!", key)
+        assert "[REDACTED]" in out and "0123456789" not in out and "pk_abc" not in out, out
+
+
+def test_the_logging_layer_redacts_the_escaped_key(capsys):
+    import logging
+
+    from klaviyo_sync.logsetup import setup_logging
+
+    key = FAKE_API_KEY + "\r\n"
+    setup_logging(True, [key])
+    try:
+        raise ValueError(f"Invalid return character or leading space in header: {key!r}")
+    except ValueError:
+        logging.getLogger("urllib3").exception("failed with %r", key)
+    err = capsys.readouterr().err
+    assert "[REDACTED]" in err and FAKE_API_KEY not in err
+    setup_logging(False, [])
+
+
+def json_dumps(value):
+    import json
+
+    return json.dumps(value)

@@ -12,6 +12,7 @@ import typer
 from .. import errors
 from ..errors import ApiError, AuthError
 from .base import (
+    _STATE,
     PROG,
     SYNC_ALL_STEPS,
     Settings,
@@ -49,7 +50,7 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
                     message = f"{step.command}: permission denied: the API key lacks the {step.scope} scope"
                 else:
                     message = f"{step.command}: {exc}"
-                print(f"{PROG}: error: {errors.redact(message, settings.api_key)}", file=sys.stderr)
+                print(f"{PROG}: error: {errors.redact(message, _STATE['api_key'] or settings.api_key)}", file=sys.stderr)
                 continue
             finally:
                 client.close()

@@ -33,7 +33,7 @@ from ..client import (
     KlaviyoClient,
     revision_age_warning,
 )
-from ..errors import KlaviyoSyncError, UsageError, redact
+from ..errors import KlaviyoSyncError, UsageError, check_api_key, redact
 from ..lock import SyncLock
 from ..logsetup import setup_logging
 from ..ratelimit import RateLimiter, parse_limits
@@ -65,6 +65,7 @@ class Settings:
     def client(self, **kw) -> KlaviyoClient:
         if not self.api_key:
             raise UsageError("no API key: set KLAVIYO_API_KEY (or pass --api-key)")
+        self.api_key = check_api_key(self.api_key)
         # -q silences it: an hourly cron job would mail the same line 24 times a day. `status`
         # shows it whatever -q says, so the operator still learns it from the monitoring line.
         warning = revision_age_warning(self.revision)
@@ -225,8 +226,11 @@ def common(fn):
         shared = {name: kwargs.pop(name) for name, _, _ in _COMMON}
         settings = Settings(**shared)
         _STATE["verbose"] = settings.verbose
+        # As given: redact() removes it and its stripped and escaped forms from every message.
         _STATE["api_key"] = settings.api_key
-        setup_logging(settings.verbose, [settings.api_key])
+        if settings.api_key is not None:
+            settings.api_key = settings.api_key.strip() or None
+        setup_logging(settings.verbose, [_STATE["api_key"]])
         return fn(settings, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params)
@@ -262,7 +266,7 @@ def run_record(settings: Settings, database, command: str, arguments: dict):
         yield run
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
-        message = redact(str(exc) or type(exc).__name__, settings.api_key)
+        message = redact(str(exc) or type(exc).__name__, _STATE["api_key"] or settings.api_key)
         store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
         raise
     else:
