@@ -11,6 +11,7 @@ Exit codes (documented in the README):
   7  `status --max-age`: a sync is stale
   8  the database file cannot be opened or written
   9  `verify`: a settled day's event count differs from Klaviyo's
+  10 a full pass would remove more than half the stored rows: refused without --allow-removals
   130, 141, 143  interrupted (Ctrl-C), stdout closed early, terminated (SIGTERM)
 """
 
@@ -29,6 +30,7 @@ PARTIAL = 6
 STALE = 7
 DATABASE = 8
 DIFFERS = 9
+REMOVALS = 10
 INTERRUPTED = 130  # Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (`| head`)
 TERMINATED = 143  # 128 + SIGTERM
@@ -75,6 +77,12 @@ class LockedError(KlaviyoSyncError):
 
 class DatabaseError(KlaviyoSyncError):
     exit_code = DATABASE
+
+
+class RemovalsRefused(KlaviyoSyncError):
+    """A full pass would remove more of the stored rows than a sync ever should on its own."""
+
+    exit_code = REMOVALS
 
 
 class StaleError(KlaviyoSyncError):

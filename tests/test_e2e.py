@@ -392,7 +392,7 @@ def test_metric_filter_hours_and_resume(events_fake, tmp_path):
     assert ids(db, "events", "metric_id") == set(wanted)
     assert ids(db, "metrics") == fake.metric_ids()  # names were resolved by syncing metrics
     assert dict(query(db, "SELECT key, value FROM sync_state")) == {
-        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL)}
+        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL), "account.id": fake.account()["id"]}
 
     # An explicit window, then a resume with no window option: [mark - 1h, now).
     db = tmp_path / "resume.db"

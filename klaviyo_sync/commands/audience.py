@@ -8,6 +8,7 @@ import typer
 
 from ..errors import AuthError
 from ..streams.audience import (
+    ALLOW_REMOVALS,
     GROUPS,
     fetch_counts,
     group_ids,
@@ -44,12 +45,22 @@ def _scope(command: str, scope: str):
         raise
 
 
+AllowRemovalsOpt = Annotated[bool, typer.Option(
+    "--allow-removals", help="Let a full pass remove more than half of the stored profiles, lists, segments "
+                             "or a group's members (refused otherwise, exit 10).")]
+
+
+def allow_removals(allowed: bool) -> None:
+    ALLOW_REMOVALS.set(allowed)  # set either way: an in-process caller may run several commands
+
+
 @app.command("sync-profiles")
 @common
 def sync_profiles_cmd(
     settings: Settings,
     full: FullOpt = False,
     predictive: Annotated[bool, typer.Option("--predictive", help="Also fetch predictive analytics (CLV, churn); the endpoint then allows only 10 requests/s.")] = False,
+    allow_removals_: AllowRemovalsOpt = False,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
@@ -57,6 +68,7 @@ def sync_profiles_cmd(
 
     Example: klaviyo-sync sync-profiles
     """
+    allow_removals(allow_removals_)
     client = settings.client()
     with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
                                                    "base_url": settings.base_url}, wait) as run:
@@ -95,9 +107,11 @@ def _group_command(group: str):
         members: Annotated[Optional[list[str]], typer.Option("--members", metavar="NAME_OR_ID", help=f"Also sync the members of this {group} (repeatable), or 'all'.")] = None,
         full: Annotated[bool, typer.Option("--full", help="Full membership pass: also removes members who left.")] = False,
         full_every: Annotated[str, typer.Option("--full-every", metavar="DURATION", help="Full membership pass when the last one is older than this.")] = "7d",
+        allow_removals_: AllowRemovalsOpt = False,
         wait: WaitOpt = 0.0,
     ) -> None:
         every = _parse(parse_duration, full_every, "--full-every")
+        allow_removals(allow_removals_)
         client = settings.client()
         arguments = {"counts": counts, "members": members or [], "full": full, "full_every": full_every,
                      "base_url": settings.base_url}

@@ -29,10 +29,12 @@ from .. import __version__, errors, output
 from .. import db as store
 from ..client import (
     DEFAULT_BASE_URL,
+    DEFAULT_DEADLINE,
     DEFAULT_REVISION,
     KlaviyoClient,
     revision_age_warning,
 )
+from ..account import AccountMismatch, check_account
 from ..errors import KlaviyoSyncError, UsageError, check_api_key, redact
 from ..lock import SyncLock
 from ..logsetup import setup_logging
@@ -61,6 +63,12 @@ class Settings:
     quiet: bool
     verbose: bool
     rate_limit: str | None = None
+    request_deadline: float = DEFAULT_DEADLINE
+    allow_http: bool = False
+    # The last client made, and whether its account was checked against the database (once a run).
+    last_client: KlaviyoClient | None = None
+    account_checked: bool = False
+    account_error: Exception | None = None
 
     def client(self, **kw) -> KlaviyoClient:
         if not self.api_key:
@@ -76,10 +84,43 @@ class Settings:
         except ValueError as exc:
             raise UsageError(f"--rate-limit: {exc}") from None
         try:
-            return KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
-                                 limiter=RateLimiter(limits), **kw)
+            self.last_client = KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
+                                             limiter=RateLimiter(limits), deadline=self.request_deadline,
+                                             allow_http=self.allow_http, **kw)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        return self.last_client
+
+
+def ensure_account(settings: Settings, database, *, record: bool = True) -> None:
+    """Once a run, before anything is written: the key's account must be the database's (exit 4,
+    AccountMismatch, raised before any write). Only for a command that made a client. The check
+    uses a client of its own, so the run's summary counts the stream's requests only. With
+    ``record=False`` (before the run row exists) any other failure (a 401, the network) is left
+    for the check inside run_record, which records it as the run's failure."""
+    if settings.account_checked or settings.last_client is None:
+        return
+    if settings.account_error is not None:  # the check before the run row failed: this run's failure
+        error, settings.account_error = settings.account_error, None
+        if record:
+            raise error
+        settings.account_error = error
+        return
+    c = settings.last_client
+    checker = KlaviyoClient(settings.api_key, base_url=c.base_url, revision=c.revision,
+                            limiter=c.limiter, sleep=c._sleep, deadline=c.deadline, allow_http=True)
+    try:
+        check_account(checker, database)
+    except AccountMismatch:
+        raise
+    except KlaviyoSyncError as exc:
+        if record:
+            raise
+        settings.account_error = exc  # raised again by run_record, after the run row exists
+        return
+    finally:
+        checker.close()
+    settings.account_checked = True
 
 
 _STATE = {"verbose": False, "api_key": None}
@@ -190,6 +231,12 @@ RateLimitOpt = Annotated[Optional[str], typer.Option(
     "--rate-limit", envvar="KLAVIYO_RATE_LIMITS", metavar="ENDPOINT=S/M,...", show_envvar=True,
     help="Lower this client's request budget, e.g. events=100/1000 (per second/per minute); "
          "default: Klaviyo's published limits less 10%.")]
+DeadlineOpt = Annotated[float, typer.Option(
+    "--request-deadline", envvar="KLAVIYO_REQUEST_DEADLINE", metavar="SECONDS", show_envvar=True,
+    min=1, max=3600, help="Give up on one request (connect to last byte) after SECONDS, then retry it.")]
+AllowHttpOpt = Annotated[bool, typer.Option(
+    "--allow-http", envvar="KLAVIYO_ALLOW_HTTP", show_envvar=True,
+    help="Allow a plain http:// base URL to a host other than this machine (the key then crosses the network unencrypted).")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing on success.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log requests and retries; tracebacks on errors.")]
 SummaryFormatOpt = Annotated[str, typer.Option(
@@ -211,6 +258,8 @@ _COMMON = [
     ("quiet", QuietOpt, False),
     ("verbose", VerboseOpt, False),
     ("rate_limit", RateLimitOpt, None),
+    ("request_deadline", DeadlineOpt, DEFAULT_DEADLINE),
+    ("allow_http", AllowHttpOpt, False),
 ]
 
 
@@ -231,11 +280,19 @@ def common(fn):
         if settings.api_key is not None:
             settings.api_key = settings.api_key.strip() or None
         setup_logging(settings.verbose, [_STATE["api_key"]])
+        _check_db_path(settings.db)
         return fn(settings, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params)
     wrapper.__annotations__ = {**{p.name: p.annotation for p in params}}
     return wrapper
+
+
+def _check_db_path(db: Path) -> None:
+    """--db must name a regular file (or one to create): "" and /dev/null are refused (exit 2)
+    before anything (a lock file, a WAL) is created beside them."""
+    if str(db) in ("", ".") or (db.exists() and not db.is_file()):
+        raise UsageError(f"--db {str(db)!r}: not a database file path (a regular file, e.g. klaviyo.db)")
 
 
 def _parse(parser, value, option: str):
@@ -252,6 +309,7 @@ def locked_db(settings: Settings, wait: float):
     with SyncLock(settings.db).acquire(wait):
         database = store.open_db(settings.db)
         try:
+            ensure_account(settings, database, record=False)
             yield database
         finally:
             database.close()
@@ -260,9 +318,11 @@ def locked_db(settings: Settings, wait: float):
 @contextmanager
 def run_record(settings: Settings, database, command: str, arguments: dict):
     """A sync_runs row for one sync, finished whatever happens (failed, interrupted, partial)."""
+    ensure_account(settings, database, record=False)  # another account's key: refused before any write
     run_id = store.start_run(database, command, arguments)
     run = {"id": run_id, "db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
     try:
+        ensure_account(settings, database)  # a failure to check (401, network) is this run's failure
         yield run
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"

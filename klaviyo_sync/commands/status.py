@@ -67,8 +67,9 @@ def status_cmd(
 
 
 def _status_tables(report: dict) -> None:
+    title = f"Tables (Klaviyo account {report['account']})" if report.get("account") else "Tables"
     output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
-                       [("table", "Table", "text"), ("rows", "Rows", "int")], "Tables")
+                       [("table", "Table", "text"), ("rows", "Rows", "int")], title)
     if report["marks"]:
         output.write_table([{"key": k, "value": v} for k, v in report["marks"].items()],
                            [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from .hosting import FAKE_API_KEY, FakeServer
+from .resources.accounts import AccountsResource
 from .resources.aggregates import AggregatesResource
 from .resources.audience import AudienceResource
 from .resources.campaigns import CampaignsResource
@@ -23,7 +24,7 @@ from .resources.profiles import ProfilesResource
 from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
-RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
+RESOURCES = (AccountsResource, MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
              AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
 
 
@@ -43,7 +44,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
                  metrics_page_size=200, n_quiet_profiles=40, n_lists=4, n_segments=3, n_flows=10,
                  host="127.0.0.1", port=0, scopes=None,
                  account_timezone="America/Los_Angeles", report_page_size=20,
-                 profile_shape="small", diurnal=False, events_per_visit=1):
+                 profile_shape="small", diurnal=False, events_per_visit=1,
+                 account_id="XyZ123", account_name="Fake Store"):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0 or n_flows < 0:
@@ -55,6 +57,8 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
         if events_per_visit < 1:
             raise ValueError("events_per_visit must be >= 1")
         self.seed = seed
+        # ``GET /api/accounts``: start a second FakeKlaviyo with another id and key for a second account.
+        self.account_id, self.account_name = account_id, account_name
         # Opt-in shape of a real account (benchmarks); the defaults are what the tests compare.
         self.profile_shape = profile_shape  # "small" (3 properties) or "realistic" (~1 KB of JSON)
         self.diurnal = diurnal  # events follow the day: busy evenings, quiet nights

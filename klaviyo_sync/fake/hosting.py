@@ -206,7 +206,7 @@ RATE_LIMITS = {
 
 # Every read scope a Klaviyo private key can hold; ``FakeServer.scopes = None`` grants them all.
 ALL_SCOPES = frozenset({
-    "campaigns:read", "events:read", "flows:read", "lists:read", "metrics:read",
+    "accounts:read", "campaigns:read", "events:read", "flows:read", "lists:read", "metrics:read",
     "profiles:read", "segments:read", "templates:read",
 })
 
