@@ -408,6 +408,8 @@ ABSURD = [
     (["sync-campaigns", "--range", "400d"], "report quota"),
     (["campaigns", "--range", "2000-01-01..2000-02-01"], "Klaviyo holds nothing older"),
     (["status", "--max-age", "99999999999d"], "at most 3660 days"),
+    (["sync-events", "--metric", "Placed\udcffOrder"], "--metric: not valid UTF-8"),
+    (["verify", "--metric", "\udcff"], "--metric: not valid UTF-8"),
 ]
 
 
@@ -517,3 +519,16 @@ def test_a_symlinked_lock_file_is_not_followed(run, tmp_path):
         res = run(fake, "sync-metrics")
         assert res.exit_code == 8, res.output
     assert victim.read_text() == "do not truncate me"
+
+
+@pytest.mark.parametrize("command", ["sync-profiles", "sync-lists", "sync-segments"])
+def test_the_audience_commands_take_format(run, command):
+    import json
+
+    with FakeKlaviyo(n_events=10, n_profiles=5, n_quiet_profiles=0) as fake:
+        res = run(fake, command, "--format", "json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout.strip().splitlines()[-1])["command"] == command
+        text = run(fake, command, "--format", "text")
+        assert text.exit_code == 0 and text.stdout.startswith(f"{command} ok:"), text.stdout
+        assert run(fake, command, "--format", "xml").exit_code == 2

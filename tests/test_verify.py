@@ -131,8 +131,8 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     log = fake.request_log()[n_log:]
     event_filters = sorted(parse_qs(q["query"])["filter"][0] for q in log if q["path"] == "/api/events")
     assert event_filters == sorted([
-        f'greater-or-equal(datetime,{d2}T14:00:00Z),less-than(datetime,{d2}T15:00:00Z),equals(metric_id,"{po}")',
-        f'greater-or-equal(datetime,{d2}T15:00:00Z),less-than(datetime,{d2}T16:00:00Z),equals(metric_id,"{rv}")',
+        f'and(greater-or-equal(datetime,{d2}T14:00:00Z),less-than(datetime,{d2}T15:00:00Z),equals(metric_id,"{po}"))',
+        f'and(greater-or-equal(datetime,{d2}T15:00:00Z),less-than(datetime,{d2}T16:00:00Z),equals(metric_id,"{rv}"))',
     ])
     hourly = [json.loads(q["body"])["data"]["attributes"] for q in log
               if q["path"] == "/api/metric-aggregates" and '"hour"' in q["body"]]

@@ -20,7 +20,9 @@ from ..streams.audience import (
 from ..timeutil import parse_duration
 from .base import (
     Settings,
+    SummaryFormatOpt,
     WaitOpt,
+    _check_summary_format,
     _parse,
     _report,
     app,
@@ -62,12 +64,14 @@ def sync_profiles_cmd(
     predictive: Annotated[bool, typer.Option("--predictive", help="Also fetch predictive analytics (CLV, churn); the endpoint then allows only 10 requests/s.")] = False,
     allow_removals_: AllowRemovalsOpt = False,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
 ) -> None:
     """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
     marks the profiles deleted in Klaviyo.
 
     Example: klaviyo-sync sync-profiles
     """
+    _check_summary_format(fmt)
     allow_removals(allow_removals_)
     client = settings.client()
     with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
@@ -75,7 +79,7 @@ def sync_profiles_cmd(
         run["client"] = client
         with _scope("sync-profiles", "profiles:read"):
             sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"])
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 def _counts(settings: Settings, client, db, group: str, result) -> None:
@@ -109,7 +113,9 @@ def _group_command(group: str):
         full_every: Annotated[str, typer.Option("--full-every", metavar="DURATION", help="Full membership pass when the last one is older than this.")] = "7d",
         allow_removals_: AllowRemovalsOpt = False,
         wait: WaitOpt = 0.0,
+        fmt: SummaryFormatOpt = "auto",
     ) -> None:
+        _check_summary_format(fmt)
         every = _parse(parse_duration, full_every, "--full-every")
         allow_removals(allow_removals_)
         client = settings.client()
@@ -128,7 +134,7 @@ def _group_command(group: str):
                 with _scope(command, f"{group}s:read and profiles:read"):
                     for gid in ids:
                         sync_members(client, db, group, gid, full=full, full_every=every, result=result)
-        _report(settings, run)
+        _report(settings, run, fmt)
 
     run_group.__doc__ = (f"Sync every {group} of the account; with --members, also their members "
                          f"(incremental, and a full pass every --full-every).\n\n"

@@ -272,6 +272,7 @@ def common(fn):
 
     @functools.wraps(fn)
     def wrapper(**kwargs):
+        _check_text(kwargs)
         shared = {name: kwargs.pop(name) for name, _, _ in _COMMON}
         settings = Settings(**shared)
         _STATE["verbose"] = settings.verbose
@@ -286,6 +287,20 @@ def common(fn):
     wrapper.__signature__ = sig.replace(parameters=params)
     wrapper.__annotations__ = {**{p.name: p.annotation for p in params}}
     return wrapper
+
+
+def _check_text(kwargs: dict) -> None:
+    """Every text option must be valid UTF-8 (a non-UTF-8 byte arrives as a lone surrogate and
+    would fail later, as exit 1): exit 2 naming the option, without echoing the value."""
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (str, Path)):
+                try:
+                    str(v).encode("utf-8")
+                except UnicodeEncodeError:
+                    option = "--" + name.rstrip("_").replace("_", "-")
+                    raise UsageError(f"{option}: not valid UTF-8") from None
 
 
 def _check_db_path(db: Path) -> None:
