@@ -532,3 +532,17 @@ def test_the_audience_commands_take_format(run, command):
         text = run(fake, command, "--format", "text")
         assert text.exit_code == 0 and text.stdout.startswith(f"{command} ok:"), text.stdout
         assert run(fake, command, "--format", "xml").exit_code == 2
+
+
+def test_verify_with_an_unknown_metric_exits_2_before_the_lock_and_records_no_run(synced, run):
+    runs = sync_runs(run.db)
+    res = run(synced, "verify", "--range", "2d", "--metric", "No Such Metric")
+    assert res.exit_code == 2, res.output
+    assert "unknown metric 'No Such Metric'" in res.output
+    assert sync_runs(run.db) == runs
+    # known locally: no request at all before the verify itself
+    n0 = len(synced.request_log())
+    name = query(run.db, "SELECT name FROM metrics ORDER BY name LIMIT 1")[0][0]
+    ok = run(synced, "verify", "--range", "2d", "--metric", name)
+    assert ok.exit_code in (0, 9), ok.output
+    assert [r["path"] for r in synced.request_log()[n0:]][0] == "/api/accounts"
