@@ -136,7 +136,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "id": "Run number.", "command": "The command, e.g. sync-events.",
         "arguments": "Its arguments (JSON; never the API key).",
         "started_at": "Start (UTC).", "finished_at": "End (UTC).",
-        "status": "running, ok, partial, failed, interrupted or abandoned.",
+        "status": "running, ok, partial, skipped (an optional sync-all step the key has no scope for), failed, interrupted or abandoned.",
         "window_start": "Start of the window synced (UTC).", "window_end": "End of the window (UTC).",
         "rows_written": "Rows inserted or changed per table (JSON).", "pages": "Pages read.",
         "requests": "HTTP requests made.", "retries": "Retries.",

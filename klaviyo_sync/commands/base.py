@@ -30,7 +30,7 @@ from .report import (  # noqa: F401
     print_summary,
 )
 from .runs import (  # noqa: F401
-    SYNC_ALL_STEPS, Interrupted, Step, Terminated, locked_db, recorded_run, run_record, sync_all_step,
+    SYNC_ALL_STEPS, Interrupted, Skipped, Step, Terminated, denied_as, locked_db, recorded_run, run_record,
     sync_commands,
 )
 from .settings import _STATE, DEFAULT_WORKERS, RateLimiter, Settings  # noqa: F401

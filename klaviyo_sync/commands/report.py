@@ -69,7 +69,10 @@ def _check_summary_format(fmt: str) -> None:
 
 def human_summary(summary: dict) -> str:
     """``sync-events ok: 249 events, 154 profiles, 0 metrics written; 8 pages, 8 requests in
-    0.02 s (11,318 events/s)`` and, when there were any, retries and rate-limit waits."""
+    0.02 s (11,318 events/s)`` and, when there were any, retries and rate-limit waits; a
+    skipped sync-all step: ``sync-images skipped: the API key lacks the images:read scope``."""
+    if summary.get("status") == "skipped":
+        return f"{summary['command']} skipped: {summary.get('reason', '')}"
     rows = summary.get("rows") or {}
     seconds = summary.get("seconds") or 0.0
     written = ", ".join(f"{n:,} {table}" for table, n in rows.items()) or "nothing"

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 from .. import db as store
 from .. import errors
-from ..errors import KlaviyoSyncError, redact
+from ..errors import AuthError, KlaviyoSyncError, redact
 from ..lock import SyncLock
+from ..streams import declarations
+from ..streams.declare import Declaration
 from ..streams.engine import SyncResult
 from .report import _summary
 from .settings import Settings
@@ -42,7 +44,8 @@ def run_record(settings: Settings, database, command: str, arguments: dict):
     try:
         yield run
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+        status = ("interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted))
+                  else "skipped" if isinstance(exc, Skipped) else "failed")
         message = redact(str(exc) or type(exc).__name__, settings.api_key)
         store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
         raise
@@ -60,34 +63,43 @@ def recorded_run(settings: Settings, command: str, arguments: dict, wait: float)
         yield run
 
 
-# -- sync-all's steps: each family registers its own -------------------------------------------
+# -- sync-all's steps: one per declared stream with a place in sync-all -------------------------
 @dataclass(frozen=True)
 class Step:
     """One stream of `sync-all`: its sync_runs command name, the scope a 403 means is missing,
-    and ``run(client, db, result)`` with the defaults a whole-account sync uses."""
+    ``run(client, db, result)`` with the defaults a whole-account sync uses, and whether it is
+    core (a missing scope fails sync-all) or optional (a missing scope skips the step)."""
 
     order: int
     command: str
     scope: str
     run: Callable
     arguments: dict
+    core: bool = True
 
 
-SYNC_ALL_STEPS: list[Step] = []
+SYNC_ALL_STEPS: list[Step] = [
+    Step(d.sync_all, d.command, d.scope, d.step, dict(d.arguments), d.core)
+    for d in declarations() if d.sync_all is not None
+]
 
 
 def sync_commands() -> list[str]:
-    """The commands `status --command` knows: every step of sync-all (each records its own run), and verify."""
-    return [*dict.fromkeys(s.command for s in SYNC_ALL_STEPS), "verify"]
+    """The commands `status --command` knows: every declared stream (each records its own run), and verify."""
+    return [*dict.fromkeys(d.command for d in declarations()), "verify"]
 
 
-def sync_all_step(order: int, command: str, scope: str, **arguments):
-    """Register a function ``(client, db, result) -> None`` as a step of `sync-all`."""
+class Skipped(KlaviyoSyncError):
+    """An optional step the key has no scope for: recorded as ``skipped``, not a failure."""
 
-    def register(fn):
-        SYNC_ALL_STEPS.append(Step(order, command, scope, fn, arguments))
-        SYNC_ALL_STEPS.sort(key=lambda s: s.order)
-        return fn
 
-    return register
-
+@contextmanager
+def denied_as(decl: Declaration, scope: str | None = None):
+    """A 403 becomes one line naming the declaration's scope (or ``scope``), exit 4."""
+    try:
+        yield
+    except AuthError as exc:
+        if exc.status == 403:
+            raise AuthError(f"{decl.command}: permission denied: the API key lacks the {scope or decl.scope} scope "
+                            f"({exc.endpoint})", status=403, endpoint=exc.endpoint) from None
+        raise

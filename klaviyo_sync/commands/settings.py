@@ -8,8 +8,8 @@ from pathlib import Path
 from ..client import KlaviyoClient, revision_age_warning
 from ..errors import UsageError
 from ..ratelimit import RateLimiter, parse_limits
+from ..streams.events import DEFAULT_WORKERS  # noqa: F401 - re-exported
 
-DEFAULT_WORKERS = 12  # measured: see README, Performance
 
 
 @dataclass

@@ -19,8 +19,9 @@ from sqlite_utils import Database
 
 from .. import db as store
 from ..client import KlaviyoClient, Page
-from ..timeutil import Window, iso, parse_datetime
+from ..timeutil import Window, floor_second, iso, parse_datetime, utcnow
 from .autoscale import GROW_MIN_GAIN, GROW_WAIT_SHARE, START_WORKERS, TICK_SECONDS, _Autoscale  # noqa: F401
+from .declare import EVENTS_READ, Declaration, declare
 from .engine import SyncResult
 from .events_fetch import (  # noqa: F401
     _DONE, EVENT_FIELDS, EVENT_PAGE_SIZE, PROFILE_FIELDS, EventSlice, _page_rows, _Rows, _SeenCache, _Stop,
@@ -207,3 +208,19 @@ def resume_window(db: Database, metric_ids: list[str] | None, overlap: timedelta
         start = min(parse_datetime(stored), now) - overlap
         return Window(start, now, "resume")
     return Window(now - first_run, now, "first run")
+
+
+DEFAULT_WORKERS = 12  # measured: see README, Performance
+
+
+def _sync_all_events(client: KlaviyoClient, db: Database, result: SyncResult) -> None:
+    """Events resume from the stored mark (24 hours back on a first run)."""
+    window = resume_window(db, None, timedelta(hours=1), floor_second(utcnow()))
+    sync_events(client, db, window, workers=DEFAULT_WORKERS, result=result)
+
+
+SYNC_EVENTS = declare(Declaration(
+    command="sync-events", help="", scope=EVENTS_READ, tier="events", paths=("/api/events",),
+    run=_sync_all_events, sync_all=30, core=True,
+    arguments={"resume": True, "overlap": "1h", "workers": DEFAULT_WORKERS},
+))
