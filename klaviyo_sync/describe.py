@@ -232,6 +232,20 @@ COLUMNS["campaign_performance"] = {
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
 
+
+
+def _declared() -> None:
+    """Declared streams describe their own tables (klaviyo_sync/streams/)."""
+    from .streams import declarations  # the streams import describe's neighbours: import them late
+
+    for decl in declarations():
+        for spec in decl.tables:
+            TABLES[spec.name] = spec.description
+            COLUMNS[spec.name] = spec.descriptions()
+
+
+_declared()
+
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}
 

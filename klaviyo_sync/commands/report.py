@@ -83,7 +83,8 @@ def human_summary(summary: dict) -> str:
     line = (f"{summary['command']} {summary['status']}: {written} written; "
             f"{summary.get('pages', 0):,} pages, {summary.get('requests', 0):,} requests in "
             f"{seconds:.2f} s ({rate})")
-    extras = []
+    extras = [f"{n:,} {k[: -len('_removed')]} removed" for k, n in summary.items()
+              if k.endswith("_removed") and isinstance(n, int) and n]
     if summary.get("retries"):
         extras.append(f"{summary['retries']} retries")
     if summary.get("rate_limited"):

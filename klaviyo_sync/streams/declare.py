@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from sqlite_utils import Database
 
+from .. import ratelimit
 from ..transform import flag  # noqa: F401 - the 0/1 helper, for declarations
 from .engine import Stream, SyncResult, Table, run_stream
 
@@ -115,6 +116,13 @@ class Declaration:
             raise ValueError(f"{self.command}: declare stream= (a simple stream) or run= (a special engine)")
         if not self.command.startswith("sync-"):
             raise ValueError(f"{self.command}: a stream's command is named sync-...")
+        if self.tier in ratelimit.TIERS:
+            ratelimit.declare_bucket(self.bucket, self.paths, self.tier)
+
+    @property
+    def bucket(self) -> str:
+        """The rate-limit bucket of its first path (--rate-limit BUCKET=S/M)."""
+        return self.command[len("sync-"):] if self.tier in ratelimit.TIERS else self.tier
 
     @property
     def simple(self) -> bool:

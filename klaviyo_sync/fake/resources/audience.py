@@ -16,7 +16,8 @@ from ..data import CITIES, FIRST_NAMES, LAST_NAMES, dumps, iso, parse_iso, ulid
 from ..errors import bad, not_found
 from ..filters import cmp, filter_or_400
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, page_size, query_params, sparse
+from ..jsonapi import fields_param, page_size, query_params, sparse
+from ..listing import page_of
 from . import Resource
 from .profiles import PROFILE_FIELDS
 
@@ -314,21 +315,8 @@ class AudienceResource(Resource):
             self._check_limits("M")  # predictive analytics lowers the endpoint to the M tier
         return set(items)
 
-    def _offset(self, params, kind: str) -> int:
-        if "page[cursor]" not in params:
-            return 0
-        try:
-            off = int(dec_cursor(params["page[cursor]"], kind)[0])
-            if off < 0:
-                raise ValueError
-            return off
-        except (ValueError, IndexError):
-            raise bad("Invalid cursor provided.", "page[cursor]") from None
-
-    def _audience_page(self, ctx, rows: list, off: int, size: int, kind: str, render) -> tuple:
-        page = rows[off:off + size]
-        nxt = enc_cursor(kind, off + size) if off + size < len(rows) else None
-        prv = enc_cursor(kind, max(0, off - size)) if off > 0 else None
+    def _audience_page(self, ctx, params, rows: list, size: int, kind: str, render) -> tuple:
+        page, nxt, prv = page_of(params, rows, size, kind)
         body = '{"data":[' + ",".join(dumps(render(k)) for k in page) + '],"links":' + dumps(self._links(ctx, nxt, prv)) + "}"
         return 200, body.encode("utf-8"), []
 
@@ -360,8 +348,7 @@ class AudienceResource(Resource):
                     "id": lambda k: self._pids[k],
                     "email": lambda k: (self._pattrs[k]["email"] or "", self._pids[k])}[key]
             rows.sort(key=keyf, reverse=sort.startswith("-"))
-        off = self._offset(params, "pr")
-        return self._audience_page(ctx, rows, off, size, "pr", lambda k: self._profile_doc(k, fp, additional))
+        return self._audience_page(ctx, params, rows, size, "pr", lambda k: self._profile_doc(k, fp, additional))
 
     def _profiles_by_updated(self, ctx, params, flt, size, fp, additional):
         """The incremental query's fast path (same answer): live profiles ordered by (updated,
@@ -377,9 +364,8 @@ class AudienceResource(Resource):
         if flt is not None:
             ((_, _, val, _),) = filter_or_400(flt, PROFILE_FILTERS)
             start = bisect.bisect_right(stamps, val)
-        off = self._offset(params, "pr")
         rows = _Window(live, start)  # no copy of the tail per page
-        return self._audience_page(ctx, rows, off, size, "pr", lambda k: self._profile_doc(k, fp, additional))
+        return self._audience_page(ctx, params, rows, size, "pr", lambda k: self._profile_doc(k, fp, additional))
 
     # ------------------------------------------------------------------ lists and segments
     def _group_doc(self, g: _Group, fields, count: bool) -> dict:
@@ -415,8 +401,7 @@ class AudienceResource(Resource):
             raise bad(f"'{sort}' is not a valid sort field.", "sort")
         key = sort.lstrip("-")
         rows.sort(key=lambda g: g.id if key == "id" else (g.attrs[key], g.id), reverse=sort.startswith("-"))
-        off = self._offset(params, kind[:2])
-        return self._audience_page(ctx, rows, off, size, kind[:2], lambda g: self._group_doc(g, fg, False))
+        return self._audience_page(ctx, params, rows, size, kind[:2], lambda g: self._group_doc(g, fg, False))
 
     def _h_group(self, ctx, kind: str, gid: str):
         params = query_params(ctx, {f"fields[{kind}]", f"additional-fields[{kind}]", "include",
@@ -451,8 +436,7 @@ class AudienceResource(Resource):
             if sort not in ("joined_group_at", "-joined_group_at"):
                 raise bad(f"'{sort}' is not a valid sort field.", "sort")
             rows.sort(key=lambda k: (g.members[k], self._pids[k]), reverse=sort.startswith("-"))
-        off = self._offset(params, "gm")
-        return self._audience_page(ctx, rows, off, size, "gm", lambda k: self._profile_doc(
+        return self._audience_page(ctx, params, rows, size, "gm", lambda k: self._profile_doc(
             k, fp, additional, {"joined_group_at": iso(g.members[k])}))
 
     def _h_lists(self, ctx):

@@ -20,7 +20,8 @@ from ..data import b62, dumps, iso
 from ..errors import bad, not_found
 from ..filters import CMP, cmp, filter_or_400
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, include_param, page_size, query_params, sparse
+from ..listing import page_of
+from ..jsonapi import fields_param, include_param, page_size, query_params, sparse
 from . import Resource
 
 FLOW_FIELDS = {"archived", "created", "name", "status", "trigger_type", "updated"}
@@ -305,17 +306,6 @@ class FlowsResource(Resource):
                 return False
         return True
 
-    def _page(self, ctx, params, rows, kind):
-        off = 0
-        if "page[cursor]" in params:
-            try:
-                off = int(dec_cursor(params["page[cursor]"], kind)[0])
-                if off < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise bad("Invalid cursor provided.", "page[cursor]") from None
-        return off
-
     @staticmethod
     def _sorted(rows, sort, keys):
         name = (sort or "id").lstrip("-")
@@ -342,12 +332,9 @@ class FlowsResource(Resource):
                 "created": lambda f: f["created_ts"], "updated": lambda f: f["updated_ts"],
                 "id": lambda f: f["id"], "name": lambda f: f["name"],
                 "status": lambda f: f["status"], "trigger_type": lambda f: f["trigger_type"]})
-            off = self._page(ctx, params, rows, "fl")
-            page = rows[off:off + size]
+            page, nxt, prv = page_of(params, rows, size, "fl")
             base = self.base_url
-            doc = {"data": [self._flow_res(f, base, ff) for f in page],
-                   "links": self._links(ctx, enc_cursor("fl", off + size) if off + size < len(rows) else None,
-                                        enc_cursor("fl", max(0, off - size)) if off > 0 else None)}
+            doc = {"data": [self._flow_res(f, base, ff) for f in page], "links": self._links(ctx, nxt, prv)}
             if "flow-actions" in inc:
                 doc["included"] = [self._action_res(f, a, base, fa)
                                    for f in page for a in f["definition"]["actions"]]
@@ -400,9 +387,6 @@ class FlowsResource(Resource):
             rows = self._sorted([t for t in self._templates if ok(t)], sort, {
                 "created": lambda t: t["created_ts"], "updated": lambda t: t["updated_ts"],
                 "id": lambda t: t["id"], "name": lambda t: t["attributes"]["name"]})
-            off = self._page(ctx, params, rows, "tp")
-            page = rows[off:off + size]
-            doc = {"data": [self._template_res(t, self.base_url, ft) for t in page],
-                   "links": self._links(ctx, enc_cursor("tp", off + size) if off + size < len(rows) else None,
-                                        enc_cursor("tp", max(0, off - size)) if off > 0 else None)}
+            page, nxt, prv = page_of(params, rows, size, "tp")
+            doc = {"data": [self._template_res(t, self.base_url, ft) for t in page], "links": self._links(ctx, nxt, prv)}
         return 200, dumps(doc).encode("utf-8"), []

@@ -9,7 +9,8 @@ from ..data import B62, INTEGRATIONS, METRIC_CATALOG, dumps, iso
 from ..errors import bad, not_found
 from ..filters import filter_or_400
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, include_param, query_params, sparse
+from ..jsonapi import fields_param, include_param, query_params, sparse
+from ..listing import page_of
 from . import Resource
 
 METRIC_FIELDS = {"created", "id", "integration", "name", "updated"}
@@ -111,18 +112,7 @@ class MetricsResource(Resource):
                 key = field.split(".", 1)[1]
                 rows = [k for k in rows
                         if self._metrics[k]["attributes"]["integration"][key] == val]
-        off = 0
-        if "page[cursor]" in params:
-            try:
-                off = int(dec_cursor(params["page[cursor]"], "mt")[0])
-                if off < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise bad("Invalid cursor provided.", "page[cursor]") from None
-        size = max(1, int(self.metrics_page_size))
-        page = rows[off:off + size]
-        nxt = enc_cursor("mt", off + size) if off + size < len(rows) else None
-        prv = enc_cursor("mt", max(0, off - size)) if off > 0 else None
+        page, nxt, prv = page_of(params, rows, max(1, int(self.metrics_page_size)), "mt")
         base = self.base_url
         data = []
         for k in page:
