@@ -129,7 +129,7 @@ def test_sync_all_only_and_skip_choose_steps_and_refuse_unknown_names(tmp_path):
         only = run_cli(["sync-all", "--only", "sync-metrics,images"], env)
         assert only.returncode == 0, only.describe()
         assert [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")] == ["sync-metrics", "sync-images"]
-        assert ids(db, "images") == fake.image_ids()
+        assert ids(db, "images") == fake.images.ids()
         skip = run_cli(["sync-all", "--skip", "events,campaigns,flows,flow-stats,profiles,lists,segments,templates"],
                        env)
         assert skip.returncode == 0, skip.describe()

@@ -140,3 +140,55 @@ class ListEndpoint:
         if inc:
             doc["included"] = included(page, inc, inc_fields) if included else []
         return 200, dumps(doc).encode("utf-8"), []
+
+
+class Collection:
+    """A simple collection's rows (id -> attributes as the API serves them), its list
+    endpoint, and the public ground truth tests read and change: ``ids()``, ``get(id)``,
+    ``remove(id)``, ``update(id, **attributes)`` (which moves ``updated``, the name of the
+    collection's last-changed attribute, past every value served so far)."""
+
+    def __init__(self, endpoint: ListEndpoint, path: str, rows: dict[str, dict], *, updated: str | None = None,
+                 clock: int = 0):
+        import threading
+
+        self.endpoint, self.path, self.updated = endpoint, path, updated
+        self._rows = dict(rows)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._rows)
+
+    def get(self, row_id: str) -> dict:
+        with self._lock:
+            return dict(self._rows[row_id])
+
+    def remove(self, row_id: str) -> None:
+        with self._lock:
+            del self._rows[row_id]
+
+    def update(self, row_id: str, **attributes) -> None:
+        from .data import iso
+
+        with self._lock:
+            if self.updated:
+                self._clock += 1
+                attributes[self.updated] = iso(self._clock).replace("Z", "+00:00")
+            self._rows[row_id] = {**self._rows[row_id], **attributes}
+
+    def respond(self, fake, ctx):
+        from .jsonapi import sparse
+
+        base, kind = fake.base_url, self.endpoint.type
+
+        def render(row, fields):
+            row_id, attrs = row
+            return {"type": kind, "id": row_id, "attributes": sparse(dict(attrs), fields),
+                    "links": {"self": f"{base}{self.path}/{row_id}/"}}
+
+        with self._lock:
+            rows = list(self._rows.items())
+        return self.endpoint.respond(fake, ctx, rows, render=render,
+                                     value=lambda row, name: row[0] if name == "id" else row[1].get(name))
