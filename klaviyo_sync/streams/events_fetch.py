@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import queue
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..client import Page
+from ..client import KlaviyoClient, Page
 from ..db import to_json
 from ..timeutil import Window, iso
 from ..transform import event_row, metric_row, profile_row
@@ -156,3 +159,83 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 class _Stop(Exception):
     pass
 
+
+PAGES_QUEUED = 4  # pages waiting for the writer, at most
+
+
+class Fetchers:
+    """The fetcher threads of one run. Each takes slices off a work queue, pages through its
+    slice and hands each page's rows to the writer through ``pages``, a bounded queue (so
+    memory grows neither with the window nor with the number of fetchers). An item of
+    ``pages`` is ``(slice, rows)``, ``(slice, _DONE)`` when a slice is complete, ``(None, exc)``
+    when a fetcher failed (the writer raises it) and ``(None, None)`` when a fetcher ended."""
+
+    def __init__(self, client: KlaviyoClient, slices: list[EventSlice], page_size: int = EVENT_PAGE_SIZE):
+        self.client = client
+        self.page_size = page_size
+        self.work: queue.Queue = queue.Queue()
+        for s in slices:
+            self.work.put(s)
+        self.pages: queue.Queue = queue.Queue(maxsize=PAGES_QUEUED)
+        self.stopping = threading.Event()
+        self.seen = _SeenCache()
+        self.threads: list[threading.Thread] = []
+        self.running = 0  # started and not yet ended (the writer counts the ends)
+
+    def _put(self, item) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.pages.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def _fetch(self) -> None:
+        put = self._put
+        try:
+            while not self.stopping.is_set():
+                try:
+                    s = self.work.get_nowait()
+                except queue.Empty:
+                    return
+                start, end = iso(s.start), iso(s.end)
+
+                def hand_over(page: Page, s=s, start=start, end=end) -> None:
+                    # Runs under the client's read gate: a fetcher that must wait for the
+                    # writer holds the gate, so the others leave their answers unread on the
+                    # socket and memory stays bounded however many workers and profiles.
+                    put((s, _page_rows(page, start, end, self.seen)))
+
+                for _ in self.client.paginate("/api/events", events_params(s, self.page_size), transform=hand_over):
+                    if self.stopping.is_set():
+                        raise _Stop
+                put((s, _DONE))
+        except _Stop:
+            pass
+        except BaseException as exc:  # handed to the writer, which raises it
+            try:
+                put((None, exc))
+            except _Stop:
+                pass
+        finally:
+            try:
+                put((None, None))  # this fetcher is finished
+            except _Stop:
+                pass
+
+    def start(self, count: int) -> None:
+        """Run ``count`` fetchers in all (more are started, none stopped)."""
+        while len(self.threads) < count:
+            t = threading.Thread(target=self._fetch, name=f"fetch-{len(self.threads)}", daemon=True)
+            self.threads.append(t)
+            self.running += 1
+            t.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
+        and must not hold the process (and the lock) for the read timeout: wait ``grace`` s in all."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace
+        for t in self.threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -9,12 +9,13 @@ import queue
 from sqlite_utils import Database
 
 from .. import db as store
-from .engine import Table
+from ..timeutil import parse_datetime
+from .engine import SyncResult, Table
+from .events_fetch import _DONE, EventSlice, _Rows
 from .metrics import METRICS_TABLE
 
 EVENTS_MARK = "events.mark"
 MAX_PAGES_PER_COMMIT = 8
-PAGES_QUEUED = 4
 MAX_SECONDS_PER_COMMIT = 0.5
 
 EVENTS_TABLE = Table("events", tuple(store.EVENT_COLUMNS), immutable=True)  # events never change
@@ -65,3 +66,21 @@ def _event_indexes(db: Database):
     with db.atomic():
         store.ensure_event_indexes(db)
 
+
+def apply_page(db: Database, result: SyncResult, s: EventSlice, item) -> None:
+    """Write one item of the fetchers' queue (inside the caller's transaction): a page's rows,
+    profiles and metrics first so its joins are whole when it lands; or a slice's end."""
+    if item is _DONE:
+        s.complete = True
+        s.done_until = s.end
+        return
+    rows: _Rows = item
+    result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, rows.metrics))
+    result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, rows.profiles))
+    result.add_rows("events", store.write_rows(db, EVENT_UPSERT, rows.events))
+    result.pages += 1
+    result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(rows.events)
+    if rows.dropped:
+        result.extra["dropped_outside_window"] = result.extra.get("dropped_outside_window", 0) + rows.dropped
+    if rows.last_datetime:
+        s.done_until = max(s.done_until, parse_datetime(rows.last_datetime))
