@@ -20,7 +20,7 @@ from ..data import b62, dumps, iso
 from ..errors import bad, not_found
 from ..filters import CMP, cmp, filter_or_400
 from ..hosting import Route
-from ..listing import page_of
+from ..listing import ListEndpoint, page_of
 from ..jsonapi import fields_param, include_param, page_size, query_params, sparse
 from . import Resource
 
@@ -47,6 +47,8 @@ TEMPLATE_FILTERS = {
     "updated": {"single": _DT, "type": "datetime"},
 }
 TEMPLATE_SORTS = tuple(s for f in ("created", "id", "name", "updated") for s in (f, f"-{f}"))
+TEMPLATES = ListEndpoint("template", fields=frozenset(TEMPLATE_FIELDS), filters=TEMPLATE_FILTERS,
+                         sorts=("created", "id", "name", "updated"), page=(1, 10, 10), kind="tp")
 FLOW_THEMES = [
     ("Welcome Series", "Added to List"), ("Abandoned Cart", "Metric"),
     ("Browse Abandonment", "Metric"), ("Post-Purchase Thank You", "Metric"),
@@ -363,30 +365,8 @@ class FlowsResource(Resource):
         return 200, dumps(doc).encode("utf-8"), []
 
     def _h_templates(self, ctx):
-        params = query_params(ctx, {"fields[template]", "filter", "page[cursor]", "page[size]", "sort"})
-        ft = fields_param(params, "fields[template]", TEMPLATE_FIELDS)
-        sort = params.get("sort")
-        if sort is not None and sort not in TEMPLATE_SORTS:
-            raise bad(f"'{sort}' is not a valid sort field.", "sort")
-        size = page_size(params, 1, 10, 10)
-        conds = filter_or_400(params["filter"], TEMPLATE_FILTERS) if params.get("filter") else []
-
-        def ok(t):
-            for op, field, val, is_list in conds:
-                if field in ("id", "name"):
-                    have = t["id"] if field == "id" else t["attributes"]["name"]
-                    good = have in val if is_list else have == val
-                else:
-                    have = t[f"{field}_ts"]
-                    good = have == val if op == "equals" else cmp(op, have, val)
-                if not good:
-                    return False
-            return True
-
         with self._flows_lock:
-            rows = self._sorted([t for t in self._templates if ok(t)], sort, {
-                "created": lambda t: t["created_ts"], "updated": lambda t: t["updated_ts"],
-                "id": lambda t: t["id"], "name": lambda t: t["attributes"]["name"]})
-            page, nxt, prv = page_of(params, rows, size, "tp")
-            doc = {"data": [self._template_res(t, self.base_url, ft) for t in page], "links": self._links(ctx, nxt, prv)}
-        return 200, dumps(doc).encode("utf-8"), []
+            return TEMPLATES.respond(self, ctx, self._templates,
+                                     value=lambda t, f: (t["id"] if f == "id" else t["attributes"]["name"]
+                                                         if f == "name" else t[f"{f}_ts"]),
+                                     render=lambda t, fields: self._template_res(t, self.base_url, fields))
