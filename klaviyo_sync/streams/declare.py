@@ -101,7 +101,7 @@ class Declaration:
     help: str  # the command's --help; its first line is the summary in `klaviyo-sync --help`
     scope: str  # the key's scope every request needs; named in the 403 message
     tier: str  # the rate tier: a bucket of ratelimit.DEFAULT_LIMITS, or XL/L/M/S/XS for a new path
-    paths: tuple[str, ...]  # every API path it requests ("{id}" for a path parameter)
+    paths: tuple[str, ...] = ()  # every API path it requests ("{id}" for a path parameter); default: stream.path
     tables: tuple[TableSpec, ...] = ()  # the tables it owns (describe reads their descriptions)
     stream: Stream | None = None
     run: Callable | None = None
@@ -116,6 +116,10 @@ class Declaration:
             raise ValueError(f"{self.command}: declare stream= (a simple stream) or run= (a special engine)")
         if not self.command.startswith("sync-"):
             raise ValueError(f"{self.command}: a stream's command is named sync-...")
+        if not self.paths and self.stream is not None:
+            object.__setattr__(self, "paths", (self.stream.path,))
+        if not self.paths:
+            raise ValueError(f"{self.command}: declare the paths it requests")
         if self.tier in ratelimit.TIERS:
             ratelimit.declare_bucket(self.bucket, self.paths, self.tier)
 

@@ -133,7 +133,7 @@ class Stream:
     name: str
     path: str  # may hold "{parent}" for a child stream, e.g. "/api/lists/{parent}/profiles"
     table: Table
-    scope: str  # the API key scope it needs, named in a 403
+    scope: str = ""  # the API key scope it needs (a declared stream's is its Declaration's)
     row: Callable[..., tuple] | None = None  # (resource) -> row, or (resource, parent) for a child stream
     type: str | None = None  # keep only data[] items of this type
     params: Mapping[str, str] = field(default_factory=dict)

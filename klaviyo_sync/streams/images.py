@@ -29,10 +29,9 @@ SYNC_IMAGES = declare(Declaration(
     help="Sync every image of the account's image library; images gone from the account are removed.",
     scope=IMAGES_READ,
     tier="M",  # 10/s, 150/m
-    paths=("/api/images",),
     tables=(IMAGES_TABLE,),
     stream=Stream(name="images", path="/api/images", table=IMAGES_TABLE.table, row=image_row, type="image",
-                  scope=IMAGES_READ, page_size=100, sort="id",
+                  page_size=100, sort="id",
                   params={"fields[image]": "name,image_url,format,size,hidden,updated_at"}),
     sync_all=90,
 ))
