@@ -98,7 +98,8 @@ class Declaration:
     ``run`` (the ``sync-all`` step: ``run(client, db, result)``) and keeps its own command."""
 
     command: str  # e.g. "sync-images"
-    help: str  # the command's --help; its first line is the summary in `klaviyo-sync --help`
+    help: str  # a generated command's --help (first line: its summary); "" for a special engine,
+    # whose command module keeps its help in the command's docstring
     scope: str  # the key's scope every request needs; named in the 403 message
     tier: str  # the rate tier: a bucket of ratelimit.DEFAULT_LIMITS, or XL/L/M/S/XS for a new path
     paths: tuple[str, ...] = ()  # every API path it requests ("{id}" for a path parameter); default: stream.path
