@@ -28,6 +28,7 @@ from .events_fetch import (  # noqa: F401
     _DONE, EVENT_FIELDS, EVENT_PAGE_SIZE, PAGES_QUEUED, PROFILE_FIELDS, EventSlice, Fetchers, _page_rows, _Rows,
     _SeenCache, _Stop, contiguous_mark, events_params, limit_malloc_arenas, plan_slices,
 )
+from .metrics import METRIC_FIELDS, METRICS_TABLE  # noqa: F401 - the events query asks for these
 from .events_write import (  # noqa: F401
     EVENT_PROFILES_TABLE, EVENT_UPSERT, EVENTS_MARK, EVENTS_TABLE, MAX_PAGES_PER_COMMIT, MAX_SECONDS_PER_COMMIT,
     METRIC_UPSERT, PROFILE_UPSERT, _event_indexes, _next_page, apply_page, mark_key,
