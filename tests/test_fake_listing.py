@@ -41,3 +41,41 @@ def test_the_fake_images_endpoint_is_as_strict_as_the_spec():
         assert all(set(d["attributes"]) == {"name"} for d in hidden)
         png = get(**{"filter": "ends-with(name,'.png')"}).json()["data"]
         assert {d["id"] for d in png} == {i for i in fake.images.ids() if fake.images.get(i)["name"].endswith(".png")}
+
+
+def test_list_endpoint_includes_fieldsets_of_included_types_and_page_size_cap():
+    """ListEndpoint alone (no server): includes name a relationship and the included type."""
+    import json
+    from types import SimpleNamespace
+
+    import pytest
+
+    from klaviyo_sync.fake.errors import ApiError
+    from klaviyo_sync.fake.listing import ListEndpoint
+
+    widgets = ListEndpoint("widget", fields=frozenset({"name"}), sorts=("name",), page=(1, 2, 2),
+                           includes={"parts": ("widget-part", frozenset({"label"}))})
+    rows = [("w1", "b"), ("w2", "a"), ("w3", "c")]
+    fake = SimpleNamespace(_links=lambda ctx, nxt, prv: {"next": nxt, "prev": prv})
+    asked = []
+
+    def included(page, inc, fieldsets):
+        asked.append((inc, fieldsets))
+        return [{"type": "widget-part", "id": f"p-{r[0]}"} for r in page]
+
+    def call(query):
+        ctx = SimpleNamespace(query=query, path="/api/widgets")
+        status, body, _ = widgets.respond(fake, ctx, rows, value=lambda r, f: r[0] if f == "id" else r[1],
+                                          render=lambda r, fields: {"type": "widget", "id": r[0]},
+                                          included=included)
+        return status, json.loads(body)
+
+    status, doc = call("sort=-name&include=parts&fields%5Bwidget-part%5D=label")
+    assert status == 200 and [d["id"] for d in doc["data"]] == ["w3", "w1"]
+    assert [d["id"] for d in doc["included"]] == ["p-w3", "p-w1"]
+    assert asked == [({"parts"}, {"widget-part": ["label"]})] and doc["links"]["next"]
+    for bad_query in ("include=wheels", "fields%5Bwidget-part%5D=colour", "page%5Bsize%5D=3", "sort=colour",
+                      "fields%5Bparts%5D=label"):
+        with pytest.raises(ApiError) as err:
+            call(bad_query)
+        assert err.value.status == 400, bad_query

@@ -88,7 +88,8 @@ class ListEndpoint:
     ``fields`` (the sparse-fieldset enum), ``filters`` (field -> operator spec, see
     filters.py), ``sorts`` (fields that may be sorted on, each also descending with ``-``),
     ``page`` (min, max, default page size; None: the endpoint takes no ``page[size]``),
-    ``includes`` (relationship -> the included type's field enum), ``extra`` (other
+    ``includes`` (relationship -> (the included resources' type, their field enum), e.g.
+    ``{"variants": ("catalog-variant", frozenset({...}))}``), ``extra`` (other
     parameters it accepts), ``default_sort`` and ``required_filter`` (a 400 without one)."""
 
     type: str
@@ -96,7 +97,7 @@ class ListEndpoint:
     filters: Mapping = field(default_factory=dict)
     sorts: tuple[str, ...] = ()
     page: tuple[int, int, int] | None = (1, 100, 20)
-    includes: Mapping[str, frozenset] = field(default_factory=dict)
+    includes: Mapping[str, tuple[str, frozenset]] = field(default_factory=dict)
     extra: frozenset = frozenset()
     default_sort: str | None = "id"
     kind: str = ""  # the cursor's tag (default: the type)
@@ -110,18 +111,19 @@ class ListEndpoint:
             allowed.add("page[size]")
         if self.includes:
             allowed.add("include")
-            allowed |= {f"fields[{t}]" for t in self.includes}
+            allowed |= {f"fields[{kind}]" for kind, _ in self.includes.values()}
         return query_params(ctx, allowed)
 
     def respond(self, fake, ctx, rows: Iterable, *, value: Callable, render: Callable,
                 included: Callable | None = None):
         """The whole answer: ``value(row, field)`` reads a field for filters and sorts,
         ``render(row, fields)`` makes a resource (``fields``: the sparse fieldset or None),
-        ``included(page, includes, fieldsets)`` the included resources."""
+        ``included(page, includes, fieldsets)`` the included resources (``includes``: the
+        relationships asked for; ``fieldsets``: included type -> sparse fieldset or None)."""
         params = self.params(ctx)
         fieldset = fields_param(params, f"fields[{self.type}]", self.fields)
         inc = include_param(params, set(self.includes)) if self.includes else set()
-        inc_fields = {t: fields_param(params, f"fields[{t}]", enum) for t, enum in self.includes.items()}
+        inc_fields = {kind: fields_param(params, f"fields[{kind}]", enum) for kind, enum in self.includes.values()}
         size = page_size(params, *self.page) if self.page is not None else None
         rows = list(rows)
         if params.get("filter") is not None:
