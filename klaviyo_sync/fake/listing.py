@@ -115,16 +115,19 @@ class ListEndpoint:
         return query_params(ctx, allowed)
 
     def respond(self, fake, ctx, rows: Iterable, *, value: Callable, render: Callable,
-                included: Callable | None = None):
+                included: Callable | None = None, size: int | None = None):
         """The whole answer: ``value(row, field)`` reads a field for filters and sorts,
         ``render(row, fields)`` makes a resource (``fields``: the sparse fieldset or None),
         ``included(page, includes, fieldsets)`` the included resources (``includes``: the
-        relationships asked for; ``fieldsets``: included type -> sparse fieldset or None)."""
+        relationships asked for; ``fieldsets``: included type -> sparse fieldset or None); a
+        relationship asked for that ``render`` left without ``data`` gets ``"data": []``.
+        ``size``: the page size of an endpoint that takes no ``page[size]``."""
         params = self.params(ctx)
         fieldset = fields_param(params, f"fields[{self.type}]", self.fields)
         inc = include_param(params, set(self.includes)) if self.includes else set()
         inc_fields = {kind: fields_param(params, f"fields[{kind}]", enum) for kind, enum in self.includes.values()}
-        size = page_size(params, *self.page) if self.page is not None else None
+        if self.page is not None:
+            size = page_size(params, *self.page)
         rows = list(rows)
         if params.get("filter") is not None:
             for op, name, want, is_list in filter_or_400(params["filter"], self.filters, max_list=self.max_list):
@@ -138,7 +141,13 @@ class ListEndpoint:
             rows.sort(key=lambda r: (value(r, key) is None, value(r, key) or 0, value(r, "id")),
                       reverse=sort.startswith("-"))
         page, nxt, prv = page_of(params, rows, size or len(rows) or 1, self.kind or self.type)
-        doc = {"data": [render(r, fieldset) for r in page], "links": fake._links(ctx, nxt, prv)}
+        data = [render(r, fieldset) for r in page]
+        for resource in data:
+            for rel in inc:
+                link = (resource.get("relationships") or {}).get(rel)
+                if link is not None and "data" not in link:
+                    link["data"] = []
+        doc = {"data": data, "links": fake._links(ctx, nxt, prv)}
         if inc:
             doc["included"] = included(page, inc, inc_fields) if included else []
         return 200, dumps(doc).encode("utf-8"), []
