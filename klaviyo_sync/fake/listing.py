@@ -138,8 +138,11 @@ class ListEndpoint:
                 raise bad(f"'{sort}' is not a valid sort field.", "sort")
             key = sort.lstrip("-")
             # Ties keep the id order, whichever way the sort runs.
-            rows.sort(key=lambda r: (value(r, key) is None, value(r, key) or 0, value(r, "id")),
-                      reverse=sort.startswith("-"))
+            def order(r):
+                v = value(r, key)
+                return (v is None, 0 if v is None else v, value(r, "id"))
+
+            rows.sort(key=order, reverse=sort.startswith("-"))
         page, nxt, prv = page_of(params, rows, size or len(rows) or 1, self.kind or self.type)
         data = [render(r, fieldset) for r in page]
         for resource in data:

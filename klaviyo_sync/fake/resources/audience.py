@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import bisect
 import random
+from urllib.parse import parse_qsl
 
 from ..data import CITIES, FIRST_NAMES, LAST_NAMES, dumps, iso, parse_iso, ulid
 from ..errors import bad, not_found
 from ..filters import cmp, filter_or_400
 from ..hosting import Route
 from ..jsonapi import fields_param, page_size, query_params, sparse
-from ..listing import page_of
+from ..listing import ListEndpoint, page_of
 from . import Resource
 from .profiles import PROFILE_FIELDS
 
@@ -49,6 +50,13 @@ MEMBER_FILTERS = {"joined_group_at": {"single": ("greater-than", "greater-or-equ
 LIST_FIELDS = {"name", "created", "updated", "opt_in_process", "profile_count"}
 SEGMENT_FIELDS = {"name", "definition", "created", "updated", "is_active", "is_processing",
                   "is_starred", "profile_count"}
+# Lists and segments: at most 10 a page; `include` (tags, flows) is refused by this fake.
+GROUP_LISTS = {
+    kind: ListEndpoint(kind, fields=frozenset(fields - {"profile_count"}), filters=filters,
+                       sorts=("created", "id", "name", "updated"), page=(1, 10, 10), kind=kind[:2],
+                       extra=frozenset({"fields[flow]", "fields[tag]", "include"}))
+    for kind, fields, filters in (("list", LIST_FIELDS, GROUP_FILTERS), ("segment", SEGMENT_FIELDS, SEGMENT_FILTERS))
+}
 LIST_NAMES = ["Newsletter", "VIP Customers", "Back in Stock Alerts", "SMS Subscribers",
               "Wholesale", "Giveaway Entrants", "Preview List", "Events", "Loyalty", "Press"]
 SEGMENT_NAMES = ["Engaged 30 Days", "Repeat Buyers", "Lapsed Customers", "High Value",
@@ -381,27 +389,12 @@ class AudienceResource(Resource):
                 "links": {"self": f"{gl}/"}}
 
     def _h_groups(self, ctx, kind: str):
-        params = query_params(ctx, {f"fields[{kind}]", "filter", "sort", "page[size]", "page[cursor]",
-                                    "fields[flow]", "fields[tag]", "include"})
-        fg = fields_param(params, f"fields[{kind}]", (LIST_FIELDS if kind == "list" else SEGMENT_FIELDS) - {"profile_count"})
-        if "include" in params:
+        if "include" in dict(parse_qsl(ctx.query, keep_blank_values=True)):
             raise bad("'include' is not supported by this fake.", "include")
-        size = page_size(params, 1, 10, 10)  # lists and segments: at most 10 a page
-        rows = [g for g in self._groups.values() if g.kind == kind]
-        if params.get("filter") is not None:
-            specs = GROUP_FILTERS if kind == "list" else SEGMENT_FILTERS
-            for op, field, val, is_list in filter_or_400(params["filter"], specs, max_list=100):
-                if field in ("created", "updated"):
-                    rows = [g for g in rows if cmp(op, parse_iso(g.attrs[field]), val)]
-                else:
-                    want = set(val) if is_list else {val}
-                    rows = [g for g in rows if (g.id if field == "id" else g.attrs[field]) in want]
-        sort = params.get("sort", "id")
-        if sort not in GROUP_SORTS:
-            raise bad(f"'{sort}' is not a valid sort field.", "sort")
-        key = sort.lstrip("-")
-        rows.sort(key=lambda g: g.id if key == "id" else (g.attrs[key], g.id), reverse=sort.startswith("-"))
-        return self._audience_page(ctx, params, rows, size, kind[:2], lambda g: self._group_doc(g, fg, False))
+        return GROUP_LISTS[kind].respond(
+            self, ctx, [g for g in self._groups.values() if g.kind == kind],
+            value=lambda g, f: g.id if f == "id" else g.attrs[f],
+            render=lambda g, fields: self._group_doc(g, fields, False))
 
     def _h_group(self, ctx, kind: str, gid: str):
         params = query_params(ctx, {f"fields[{kind}]", f"additional-fields[{kind}]", "include",
