@@ -12,6 +12,14 @@
                             page=(1, 100, 20))
       def _h_images(self, ctx):
           return IMAGES.respond(self, ctx, self._images.values(), value=lambda r, f: ..., render=...)
+
+- ``Collection``: a simple collection's rows, its ``ListEndpoint`` and its public ground truth
+  (``ids``, ``get``, ``remove``, ``update``): all a simple stream's fake needs.
+
+Every family pages with ``page_of``. Images, metrics, lists, segments and templates are whole
+``ListEndpoint``s; profiles, members, campaigns, flows and events keep their own filtering (fast
+paths, a required channel filter, a default ``archived`` filter, keyset cursors over positions)
+and page or bind their cursors here.
 """
 
 from __future__ import annotations
