@@ -299,12 +299,16 @@ def test_a_value_nested_300_levels_deep_is_stored_whole():
 
 
 def test_sync_all_runs_the_other_steps_after_any_failure_and_exits_with_its_code(run, monkeypatch):
-    import klaviyo_sync.commands.audience as audience_cmd
+    import dataclasses
+
+    from klaviyo_sync.commands.base import SYNC_ALL_STEPS
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in one step")
 
-    monkeypatch.setattr(audience_cmd, "sync_groups", broken)
+    patched = [dataclasses.replace(step, run=broken) if step.command in ("sync-lists", "sync-segments")
+               else step for step in SYNC_ALL_STEPS]
+    monkeypatch.setattr("klaviyo_sync.commands.all.SYNC_ALL_STEPS", patched)
     with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=NOW) as fake:
         res = run(fake, "sync-all")
         assert res.exit_code == 1, res.output

@@ -27,6 +27,7 @@ class AccountsResource(Resource):
     ROUTES = (
         Route("GET", "/api/accounts", "_h_accounts", tier="XS", scope="accounts:read"),
     )
+    OPTIONS = {"account_id": "XyZ123", "account_name": "Fake Store"}
 
     def build(self):
         rng = random.Random(f"klaviyo-fake-{self.seed}-{self.account_id}-account")
