@@ -199,6 +199,10 @@ ConversionOpt = Annotated[Optional[str], typer.Option(
 RowsFormatOpt = Annotated[str, typer.Option(
     "--format", metavar="FORMAT",
     help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
+ChartFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT",
+    help="auto (a table on a terminal, JSON when piped), json, jsonl, csv, table, "
+         "or chart (bars, for answers over time).")]
 WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
                                         help="Wait up to SECONDS for another sync to finish instead of exiting.")]
 
