@@ -100,14 +100,14 @@ _EIGHTHS = ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")
 
 def spark_level(value, top) -> int | None:
     """Which of the eight sparkline characters ``value`` gets: None for nothing (0, missing or
-    negative), else 0..7, each an eighth of ``top`` (the largest value): ceil(8 * value / top) - 1."""
+    negative), else 0 (▁) .. 7 (█, ``top``, the largest value): 7 * value / top, rounded half up."""
     if not value or value <= 0 or not top:
         return None
-    return min(7, math.ceil(8 * value / top) - 1)
+    return min(7, math.floor(7 * value / top + 0.5))
 
 
 def sparkline(values: Sequence) -> str:
-    """One character per value, ▁ to █ in eighths of the largest value, ``·`` for nothing."""
+    """One character per value, ▁ to █ scaled to the largest value, ``·`` for nothing."""
     top = max((v for v in values if v is not None), default=0)
     return "".join("·" if (lvl := spark_level(v, top)) is None else SPARKS[lvl] for v in values)
 

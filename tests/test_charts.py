@@ -57,9 +57,9 @@ def true_revenue(fake, day: str) -> tuple[int, float]:
 
 
 def expected_spark(counts: list[int]) -> str:
-    """The README's rule: each character an eighth of the busiest day, · for none."""
+    """The README's rule: ▁ to █ for 0/7 to 7/7 of the busiest day (rounded half up), · for none."""
     top = max(counts)
-    return "".join("·" if c == 0 else SPARKS[math.ceil(8 * c / top) - 1] for c in counts)
+    return "".join("·" if c == 0 else SPARKS[math.floor(7 * c / top + 0.5)] for c in counts)
 
 
 def bar_eighths(bar: str) -> int:
@@ -67,7 +67,7 @@ def bar_eighths(bar: str) -> int:
 
 
 def test_sparkline_levels():
-    assert output.sparkline([0, 1, 8, 4, None, 7, 9, 16]) == "·▁▄▂·▄▅█"
+    assert output.sparkline([0, 1, 8, 4, None, 7, 9, 16]) == "·▁▅▃·▄▅█"
     assert output.sparkline([0, 0]) == "··" and output.sparkline([]) == ""
     assert output.sparkline([3]) == "█"
 
@@ -112,7 +112,7 @@ def test_status_on_a_terminal_draws_the_sparkline(synced):
     assert last - first == timedelta(days=13)
     counts = [true_events(fake, (first + timedelta(days=i)).isoformat()) for i in range(14)]
     assert m[3] == expected_spark(counts)
-    assert m[3].startswith("········") and "█" in m[3]  # 5 days of events in a 14-day window
+    assert m[3].startswith("·······") and "█" in m[3]  # 5 days of events in a 14-day window
     assert (m[4], m[5]) == (f"{max(counts):,}", f"{sum(counts):,}")
 
 

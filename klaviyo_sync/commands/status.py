@@ -102,7 +102,8 @@ def datasette_metadata_cmd(
     settings: Settings,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Datasette's metadata.json (table and column descriptions), generated from the database's schema.
+    """Datasette's metadata.json (table and column descriptions, canned queries, a dashboard for
+    datasette-dashboards), generated from the database's schema.
 
     Example: klaviyo-sync datasette-metadata -o metadata.json && datasette klaviyo.db -m metadata.json
     """
