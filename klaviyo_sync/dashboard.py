@@ -36,7 +36,8 @@ def _bars_by_name(name_field: str, title: str) -> dict:
     return {
         "mark": {"type": "bar", "tooltip": True},
         "encoding": {
-            "y": {"field": name_field, "type": "nominal", "sort": "-x", "title": title},
+            "y": {"field": name_field, "type": "nominal", "sort": "-x", "title": title,
+                  "axis": {"labelLimit": 300}},
             "x": {"field": "revenue", "type": "quantitative", "title": "Attributed revenue"},
             "tooltip": [{"field": name_field, "type": "nominal"},
                         {"field": "conversions", "type": "quantitative"},
@@ -68,13 +69,15 @@ CHARTS = [
                                    {"field": "revenue", "type": "quantitative", "format": ",.2f"}],
                    }}),
     Chart("attribution-by-campaign", "Attributed revenue by campaign",
-          "Conversions attributed to each campaign and their value (the 25 campaigns with the most).",
-          "SELECT coalesce(c.name, a.campaign_id) AS campaign, count(*) AS conversions,\n"
+          "Conversions attributed to each campaign and their value (the 25 campaigns with the most); "
+          "a campaign is named with its send day, as names repeat.",
+          "SELECT coalesce(c.name, a.campaign_id) || coalesce(' (' || substr(c.send_time, 1, 10) || ')', '')\n"
+          "         AS campaign, count(*) AS conversions,\n"
           "       round(sum(a.value), 2) AS revenue\n"
           "FROM attributed_conversions a LEFT JOIN campaigns c ON c.id = a.campaign_id\n"
           "WHERE a.campaign_id IS NOT NULL\n"
           "GROUP BY a.campaign_id ORDER BY revenue DESC LIMIT 25",
-          {"attributed_conversions": {"campaign_id", "value"}, "campaigns": {"id", "name"}},
+          {"attributed_conversions": {"campaign_id", "value"}, "campaigns": {"id", "name", "send_time"}},
           display={**_SVG, **_bars_by_name("campaign", "Campaign")}),
     Chart("attribution-by-flow", "Attributed revenue by flow",
           "Conversions attributed to each flow and their value (the 25 flows with the most).",

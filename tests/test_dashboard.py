@@ -87,13 +87,13 @@ def test_a_view_without_the_columns_a_chart_reads_gets_no_chart(tmp_path):
     database = Database(tmp_path / "bare.db")
     database["metrics"].insert({"id": "M", "name": "Placed Order"})
     database["events"].insert({"id": "E", "metric_id": "M", "datetime": "2026-11-01T00:00:00Z", "value": 1.0})
-    database["campaigns"].insert({"id": "C", "name": "c"})
+    database["campaigns"].insert({"id": "C", "name": "c", "send_time": "2026-10-30T09:00:00Z"})
     database.create_view("attributed_conversions", "SELECT id AS event_id, value, 'C' AS campaign_id FROM events")
     meta = datasette_metadata(database, "bare")
     # No flows table and no flow_id column: attribution by flow is left out, by campaign is not.
     assert set(meta["databases"]["bare"]["queries"]) == {"revenue_by_day", "attribution_by_campaign"}
     assert database.execute(meta["databases"]["bare"]["queries"]["attribution_by_campaign"]["sql"]).fetchall() \
-        == [("c", 1, 1.0)]
+        == [("c (2026-10-30)", 1, 1.0)]
 
 
 # -- in a real browser --------------------------------------------------------------------
@@ -216,18 +216,20 @@ def test_the_dashboard_renders_the_demo_numbers_in_chromium(datasette_on_demo, b
         assert seen[day][2] == pytest.approx(tallest * revenue / top, abs=1.5)
 
     # Attribution bars, where the view exists: each campaign's and flow's revenue as the view sums it.
-    for slug, key, table in (("attribution-by-campaign", "campaign_id", "campaigns"),
-                             ("attribution-by-flow", "flow_id", "flows")):
+    for slug, key, table, label in (
+            ("attribution-by-campaign", "campaign_id", "campaigns",
+             "t.name || coalesce(' (' || substr(t.send_time, 1, 10) || ')', '')"),  # a draft has no send time
+            ("attribution-by-flow", "flow_id", "flows", "t.name")):
         if slug not in charts:
             continue
         want = {name: f"{v:,.2f}" for name, v in conn.execute(
-            f"SELECT coalesce(t.name, a.{key}), round(sum(a.value), 2) FROM attributed_conversions a "
+            f"SELECT coalesce({label}, a.{key}), round(sum(a.value), 2) FROM attributed_conversions a "
             f"LEFT JOIN {table} t ON t.id = a.{key} WHERE a.{key} IS NOT NULL GROUP BY a.{key} "
             "ORDER BY 2 DESC LIMIT 25")}
         labels = _wait_for(browser, f"""return Array.from(document.querySelectorAll(
             '#chart-{slug} svg [aria-roledescription="bar"]')).map(b => b.getAttribute('aria-label'));""")
         got = dict(re.search(r"; [a-z]+: (.*); conversions: \d+; revenue: ([\d,.]+)$", x).groups() for x in labels)
-        assert got == want
+        assert got == want, (got, want)
     # Tables (cohorts, deliverability), where the views exist: the view's rows.
     for slug, view, limit in (("cohorts", "cohort_retention", None), ("deliverability", "message_deliverability", 200)):
         if slug not in charts:
