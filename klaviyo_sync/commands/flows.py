@@ -11,8 +11,8 @@ from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
-from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format,
-                   _parse, _report, app, check_format, common, recorded_run, sync_all_step)
+from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
+                   _check_summary_format, _parse, _report, app, check_format, common, recorded_run, sync_all_step)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
