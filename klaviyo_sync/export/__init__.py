@@ -30,6 +30,7 @@ from pathlib import Path
 
 import orjson
 
+from .. import db as store
 from ..errors import DatabaseError, UsageError
 from ..timeutil import iso, utcnow
 
@@ -297,6 +298,10 @@ def export(db_path: Path, to: Path, fmt: str, schema: str = "native", tables: li
         raise UsageError("--schema fivetran writes a DuckDB file: use --format duckdb")
     duckdb = require_duckdb() if fmt in ("parquet", "duckdb") else None
     started = time.monotonic()
+    if not db_path.exists():
+        raise DatabaseError(f"no database at {db_path}: run a sync first (or pass --db)")
+    # Bring an older file's schema up to date (as every reading command does), then read it only.
+    store.open_db(db_path).close()
     conn = open_readonly(db_path)
     try:
         # One read transaction: the fingerprints and the rows are the same snapshot of the file,
@@ -436,12 +441,15 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
         duck = _duck_connect(duckdb, str(to))
     except duckdb.Error as exc:
         raise UsageError(f"--to: {to} is not a DuckDB file: {str(exc).splitlines()[0]}") from None
+    # Names qualified with the catalog: a file named klaviyo.duckdb is also a catalog "klaviyo".
+    catalog = _q(duck.execute("SELECT current_database()").fetchone()[0])
+    manifest_table = f"{catalog}.main.{MANIFEST_TABLE}"
     previous = None
     if existed:
-        has = duck.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
-                           "AND table_name = ?", [MANIFEST_TABLE]).fetchone()[0]
+        has = duck.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                           "AND table_schema = 'main' AND table_name = ?", [MANIFEST_TABLE]).fetchone()[0]
         if has:
-            previous = orjson.loads(duck.execute(f"SELECT manifest FROM {MANIFEST_TABLE}").fetchone()[0])
+            previous = orjson.loads(duck.execute(f"SELECT manifest FROM {manifest_table}").fetchone()[0])
         elif duck.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]:
             duck.close()
             raise UsageError(f"--to: {to} holds tables but no klaviyo-sync export ({MANIFEST_TABLE})")
@@ -458,10 +466,10 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
         duck.execute("BEGIN TRANSACTION")
         schemas = {s.schema for s in sources if s.schema}
         for s in schemas:
-            duck.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(s)}")
+            duck.execute(f"CREATE SCHEMA IF NOT EXISTS {catalog}.{_q(s)}")
         for src in sources:
             fp = fps[src.name]
-            table = f"{_q(src.schema)}.{_q(src.name)}" if src.schema else _q(src.name)
+            table = f"{catalog}.{_q(src.schema or 'main')}.{_q(src.name)}"
             old = before.get(src.name) or {}
             parts = dict(old.get("parts", {}))
             if [list(c) for c in src.columns] != old.get("columns"):
@@ -491,8 +499,8 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
                                 "table": f"{src.schema}.{src.name}" if src.schema else src.name}
         manifest = orjson.dumps({**_header(fmt, schema), "exported_at": iso(utcnow()),
                                  "sources": record}).decode()
-        duck.execute(f"CREATE OR REPLACE TABLE {MANIFEST_TABLE} (manifest VARCHAR)")
-        duck.execute(f"INSERT INTO {MANIFEST_TABLE} VALUES (?)", [manifest])
+        duck.execute(f"CREATE OR REPLACE TABLE {manifest_table} (manifest VARCHAR)")
+        duck.execute(f"INSERT INTO {manifest_table} VALUES (?)", [manifest])
         duck.execute("COMMIT")
     except BaseException:
         try:
