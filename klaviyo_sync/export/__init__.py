@@ -190,13 +190,13 @@ def fingerprints(conn: sqlite3.Connection, sources: list[Source]) -> dict[str, d
 
 
 def rows_of(conn: sqlite3.Connection, src: Source, part: str) -> Iterator[tuple]:
-    if src.by_day:
-        start = part
+    if src.by_day and _is_day(part):
+        # The range lets SQLite use idx_events_datetime; substr keeps exactly the day's rows.
         end = (date.fromisoformat(part) + timedelta(days=1)).isoformat()
-        # Only rows whose datetime starts with the day (a malformed one is its own "day").
-        sql = f"SELECT * FROM ({src.select}) WHERE datetime >= ? AND datetime < ? AND substr(datetime, 1, 10) = ?" \
-            if _is_day(part) else f"SELECT * FROM ({src.select}) WHERE substr(datetime, 1, 10) = ?"
-        cur = conn.execute(sql, [start, end, part] if _is_day(part) else [part])
+        cur = conn.execute(f"SELECT * FROM ({src.select}) WHERE datetime >= ? AND datetime < ? "
+                           f"AND substr(datetime, 1, 10) = ?", [part, end, part])
+    elif src.by_day:
+        cur = conn.execute(f"SELECT * FROM ({src.select}) WHERE substr(datetime, 1, 10) IS ?", [part])
     else:
         cur = conn.execute(src.select)
     while True:

@@ -34,7 +34,7 @@ _SYNCED = "(SELECT max(finished_at) FROM sync_runs WHERE status = 'ok')"
 
 
 def _event(attributions: bool) -> tuple[str, list[tuple[str, str]], tuple[str, ...]]:
-    msg = "json_extract(e.properties, '$.\"$message\"')"
+    msg = "CASE WHEN json_valid(e.properties) THEN json_extract(e.properties, '$.\"$message\"') END"
     if attributions:
         attribution = """(SELECT json_object('attributed_event_id', a.attributed_event_id,
                    'campaign_id', a.campaign_id, 'campaign_message_id', a.campaign_message_id,
@@ -74,7 +74,7 @@ def _event(attributions: bool) -> tuple[str, list[tuple[str, str]], tuple[str, .
 
 
 def _loc(key: str) -> str:
-    return f"json_extract(p.location, '$.{key}')"
+    return f"CASE WHEN json_valid(p.location) THEN json_extract(p.location, '$.{key}') END"
 
 
 PERSON = (f"""
