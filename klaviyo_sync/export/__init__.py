@@ -77,7 +77,8 @@ class Source:
 
     @property
     def signature(self) -> str:
-        return orjson.dumps([self.select, self.columns]).decode()
+        """Changes when the query or the columns change (a new column after an upgrade)."""
+        return f"{zlib.crc32(orjson.dumps([self.select, self.columns])):08x}"
 
 
 @dataclass
@@ -418,11 +419,29 @@ def _export_files(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) -
             # The record after every source: a killed export redoes only what it had not recorded.
             _write_manifest(manifest_path, {**_header(fmt, schema), "exported_at": iso(utcnow()),
                                             "sources": record})
+        if fmt == "csv":
+            _write_schema_sql(to, record)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         if duck is not None:
             duck.close()
     return report
+
+
+PG_TYPES = {"text": "text", "integer": "bigint", "real": "double precision",
+            "timestamp": "timestamp with time zone", "date": "date", "boolean": "boolean"}
+SCHEMA_SQL = "_schema.sql"
+
+
+def _write_schema_sql(to: Path, record: dict) -> None:
+    """CREATE TABLE statements for PostgreSQL (next to a CSV export, for `psql -f` then `\\copy`)."""
+    out = ["-- klaviyo-sync export: the tables of this CSV export, for PostgreSQL (psql -f _schema.sql)"]
+    for name, src in sorted(record.items()):
+        cols = ",\n".join(f"    {_q(c)} {PG_TYPES[k]}" for c, k in src["columns"])
+        out.append(f"CREATE TABLE IF NOT EXISTS {_q(name)} (\n{cols}\n);")
+    tmp = to / (SCHEMA_SQL + ".tmp")
+    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+    os.replace(tmp, to / SCHEMA_SQL)
 
 
 def _write_manifest(path: Path, data: dict) -> None:
@@ -440,7 +459,7 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
     try:
         duck = _duck_connect(duckdb, str(to))
     except duckdb.Error as exc:
-        raise UsageError(f"--to: {to} is not a DuckDB file: {str(exc).splitlines()[0]}") from None
+        raise DatabaseError(f"--to: cannot open {to}: {str(exc).splitlines()[0]}") from None
     # Names qualified with the catalog: a file named klaviyo.duckdb is also a catalog "klaviyo".
     catalog = _q(duck.execute("SELECT current_database()").fetchone()[0])
     manifest_table = f"{catalog}.main.{MANIFEST_TABLE}"
