@@ -120,6 +120,8 @@ def test_jsonl_round_trip_every_table_row_for_row(src, tmp_path):
             files = [out / f"{table}.jsonl"]
         got = [tuple(orjson.loads(line)[n] for n in names) for f in files for line in f.read_bytes().splitlines()]
         assert by_id(names, got) == by_id(names, rows), table
+    # owner-only, like the database: profiles are personal data
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [out, *out.rglob("*")])
     # JSON columns stay text
     line = (out / "events/day=2024-03-01/events.jsonl").read_bytes().splitlines()[1]
     assert orjson.loads(line)["properties"] == '{"$value":42.5,"Items":["a","b"]}'

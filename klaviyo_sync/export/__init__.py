@@ -298,6 +298,15 @@ def export(db_path: Path, to: Path, fmt: str, schema: str = "native", tables: li
     if schema == "fivetran" and fmt != "duckdb":
         raise UsageError("--schema fivetran writes a DuckDB file: use --format duckdb")
     duckdb = require_duckdb() if fmt in ("parquet", "duckdb") else None
+    # Profiles are personal data: what the export writes is its owner's only, like the database.
+    umask = os.umask(0o077)
+    try:
+        return _export(db_path, to, fmt, schema, tables, progress, duckdb)
+    finally:
+        os.umask(umask)
+
+
+def _export(db_path: Path, to: Path, fmt: str, schema: str, tables, progress, duckdb) -> Report:
     started = time.monotonic()
     if not db_path.exists():
         raise DatabaseError(f"no database at {db_path}: run a sync first (or pass --db)")
