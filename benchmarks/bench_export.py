@@ -11,6 +11,7 @@ temporary directory next to it and are removed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -121,11 +122,17 @@ def main() -> None:
                           "--format", fmt, "--report", "json", *extra])
         wall = time.monotonic() - busy0[0]
         other = max(0.0, system_busy_s() - busy0[1] - m.user_s - m.sys_s)
+        written = None
         if m.rc != 0:
             print(m.stderr, file=sys.stderr)
+        else:
+            report = json.loads(m.stdout)
+            # What was rewritten: "events 2/90" = 2 of 90 days; tables listed when rewritten.
+            parts = {t["table"]: (t["written"], t["written"] + t["unchanged"]) for t in report["tables"]}
+            written = " ".join(f"{t} {w}/{n}" if n > 1 else t for t, (w, n) in parts.items() if w)
         rows.append({"run": label, "format": fmt, "rc": m.rc, "wall_s": m.wall_s, "cpu_s": m.user_s + m.sys_s,
                      "maxrss_mb": m.maxrss_mb, "out_mb": du(target) / 1e6 if target.exists() else None,
-                     "other_load": other / wall if wall else None,
+                     "other_load": other / wall if wall else None, "written": written,
                      "rss_timeline": m.rss_timeline_mb(8)})
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -145,6 +152,8 @@ def main() -> None:
     print(table(rows, [("run", "run", ""), ("format", "format", ""), ("rc", "rc", "d"), ("wall_s", "wall s", ".1f"),
                        ("cpu_s", "CPU s", ".1f"), ("maxrss_mb", "peak RSS MB", ".0f"), ("out_mb", "output MB", ".0f"),
                        ("other_load", "other load (cores)", ".2f")]))
+    for r in rows:
+        print(f"  written ({r['run'][:6]} {r['format']}): {r['written']}")
     for r in rows:
         print(f"  RSS over time ({r['run'][:6]} {r['format']}): {r['rss_timeline']}")
     emit_result({"bench": "export", "events": args.events, "days": args.days, **code_version(), "rows": rows},
