@@ -78,7 +78,10 @@ def place(spec: str, dest: Path) -> None:
 
 def macros_from_manifest(klaviyo: Path, fivetran_utils: Path) -> int:
     """Rewrite fivetran_utils/macros from the macro texts dbt_klaviyo's manifest recorded."""
-    manifest = json.loads((klaviyo / "docs" / "manifest.json").read_text())
+    path = klaviyo / "docs" / "manifest.json"
+    if not path.exists():
+        fail(f"{path} is missing: --dbt-klaviyo must be the package's repository (v1.4.1 ships it)")
+    manifest = json.loads(path.read_text())
     files: dict[str, list[str]] = {}
     count = 0
     for macro in manifest["macros"].values():
@@ -172,6 +175,8 @@ def main() -> int:
         fail(f"no database at {args.db}")
 
     work = args.work.resolve()
+    if work.exists() and any(work.iterdir()) and not (work / "project" / "dbt_project.yml").exists():
+        fail(f"--work: {work} is not empty and is not a previous run's directory")
     if work.exists():
         shutil.rmtree(work)
     project = work / "project"
