@@ -290,6 +290,8 @@ def test_csv_needs_no_extra_and_reports_json(src, tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert [(t["table"], t["rows"], t["written"]) for t in report["tables"]] == [("events", 4, 3), ("flows", 1, 1)]
+    again = _cli(["export", "--db", str(src), "--to", str(tmp_path / "x"), "--format", "csv", "-q"])
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
 
 
 def test_bad_format_and_fivetran_outside_duckdb_exit_2(src, tmp_path):

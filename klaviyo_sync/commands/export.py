@@ -34,6 +34,8 @@ def export_cmd(
             print(f"wrote {name}{' ' + part if part else ''}", file=sys.stderr)
 
     report = export(settings.db, to, fmt, schema=schema, tables=wanted, progress=progress)
+    if settings.quiet:
+        return
     rows = [{"table": name, "rows": report.rows[name], "written": report.written[name],
              "unchanged": report.unchanged[name], "removed": report.removed[name]}
             for name in report.rows]
