@@ -274,17 +274,33 @@ def _check_ours(path: Path) -> None:
                             f"{names}); refusing to change it: pass another --db")
 
 
+def check_path(path: str | os.PathLike) -> None:
+    """Refuse (exit 8) a path the database cannot be at, or another application's SQLite file,
+    before anything is created next to it (the lock file) or changed in it. Changes nothing."""
+    path = Path(path)
+    try:
+        _check_path(path)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def _check_path(path: Path) -> None:
+    if path.parent and not path.parent.exists():
+        raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise DatabaseError(f"cannot open database {path}: not a regular file")
+    if path.exists() and path.stat().st_size > 0:
+        _check_ours(path)  # read-only, before anything (WAL, migrations) changes it
+
+
 def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
     """Open (creating owner-only if new) the database in WAL mode with a busy timeout."""
     path = Path(path)
     try:
         if str(path) != ":memory:":
-            if path.parent and not path.parent.exists():
-                raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
-            if path.exists() and not path.is_file():
-                raise DatabaseError(f"cannot open database {path}: not a regular file")
-            if path.exists() and path.stat().st_size > 0:
-                _check_ours(path)  # read-only, before anything (WAL, migrations) changes it
+            _check_path(path)
             _create_private(path)
         # isolation_level=None: no implicit transactions; every write is inside db.atomic().
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)

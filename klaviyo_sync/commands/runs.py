@@ -28,6 +28,7 @@ class Terminated(Interrupted):
 @contextmanager
 def locked_db(settings: Settings, wait: float):
     """Hold the one-writer lock and an open database for a whole command."""
+    store.check_path(settings.db)  # another application's file gets no <db>.lock beside it
     with SyncLock(settings.db).acquire(wait):
         database = store.open_db(settings.db)
         try:
