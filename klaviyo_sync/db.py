@@ -660,3 +660,13 @@ def m004_verify(db: Database) -> None:
         foreign_keys=[("run_id", "sync_runs", "id")],
     )
     db["verify_results"].create_index(["metric_id", "day"], index_name="idx_verify_results_metric_id_day")
+
+
+@migrations()
+def m010_unverifiable_metrics(db: Database) -> None:
+    # Metrics Klaviyo refused to aggregate (custom ones, a 400): verify asks again only after
+    # verify.RETRY_UNVERIFIABLE_DAYS days, or with --retry-unverifiable.
+    db["unverifiable_metrics"].create(
+        {"metric_id": TEXT, "metric": TEXT, "reason": TEXT, "first_refused_at": TEXT, "refused_at": TEXT},
+        pk="metric_id",
+    )
