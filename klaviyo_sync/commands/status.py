@@ -54,7 +54,7 @@ def status_cmd(
         report["events_per_day"] = queries.events_per_day(database, now.date())
     finally:
         database.close()
-    _with_kept_failures(report, settings.db)
+    _with_kept_failures(report, settings.db, runs)
     # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
     warning = revision_age_warning(settings.revision)
     report["warnings"] = [warning] if warning else []
@@ -70,7 +70,7 @@ def status_cmd(
         raise errors.StaleError(f"stale (older than {max_age}): {'; '.join(stale)}")
 
 
-def _with_kept_failures(report: dict, path: Path) -> None:
+def _with_kept_failures(report: dict, path: Path, runs: int) -> None:
     """Runs that could not write their end into the database (a full disk, a held write lock)
     kept it in <db>.lastfail until the next run records it: show them as they ended."""
     kept = store.kept_failures(path)
@@ -86,7 +86,7 @@ def _with_kept_failures(report: dict, path: Path) -> None:
                   "started_at": e.get("finished_at"), "finished_at": e.get("finished_at"), "rows_written": {},
                   "error": e.get("error")}
                  for e in reversed(kept) if e.get("run_id") is None]
-    report["runs"] = unstarted + report["runs"]
+    report["runs"] = (unstarted + report["runs"])[:max(runs, len(unstarted))]
 
 
 def _status_tables(report: dict) -> None:
