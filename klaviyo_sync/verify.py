@@ -253,7 +253,8 @@ def plan_unverifiable(db: Database, plan: Plan, now: datetime, retry: bool, outc
     wanted = {metric_id for metric_id, _ in plan.metrics}
     for metric_id, refused_at in db.execute("SELECT metric_id, refused_at FROM unverifiable_metrics"):
         if metric_id in wanted:
-            (outcome.asked_again if retry or refused_at <= due else outcome.not_asked)[metric_id] = refused_at
+            ask = retry or not refused_at or refused_at <= due
+            (outcome.asked_again if ask else outcome.not_asked)[metric_id] = refused_at or ""
 
 
 def remember_unverifiable(db: Database, plan: Plan, outcome: Outcome, now: datetime) -> None:
