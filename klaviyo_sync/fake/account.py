@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from .hosting import FAKE_API_KEY, FakeServer
 from .resources.aggregates import AggregatesResource
+from .resources.attribution import AttributionResource
 from .resources.audience import AudienceResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
@@ -24,7 +25,7 @@ from .resources.reports import ReportsResource
 
 # Build order: a family may use what the families before it built.
 RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
-             AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
+             AudienceResource, FlowsResource, AttributionResource, FlowReportsResource, AggregatesResource)
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):

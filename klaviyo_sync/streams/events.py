@@ -23,6 +23,7 @@ from ..client import KlaviyoClient, Page
 from ..db import to_json
 from ..timeutil import Window, iso, parse_datetime
 from ..transform import event_row, metric_row, profile_row
+from .attributions import add_covered, attributed_event_ids, attribution_rows, write_attributions
 from .engine import SyncResult, Table
 from .metrics import METRIC_FIELDS, METRICS_TABLE
 
@@ -99,7 +100,7 @@ def events_params(s: EventSlice, page_size: int = EVENT_PAGE_SIZE) -> dict:
         flt += f',equals(metric_id,"{s.metric_id}")'
     return {
         "filter": flt,
-        "include": "metric,profile",
+        "include": "metric,profile,attributions",
         "fields[event]": EVENT_FIELDS,
         "fields[profile]": PROFILE_FIELDS,
         "fields[metric]": METRIC_FIELDS,
@@ -121,6 +122,8 @@ class _Rows:
     metrics: list
     last_datetime: str | None
     dropped: int = 0
+    attributions: list = ()  # event_attributions rows, and the events they replace (attributions.py)
+    attributed: list = ()
 
 
 class _SeenCache:
@@ -163,7 +166,10 @@ def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
             if seen.fresh(inc):
                 metrics.append(metric_row(inc))
     last = max((e[3] for e in events), default=None)
-    return _Rows(events, profiles, metrics, last, len(page.data) - len(events))
+    kept = {e[0] for e in events}
+    attributions = [r for r in attribution_rows(page.included) if r[1] in kept]
+    attributed = [i for i in attributed_event_ids(page.data) if i in kept]
+    return _Rows(events, profiles, metrics, last, len(page.data) - len(events), attributions, attributed)
 
 
 _DONE = object()
@@ -281,7 +287,7 @@ def sync_events(
     fetchers it runs: it starts with two and adds more while they wait on the network
     (``_Autoscale``). ``advance_mark=False``
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
-    result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
+    result = SyncResult.begin(result, ["events", "profiles", "metrics", "attributions"], window)
     slices = plan_slices(window, workers, metric_ids)
     key = mark_key(metric_ids)
     stored = store.get_state(db, key)
@@ -365,6 +371,7 @@ def sync_events(
         result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, item.metrics))
         result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, item.profiles))
         result.add_rows("events", store.write_rows(db, EVENT_UPSERT, item.events))
+        result.add_rows("attributions", write_attributions(db, item.attributed, item.attributions))
         result.pages += 1
         result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(item.events)
         if item.dropped:
@@ -404,6 +411,8 @@ def sync_events(
                     if may_advance and (stored_mark is None or mark > stored_mark):
                         store.set_state(db, key, iso(mark))
                         stored_mark = mark
+                    if not metric_ids and mark > window.start:  # fetched with their attributions
+                        add_covered(db, iso(window.start), iso(mark))
                 if not scale.frozen and failure is None:
                     start_fetchers(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
                                               client.stats.network_wait_s, running))
