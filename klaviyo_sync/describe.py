@@ -38,6 +38,19 @@ TABLES: dict[str, str] = {
     "profile_lists": "Each profile's email with its lists.",
     "event_details": "Events with their metric's name and their profile's email.",
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
+    "event_attributions": "Klaviyo's attribution of events (GET /api/events?include=attributions): which campaign "
+                          "or flow message, through which touch (attributed event), earned the event. Written with "
+                          "the event; an event without a row is organic (or was synced before attributions were kept).",
+    "attributed_conversions": "Every event with Klaviyo's stored attribution (one per event: of several, the one "
+                              "whose touch is latest, then the smallest id); the attribution columns are empty for "
+                              "an organic event. `attribution --model klaviyo` reads it.",
+    "session_touches": "Opened or clicked emails and clicked SMS that carry a stored campaign or flow message "
+                       "($message, $flow): the touches that start a session in dbt_klaviyo's model.",
+    "session_attributed_conversions": "Every event attributed by dbt_klaviyo's session model: the latest session "
+                                      "touch of its profile at or before it, if at most 120 hours old (24 for an "
+                                      "SMS); a newer touch starts a new session. `attribution --model session` reads it.",
+    "conversion_lag": "Attributed events of either model (model column) with the time from their touch to them "
+                      "and its hour bucket. `conversion-lag` reads it.",
 }
 
 _COMMON = {
@@ -144,7 +157,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "error": "The error, redacted (failed or partial runs).",
     },
     "sync_state": {
-        "key": "events.mark, or events.mark:metric=... for --metric runs.",
+        "key": "events.mark, or events.mark:metric=... for --metric runs; attributions.covered: the windows "
+               "(JSON [start, end) pairs) whose events were fetched with their attributions.",
         "value": "The mark (UTC): every event before it is stored.",
         "updated_at": "When the mark last moved (UTC).",
     },
@@ -231,6 +245,42 @@ COLUMNS["campaign_performance"] = {
     "click_rate": "Recomputed from the sums: clicks_unique / delivered.",
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
+
+_ATTRIBUTION = {
+    "event_id": "The attributed event (events.id), e.g. a Placed Order.",
+    "attributed_event_id": "The touch that earned it (events.id): the opened or clicked email, the clicked or "
+                           "received SMS, the opened push. May not be stored (outside the synced window).",
+    "campaign_id": "The campaign credited (campaigns.id); empty for a flow.",
+    "campaign_message_id": "The campaign message credited (campaign_messages.id).",
+    "flow_id": "The flow credited (flows.id); empty for a campaign.",
+    "flow_message_id": "The flow message credited (flow_messages.id).",
+    "flow_message_variation_id": "The flow message's A/B variation credited, when Klaviyo names one.",
+}
+COLUMNS["event_attributions"] = {"id": "Klaviyo's attribution id (primary key).", **_ATTRIBUTION}
+_CONVERSION = {
+    **_ATTRIBUTION,
+    "event_id": "The event (events.id).",
+    "attributed_event_id": "The touch that earned it (events.id); empty when organic.",
+    "metric_name": "The event's metric (metrics.name).",
+    "day": "The event's UTC day, YYYY-MM-DD.",
+    "value": "The event's $value (revenue), 0 when it has none.",
+    "touch_datetime": "When the touch happened (UTC); empty when organic or the touch is not stored.",
+    "message_id": "The campaign or flow message credited.",
+    "channel": "The credited message's channel: email, sms or mobile_push; empty when organic.",
+}
+COLUMNS["attributed_conversions"] = dict(_CONVERSION)
+COLUMNS["session_attributed_conversions"] = {
+    **_CONVERSION, "flow_message_variation_id": "Always empty: the session model does not know variations."}
+COLUMNS["session_touches"] = {
+    "event_id": "The touch (events.id).", "metric_name": "Opened Email, Clicked Email or Clicked SMS.",
+    "channel": "email or sms.", "campaign_id": "The campaign its $message names (campaigns.id).",
+    "campaign_message_id": "The campaign message its $message names.",
+    "flow_id": "The flow of its $message, or its $flow.", "flow_message_id": "The flow message its $message names."}
+COLUMNS["conversion_lag"] = {
+    **_CONVERSION, "model": "klaviyo (stored attribution) or session (dbt_klaviyo's session model).",
+    "lag_seconds": "Seconds from the touch to the event; empty when the touch is not stored.",
+    "lag_bucket": "The hour bucket of the lag: 0-1h, 1-2h, 2-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h, "
+                  "72-96h, 96-120h or 120h+; empty when the touch is not stored."}
 
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}

@@ -9,7 +9,7 @@ from .. import attribution as queries
 from .. import db as store
 from .. import output
 from ..errors import UsageError
-from ..streams.attributions import uncovered_events
+from ..streams.attributions import refill_args, uncovered_events
 from ..timeutil import RANGE_FORMS, Window, parse_range
 from .base import PROG, RowsFormatOpt, Settings, _parse, app, check_format, common
 
@@ -51,8 +51,7 @@ def _notes(settings: Settings, database, window: Window, metric_id: str | None, 
         gap = uncovered_events(database)
         if gap and gap["first"] < hi and gap["last"] >= lo:
             print(f"{PROG}: note: events from {gap['first']} to {gap['last']} were synced before attributions were "
-                  f"kept and count as organic: run sync-events --since {gap['first'][:10]} "
-                  f"--until {gap['last'][:10]}T23:59:59Z to fill them in", file=sys.stderr)
+                  f"kept and count as organic: run sync-events {refill_args(gap)} to fill them in", file=sys.stderr)
     elif not database.execute("SELECT 1 FROM session_touches LIMIT 1").fetchone():
         print(f"{PROG}: note: no opened or clicked email or clicked SMS carries a stored campaign or flow "
               "message: run sync-campaigns and sync-flows", file=sys.stderr)

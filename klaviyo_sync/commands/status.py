@@ -1,5 +1,6 @@
 """status and demo."""
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,7 @@ import typer
 from .. import db as store
 from .. import errors, output, queries
 from ..client import DEFAULT_REVISION, revision_age_warning
+from ..streams.attributions import COVERED_KEY, refill_args, uncovered_events
 from ..errors import UsageError
 from ..streams.events import sync_events
 from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
@@ -24,6 +26,17 @@ from .base import (
     recorded_run,
     sync_commands,
 )
+
+
+def attribution_status(database, covered_raw: str | None) -> dict:
+    """Which event windows were fetched with Klaviyo's attributions, and the stored events that
+    were not (synced before attributions were kept: they look organic until re-synced)."""
+    return {"covered": json.loads(covered_raw) if covered_raw else [], "missing": uncovered_events(database)}
+
+
+def attribution_hint(missing: dict) -> str:
+    return (f"attributions: {missing['events']:,} events from {missing['first']} to {missing['last']} were synced "
+            f"before attributions were kept (they count as organic): run sync-events {refill_args(missing)}")
 
 
 @app.command("status")
@@ -49,6 +62,7 @@ def status_cmd(
     try:
         report = queries.status_report(database, utcnow(), runs)
         report["last_verify"] = last_verify(database)
+        report["attributions"] = attribution_status(database, report["marks"].pop(COVERED_KEY, None))
     finally:
         database.close()
     # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
@@ -82,6 +96,9 @@ def _status_tables(report: dict) -> None:
                                   ("unverifiable_metrics", "Unverifiable", "int")], "Last verify")
     for warning in report.get("warnings", []):
         print(warning)
+    missing = (report.get("attributions") or {}).get("missing")
+    if missing:
+        print(attribution_hint(missing))
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
                               ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from datetime import timedelta
+
 from sqlite_utils import Database
 
 from .. import db as store
+from ..timeutil import iso, parse_datetime
 
 COVERED_KEY = "attributions.covered"
 ATTRIBUTION_UPSERT = store.upsert_sql("event_attributions", store.ATTRIBUTION_COLUMNS)
@@ -94,3 +97,10 @@ def uncovered_events(db: Database) -> dict | None:
             first = f if first is None else min(first, f)
             last = la if last is None else max(last, la)
     return {"events": n, "first": first, "last": last} if n else None
+
+
+def refill_args(missing: dict) -> str:
+    """``--since FIRST --until LAST+1s``: the sync-events window that re-fetches these events
+    (upserted unchanged) with their attributions."""
+    until = parse_datetime(missing["last"]) + timedelta(seconds=1)
+    return f"--since {missing['first']} --until {iso(until)}"
