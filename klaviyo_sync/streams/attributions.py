@@ -52,9 +52,12 @@ def write_attributions(db: Database, event_ids: Sequence[str], rows: Sequence[tu
     the caller's transaction (the one that writes the events)."""
     if event_ids:
         keep = {r[0] for r in rows}
-        stale = [(r[0],) for eid in event_ids
-                 for r in db.execute("SELECT id FROM event_attributions WHERE event_id = ?", [eid])
-                 if r[0] not in keep]
+        stale = []
+        for k in range(0, len(event_ids), 500):  # one indexed query per 500 events, not one each
+            chunk = event_ids[k:k + 500]
+            stale += [(r[0],) for r in db.execute(
+                f"SELECT id FROM event_attributions WHERE event_id IN ({','.join('?' * len(chunk))})", chunk)
+                if r[0] not in keep]
         if stale:
             db.conn.executemany("DELETE FROM event_attributions WHERE id = ?", stale)
     return store.write_rows(db, ATTRIBUTION_UPSERT, rows) if rows else 0

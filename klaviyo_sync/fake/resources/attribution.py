@@ -9,7 +9,8 @@ Its ``event_properties`` then name it (``$message``, and ``$flow`` for a flow me
 A conversion (an event of a metric whose integration is not Klaviyo's own: Placed Order, Viewed
 Product, Active on Site ...) of a profile is attributed to that profile's most recent *eligible
 touch* strictly earlier than the conversion among the touches whose window still covers it, the
-window's edge included (Klaviyo's help centre, "Understanding message attribution"):
+window's edge included (Klaviyo's help centre, "Understanding Klaviyo message attribution",
+https://help.klaviyo.com/hc/en-us/articles/1260804504250: the defaults since 2024-10-09):
 
 * Opened Email, Clicked Email: 5 days;
 * Clicked SMS: 5 days; Received SMS: 12 hours;
