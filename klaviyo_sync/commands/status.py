@@ -176,5 +176,6 @@ def demo_cmd(
     output.write_rows(campaigns, "table", queries.CAMPAIGN_TABLE, title="klaviyo-sync campaigns --range 30d (synthetic)")
     print(f"Try: sqlite3 {db} 'SELECT metric, count(*) FROM event_details GROUP BY metric'")
     print(f"     klaviyo-sync flows --range 30d --db {db}")
+    print(f"     klaviyo-sync attribution --range 7d --by channel --db {db}")
 
 
