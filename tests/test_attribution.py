@@ -443,3 +443,16 @@ def test_klaviyo_model_one_attribution_per_event_the_latest_touch(timeline):
     assert rows == [(order, t2, at(5), "C2", "CM2", "sms", 30.0), (organic, None, None, None, None, None, 3.0)]
     lag = query(path, "SELECT event_id, lag_seconds, lag_bucket FROM conversion_lag WHERE model = 'klaviyo'")
     assert lag == [(order, 3600, "1-2h")]
+
+
+def test_the_new_table_and_views_are_described(tmp_path):
+    from klaviyo_sync.describe import datasette_metadata
+
+    db = store.open_db(tmp_path / "d.db")
+    tables = datasette_metadata(db, "d")["databases"]["d"]["tables"]
+    for name in ("event_attributions", "attributed_conversions", "session_attributed_conversions",
+                 "session_touches", "conversion_lag"):
+        source = db[name] if name in db.table_names() else db.view(name)
+        assert tables[name]["description"]
+        assert set(tables[name]["columns"]) == {c.name for c in source.columns}, name
+    db.close()
