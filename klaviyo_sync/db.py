@@ -539,21 +539,32 @@ def m007_attributions(db: Database) -> None:
     # or before it (same second included) if no more than 120 hours have passed since that
     # touch (24 when it is an SMS); a newer touch starts a new session, so an expired newer
     # session is not replaced by an older one.
+    # (The touch is joined as a plain events row, not through session_touches, so that SQLite
+    # looks it up by primary key instead of materializing every touch of the account.)
+    sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
+    smsg = """json_extract(s.properties, '$."$message"')"""
     db.create_view("session_attributed_conversions", f"""
         SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
                substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
-               s.event_id AS attributed_event_id, s.datetime AS touch_datetime,
-               s.campaign_id, s.campaign_message_id, s.flow_id, s.flow_message_id,
-               NULL AS flow_message_variation_id,
-               coalesce(s.campaign_message_id, s.flow_message_id) AS message_id, s.channel
+               s.id AS attributed_event_id, s.datetime AS touch_datetime,
+               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
+               coalesce(fm.flow_id, json_extract(s.properties, '$."$flow"')) AS flow_id,
+               fm.id AS flow_message_id, NULL AS flow_message_variation_id,
+               coalesce(cm.id, fm.id) AS message_id,
+               CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
         FROM events e
         LEFT JOIN metrics m ON m.id = e.metric_id
-        LEFT JOIN session_touches s ON s.event_id = (
+        LEFT JOIN events s ON s.id = (
             SELECT t.event_id FROM session_touches t
             WHERE t.profile_id = e.profile_id AND t.datetime <= e.datetime
             ORDER BY t.datetime DESC, t.event_id DESC LIMIT 1)
           AND {_EPOCH.format(d='e.datetime')} - {_EPOCH.format(d='s.datetime')}
-              <= CASE s.channel WHEN 'sms' THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END""")
+              <= CASE WHEN s.metric_id IN (SELECT id FROM metrics WHERE name IN ({sms}))
+                      THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END
+        LEFT JOIN metrics sm ON sm.id = s.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = {smsg}
+        LEFT JOIN campaigns c ON c.id = {smsg}
+        LEFT JOIN flow_messages fm ON fm.id = {smsg}""")
     # How long after its touch each attributed event came, under either model (model column).
     lag = f"{_EPOCH.format(d='datetime')} - {_EPOCH.format(d='touch_datetime')}"
     arm = f"""SELECT '{{model}}' AS model, event_id, profile_id, metric_id, metric_name, datetime, day, value,
