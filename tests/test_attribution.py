@@ -158,6 +158,11 @@ def test_events_include_attributions_shaped_as_the_spec(fake):
                            "flow-message-variation": want["flow_message_variation_id"]}
             assert rel == expect
             assert set(a) == {"type", "id", "relationships", "links"} and a["links"]["self"]
+    # GET /api/events/{id} includes it the same way
+    one = next(e["id"] for e in body["data"] if fake.attribution(e["id"]))
+    single = requests.get(f"{url}/{one}", params={"include": "attributions"}, headers=headers, timeout=10).json()
+    assert [x["id"] for x in single["included"]] == [fake.attribution(one)["id"]] == \
+        [x["id"] for x in single["data"]["relationships"]["attributions"]["data"]]
     # without include: no attributions relationship, nothing included
     plain = requests.get(url, params={"page[size]": "5"}, headers=headers, timeout=10).json()
     assert "included" not in plain and all("attributions" not in e["relationships"] for e in plain["data"])

@@ -40,7 +40,7 @@ def _open(settings: Settings, metric: str, model: str, window_text: str, fmt: st
     return database, window, found[0] if found else None
 
 
-def _notes(settings: Settings, database, window: Window, metric_id: str | None, metric: str, model: str) -> None:
+def _notes(settings: Settings, database, window: Window, metric_id: str | None, model: str) -> None:
     if settings.quiet:
         return
     if metric_id is None:
@@ -79,7 +79,7 @@ def attribution_cmd(
     try:
         rows = queries.attribution(database, window, metric_id, by, model)
         first, last, _, _ = queries.day_range(window)
-        _notes(settings, database, window, metric_id, metric, model)
+        _notes(settings, database, window, metric_id, model)
     finally:
         database.close()
     output.write_rows(rows, output.resolve_format(fmt),
@@ -107,7 +107,7 @@ def conversion_lag_cmd(
     try:
         rows, counts = queries.conversion_lag(database, window, metric_id, model)
         first, last, _, _ = queries.day_range(window)
-        _notes(settings, database, window, metric_id, metric, model)
+        _notes(settings, database, window, metric_id, model)
     finally:
         database.close()
     output.write_rows(rows, output.resolve_format(fmt), queries.LAG_TABLE,
