@@ -149,7 +149,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "id": "Run number.", "command": "The command, e.g. sync-events.",
         "arguments": "Its arguments (JSON; never the API key).",
         "started_at": "Start (UTC).", "finished_at": "End (UTC).",
-        "status": "running, ok, partial, failed, interrupted or abandoned.",
+        "status": "running, ok, partial, skipped (an optional sync-all step the key has no scope for), failed, interrupted or abandoned.",
         "window_start": "Start of the window synced (UTC).", "window_end": "End of the window (UTC).",
         "rows_written": "Rows inserted or changed per table (JSON).", "pages": "Pages read.",
         "requests": "HTTP requests made.", "retries": "Retries.",
@@ -281,6 +281,19 @@ COLUMNS["conversion_lag"] = {
     "lag_seconds": "Seconds from the touch to the event; empty when the touch is not stored.",
     "lag_bucket": "The hour bucket of the lag: 0-1h, 1-2h, 2-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h, "
                   "72-96h, 96-120h or 120h+; empty when the touch is not stored."}
+
+
+def _declared() -> None:
+    """Declared streams describe their own tables (klaviyo_sync/streams/)."""
+    from .streams import declarations  # the streams import describe's neighbours: import them late
+
+    for decl in declarations():
+        for spec in decl.tables:
+            TABLES[spec.name] = spec.description
+            COLUMNS[spec.name] = spec.descriptions()
+
+
+_declared()
 
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-
 from datetime import timedelta
 
 from sqlite_utils import Database
