@@ -461,3 +461,20 @@ def test_the_new_table_and_views_are_described(tmp_path):
         assert tables[name]["description"]
         assert set(tables[name]["columns"]) == {c.name for c in source.columns}, name
     db.close()
+
+
+def test_a_page_replaces_the_stored_attributions_of_its_events(tmp_path):
+    from klaviyo_sync.streams.attributions import write_attributions
+
+    db = store.open_db(tmp_path / "r.db")
+    row = lambda aid, eid, touch: (aid, eid, touch, "C1", "CM1", None, None, None)  # noqa: E731
+    with db.atomic():
+        assert write_attributions(db, ["E1", "E2", "E3"], [row("A1", "E1", "T1"), row("A2", "E2", "T2"),
+                                                           row("A3", "E3", "T3")]) == 3
+    # Klaviyo revised E1 (a new attribution id), E2 is now organic, E3 unchanged, E4 not on the page
+    with db.atomic():
+        write_attributions(db, ["E4"], [row("A4", "E4", "T4")])
+        assert write_attributions(db, ["E1", "E2", "E3"], [row("A5", "E1", "T9"), row("A3", "E3", "T3")]) == 1
+    assert db.execute("SELECT id, event_id, attributed_event_id FROM event_attributions ORDER BY id").fetchall() == [
+        ("A3", "E3", "T3"), ("A4", "E4", "T4"), ("A5", "E1", "T9")]
+    db.close()

@@ -51,12 +51,11 @@ def write_attributions(db: Database, event_ids: Sequence[str], rows: Sequence[tu
     the caller's transaction (the one that writes the events)."""
     if event_ids:
         keep = {r[0] for r in rows}
-        stale = []
-        for k in range(0, len(event_ids), 500):  # one indexed query per 500 events, not one each
-            chunk = event_ids[k:k + 500]
-            stale += [(r[0],) for r in db.execute(
-                f"SELECT id FROM event_attributions WHERE event_id IN ({','.join('?' * len(chunk))})", chunk)
-                if r[0] not in keep]
+        # One indexed query per page, always the same SQL (an IN list of the page's length would
+        # fill the statement cache with a new statement per length).
+        stale = [(r[0],) for r in db.execute(
+            "SELECT id FROM event_attributions WHERE event_id IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(event_ids))]) if r[0] not in keep]
         if stale:
             db.conn.executemany("DELETE FROM event_attributions WHERE id = ?", stale)
     return store.write_rows(db, ATTRIBUTION_UPSERT, rows) if rows else 0
