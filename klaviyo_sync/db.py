@@ -503,6 +503,12 @@ _CHANNEL_OF_METRIC = ("CASE WHEN {m} LIKE '%SMS%' THEN 'sms' WHEN {m} LIKE '%Pus
 _EPOCH = "CAST(strftime('%s', {d}) AS INTEGER)"
 
 
+def _prop(table: str, key: str) -> str:
+    """An event property, NULL (not an error) when the row's properties are not JSON."""
+    return (f"CASE WHEN json_valid({table}.properties) "
+            f"THEN json_extract({table}.properties, '$.\"{key}\"') END")
+
+
 def _lag_bucket_sql(seconds: str) -> str:
     cases = " ".join(f"WHEN {seconds} < {hi * 3600} THEN '{lo}-{hi}h'" for lo, hi in LAG_BUCKETS if hi)
     return f"CASE WHEN {seconds} IS NULL THEN NULL {cases} ELSE '{LAG_BUCKETS[-1][0]}h+' END"
@@ -551,12 +557,12 @@ def m007_attributions(db: Database) -> None:
     # clicked SMS whose $message is a stored campaign message (or campaign) or flow message, or
     # that name a $flow.
     names = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS)
-    msg = """json_extract(e.properties, '$."$message"')"""
+    msg = _prop("e", "$message")
     db.create_view("session_touches", f"""
         SELECT e.id AS event_id, e.profile_id, e.datetime, m.name AS metric_name,
                {_CHANNEL_OF_METRIC.format(m='m.name')} AS channel,
                coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
-               coalesce(fm.flow_id, json_extract(e.properties, '$."$flow"')) AS flow_id,
+               coalesce(fm.flow_id, {_prop("e", "$flow")}) AS flow_id,
                fm.id AS flow_message_id
         FROM events e
         JOIN metrics m ON m.id = e.metric_id
@@ -564,7 +570,7 @@ def m007_attributions(db: Database) -> None:
         LEFT JOIN campaigns c ON c.id = {msg}
         LEFT JOIN flow_messages fm ON fm.id = {msg}
         WHERE m.name IN ({names})
-          AND coalesce(cm.campaign_id, c.id, fm.flow_id, json_extract(e.properties, '$."$flow"')) IS NOT NULL""")
+          AND coalesce(cm.campaign_id, c.id, fm.flow_id, {_prop("e", "$flow")}) IS NOT NULL""")
     # dbt_klaviyo's session model: an event inherits the latest session touch of its profile at
     # or before it (same second included) if no more than 120 hours have passed since that
     # touch (24 when it is an SMS); a newer touch starts a new session, so an expired newer
@@ -572,13 +578,13 @@ def m007_attributions(db: Database) -> None:
     # (The touch is joined as a plain events row, not through session_touches, so that SQLite
     # looks it up by primary key instead of materializing every touch of the account.)
     sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
-    smsg = """json_extract(s.properties, '$."$message"')"""
+    smsg = _prop("s", "$message")
     db.create_view("session_attributed_conversions", f"""
         SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
                substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
                s.id AS attributed_event_id, s.datetime AS touch_datetime,
                coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
-               coalesce(fm.flow_id, json_extract(s.properties, '$."$flow"')) AS flow_id,
+               coalesce(fm.flow_id, {_prop("s", "$flow")}) AS flow_id,
                fm.id AS flow_message_id, NULL AS flow_message_variation_id,
                coalesce(cm.id, fm.id) AS message_id,
                CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel

@@ -408,6 +408,15 @@ def test_session_model_windows_edges_sms_and_reset(timeline):
     assert session_of(path, sms_out) == (None,) * 5  # the expired SMS session is not replaced by the email one
     assert session_of(path, reset) == (n, "FM1", None, "F1", "email")
     assert session_of(path, other) == (None,) * 5
+    # a row whose properties are not JSON is no touch, and breaks no view
+    db = store.open_db(path)
+    with db.atomic():
+        db.execute("INSERT INTO events (id, metric_id, profile_id, datetime, properties) "
+                   "VALUES ('BAD', 'OE', 'P1', ?, 'not json')", [at(300.5)])
+    db.close()
+    assert session_of(path, add("PO", at(302))) == (n, "FM1", None, "F1", "email")
+    for view in ("session_touches", "session_attributed_conversions", "attributed_conversions", "conversion_lag"):
+        assert query(path, f"SELECT count(*) FROM {view}")[0][0] >= 0
 
 
 def test_session_model_through_the_cli_adds_up(timeline):
