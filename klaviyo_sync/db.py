@@ -454,3 +454,13 @@ def m004_verify(db: Database) -> None:
         foreign_keys=[("run_id", "sync_runs", "id")],
     )
     db["verify_results"].create_index(["metric_id", "day"], index_name="idx_verify_results_metric_id_day")
+
+
+@migrations()
+def m008_analytics(db: Database) -> None:
+    # The analyst's views (customer_summary, customer_rfm, cohort_retention,
+    # message_deliverability, customer_timeline), made from the rules in analytics.py; and
+    # event_attributions, which they read, if m007_attributions has not created it yet.
+    from .analytics import create_views
+
+    create_views(db)
