@@ -52,8 +52,12 @@ def _range_where(window: Window | None) -> tuple[str, list]:
     return "e.metric_id = ? AND e.datetime >= ? AND e.datetime < ?", [iso(window.start), iso(window.end)]
 
 
-def _write(rows: list[dict], fmt: str, columns, title: str) -> None:
-    output.write_rows(rows, output.resolve_format(fmt), columns, title=title)
+def _write(rows: list[dict], fmt: str, columns, title: str, fields: list[str]) -> None:
+    kind = output.resolve_format(fmt)
+    if kind == "csv" and not rows:  # the header still names every key a row would have
+        print(",".join(fields))
+        return
+    output.write_rows(rows, kind, columns, title=title)
 
 
 def _drop(rows: list[dict], *keys: str) -> list[dict]:
@@ -107,7 +111,7 @@ def customers_cmd(
     finally:
         database.close()
     span = f"{iso(window.start)} .. {iso(window.end)}" if window else "all stored conversions"
-    _write(rows, fmt, CUSTOMER_TABLE, f"Customers by {sort} ({metric}), {span}")
+    _write(rows, fmt, CUSTOMER_TABLE, f"Customers by {sort} ({metric}), {span}", CUSTOMER_FIELDS)
 
 
 # -- customer ----------------------------------------------------------------------------------
@@ -164,7 +168,8 @@ def customer_cmd(
     orders = [r for r in rows if r["conversion"]]
     revenue = round(sum(r["value"] or 0 for r in orders), 2)
     _write(rows, fmt, TIMELINE_TABLE,
-           f"{email or profile_id} ({profile_id}): {len(rows)} events, {len(orders)} {metric}, {revenue:,.2f} revenue")
+           f"{email or profile_id} ({profile_id}): {len(rows)} events, {len(orders)} {metric}, {revenue:,.2f} revenue",
+           TIMELINE_FIELDS)
 
 
 # -- rfm ---------------------------------------------------------------------------------------
@@ -236,9 +241,9 @@ def rfm_cmd(
     if name is not None:
         for row in rows:
             row["rfm_score"] = str(row["rfm_score"])
-        _write(rows, fmt, RFM_CUSTOMER_TABLE, f"RFM group {name} ({metric}), {span}")
+        _write(rows, fmt, RFM_CUSTOMER_TABLE, f"RFM group {name} ({metric}), {span}", RFM_CUSTOMER_FIELDS)
     else:
-        _write(rows, fmt, RFM_GROUP_TABLE, f"RFM groups ({metric}), {span}")
+        _write(rows, fmt, RFM_GROUP_TABLE, f"RFM groups ({metric}), {span}", [c[0] for c in RFM_GROUP_TABLE])
 
 
 # -- cohorts -----------------------------------------------------------------------------------
@@ -289,7 +294,7 @@ def cohorts_cmd(
     kind = output.resolve_format(fmt)
     title = f"Cohorts: first {metric} by month, share converting again"
     if kind != "table":
-        output.write_rows(rows, kind, COHORT_COLUMNS, title=title)
+        _write(rows, kind, COHORT_COLUMNS, title, [c[0] for c in COHORT_COLUMNS])
         return
     width = max([r["months_after"] for r in rows], default=0)
     grid: dict[str, dict] = {}
@@ -312,6 +317,12 @@ DELIVERABILITY_TABLE = [
     ("unsubscribe_rate", "Unsub", "rate"), ("unsubscribe_band", "", "text"),
     ("spam_complaint_rate", "Spam", "rate"), ("spam_complaint_band", "", "text"),
 ]
+
+
+DELIVERABILITY_FIELDS = [
+    "source", "parent_id", "parent_name", "message_id", "message_name", "channel", "first_send", "last_send",
+    "recipients", "delivered", "opens_unique", "clicks_unique", "bounced", "unsubscribes", "spam_complaints",
+    *analytics.BANDS, *(rate.replace("_rate", "_band") for rate in analytics.BANDS)]
 
 
 @app.command("deliverability")
@@ -354,6 +365,6 @@ def deliverability_cmd(
     title = (f"Deliverability of the last {last} campaign(s)" if window is None else
              f"Deliverability: campaigns sent {iso(window.start)} .. {iso(window.end)}, "
              f"flow days {first} .. {final}")
-    _write(rows, fmt, DELIVERABILITY_TABLE, title)
+    _write(rows, fmt, DELIVERABILITY_TABLE, title, DELIVERABILITY_FIELDS)
     if not rows and not settings.quiet:
         print(f"{PROG}: no statistics stored for this range: run sync-campaigns and sync-flows", file=sys.stderr)
