@@ -36,16 +36,17 @@ def customers_sql(where: str) -> str:
     """One row per metric and profile with at least one conversion among ``events e`` matching
     ``where``: orders, revenue, first and last order, revenue attributed and organic."""
     return f"""
-    SELECT c.metric_id, c.profile_id, p.email, c.orders, c.revenue, c.first_order, c.last_order,
-           c.attributed_revenue, round(c.revenue_raw - c.attributed_raw, 2) AS organic_revenue
-    FROM (SELECT e.metric_id, e.profile_id, count(*) AS orders,
-                 round(total(e.value), 2) AS revenue, total(e.value) AS revenue_raw,
-                 min(e.datetime) AS first_order, max(e.datetime) AS last_order,
-                 round(total(CASE WHEN {_ATTRIBUTED} THEN e.value END), 2) AS attributed_revenue,
-                 total(CASE WHEN {_ATTRIBUTED} THEN e.value END) AS attributed_raw
-          FROM events e
-          WHERE e.profile_id IS NOT NULL AND ({where})
-          GROUP BY e.metric_id, e.profile_id) c
+    SELECT c.metric_id, c.profile_id, p.email, c.orders, round(c.revenue, 2) AS revenue, c.first_order,
+           c.last_order, round(c.attributed, 2) AS attributed_revenue,
+           round(c.revenue - c.attributed, 2) AS organic_revenue
+    FROM (SELECT x.metric_id, x.profile_id, count(*) AS orders, total(x.value) AS revenue,
+                 min(x.datetime) AS first_order, max(x.datetime) AS last_order,
+                 total(CASE WHEN x.attributed THEN x.value END) AS attributed
+          FROM (SELECT e.metric_id, e.profile_id, e.datetime, e.value, {_ATTRIBUTED} AS attributed
+                FROM events e
+                WHERE e.profile_id IS NOT NULL AND ({where})
+                LIMIT -1) x
+          GROUP BY x.metric_id, x.profile_id) c
     LEFT JOIN profiles p ON p.id = c.profile_id"""
 
 
@@ -77,15 +78,14 @@ def rfm_sql(where: str, end: str) -> str:
     score (e.g. 321) and its group."""
     return f"""
     SELECT s.*, {_RFM_CASE} AS rfm_group
-    FROM (SELECT r.metric_id, r.profile_id, r.email, r.recency_days, r.orders AS frequency,
-                 r.revenue AS monetary, r.last_order,
-                 {_score("r.recency_days DESC")} AS recency_score,
-                 {_score("r.orders")} AS frequency_score,
-                 {_score("r.revenue")} AS monetary_score,
-                 ({_score("r.recency_days DESC")}) * 100 + ({_score("r.orders")}) * 10
-                     + ({_score("r.revenue")}) AS rfm_score
-          FROM (SELECT c.*, CAST(julianday({end}) - julianday(c.last_order) AS INTEGER) AS recency_days
-                FROM ({customers_sql(where)}) c) r) s"""
+    FROM (SELECT t.*, t.recency_score * 100 + t.frequency_score * 10 + t.monetary_score AS rfm_score
+          FROM (SELECT r.metric_id, r.profile_id, r.email, r.recency_days, r.orders AS frequency,
+                       r.revenue AS monetary, r.last_order,
+                       {_score("r.recency_days DESC")} AS recency_score,
+                       {_score("r.orders")} AS frequency_score,
+                       {_score("r.revenue")} AS monetary_score
+                FROM (SELECT c.*, CAST(julianday({end}) - julianday(c.last_order) AS INTEGER) AS recency_days
+                      FROM ({customers_sql(where)}) c) r) t) s"""
 
 
 def rfm_groups_sql(rfm: str) -> str:
@@ -102,28 +102,26 @@ def cohorts_sql(where: str) -> str:
     latest conversion): the cohort's size, how many of its customers converted in that month,
     and that share. Month 0 is the whole cohort by definition."""
     return f"""
-    WITH conv AS (SELECT e.metric_id, e.profile_id, substr(e.datetime, 1, 7) AS month
-                  FROM events e WHERE e.profile_id IS NOT NULL AND ({where})),
-    active AS (SELECT DISTINCT metric_id, profile_id, month FROM conv),
-    firsts AS (SELECT metric_id, profile_id, min(month) AS cohort FROM active GROUP BY metric_id, profile_id),
-    sizes AS (SELECT metric_id, cohort, count(*) AS size FROM firsts GROUP BY metric_id, cohort),
-    returned AS (SELECT f.metric_id, f.cohort, a.month, count(*) AS n
-                 FROM firsts f JOIN active a
-                   ON a.metric_id = f.metric_id AND a.profile_id = f.profile_id AND a.month > f.cohort
-                 GROUP BY f.metric_id, f.cohort, a.month),
-    latest AS (SELECT metric_id, max(month) AS month FROM active GROUP BY metric_id),
+    WITH active AS (SELECT e.metric_id, e.profile_id, substr(e.datetime, 1, 7) AS month
+                    FROM events e WHERE e.profile_id IS NOT NULL AND ({where})
+                    GROUP BY 1, 2, 3),
+    counts AS (SELECT metric_id, cohort, month, count(*) AS n
+               FROM (SELECT metric_id, month,
+                            first_value(month) OVER (PARTITION BY metric_id, profile_id ORDER BY month) AS cohort
+                     FROM active)
+               GROUP BY metric_id, cohort, month),
+    latest AS (SELECT metric_id, max(month) AS month FROM counts GROUP BY metric_id),
     grid(metric_id, cohort, month, months_after) AS (
-        SELECT metric_id, cohort, cohort, 0 FROM sizes
+        SELECT metric_id, cohort, cohort, 0 FROM counts WHERE month = cohort
         UNION ALL
         SELECT g.metric_id, g.cohort, strftime('%Y-%m', g.month || '-01', '+1 month'), g.months_after + 1
         FROM grid g JOIN latest l ON l.metric_id = g.metric_id
         WHERE strftime('%Y-%m', g.month || '-01', '+1 month') <= l.month)
-    SELECT g.metric_id, g.cohort, g.months_after, g.month, s.size AS cohort_size,
-           CASE WHEN g.months_after = 0 THEN s.size ELSE coalesce(r.n, 0) END AS customers,
-           round(CASE WHEN g.months_after = 0 THEN s.size ELSE coalesce(r.n, 0) END * 1.0 / s.size, 4) AS share
+    SELECT g.metric_id, g.cohort, g.months_after, g.month, s.n AS cohort_size,
+           coalesce(r.n, 0) AS customers, round(coalesce(r.n, 0) * 1.0 / s.n, 4) AS share
     FROM grid g
-    JOIN sizes s ON s.metric_id = g.metric_id AND s.cohort = g.cohort
-    LEFT JOIN returned r ON r.metric_id = g.metric_id AND r.cohort = g.cohort AND r.month = g.month"""
+    JOIN counts s ON s.metric_id = g.metric_id AND s.cohort = g.cohort AND s.month = g.cohort
+    LEFT JOIN counts r ON r.metric_id = g.metric_id AND r.cohort = g.cohort AND r.month = g.month"""
 
 
 # Klaviyo's deliverability bands (help centre, "How to monitor email deliverability
