@@ -266,28 +266,18 @@ def _has_dbstat(conn) -> bool:
         return False
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--events", type=int, default=5_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--rebuild", action="store_true")
-    ap.add_argument("--index-costs", action="store_true", help="also time building each index on a copy")
-    ap.add_argument("--only", help="run only commands starting with this word")
-    ap.add_argument("--json-out")
-    args = ap.parse_args()
+COLUMNS = [("command", "command", ""), ("rows", "rows", ","), ("wall_s", "median s", ".2f"), ("max_s", "max s", ".2f"),
+           ("cpu_s", "CPU s", ".2f"), ("peak_rss_mb", "peak RSS MB", ".1f"), ("ok", "< 2 s, < 150 MB", "")]
 
-    db, meta = cached_db(args.events, args.rebuild)
-    print(f"database: {db.name}, {meta['bytes'] / 1e9:.2f} GB, {meta['events']:,} events, {meta['profiles']:,} "
-          f"profiles, {meta['orders']:,} orders, {meta['attributions']:,} attributions")
+
+def run_all(db: Path, args) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
     env["KLAVIYO_SYNC_DB"] = str(db)
     rows = []
-    busy0 = system_busy_s()
     for cmd in commands(db):
         if args.only and cmd[0] != args.only:
             continue
-        full = [PYTHON, "-m", "klaviyo_sync", *cmd, "--format", "json"] if "--format" not in cmd else \
-            [PYTHON, "-m", "klaviyo_sync", *cmd]
+        full = [PYTHON, "-m", "klaviyo_sync", *cmd] + ([] if "--format" in cmd else ["--format", "json"])
         run_measured(full, env=env, cwd=REPO)  # warm the page cache
         runs = [run_measured(full, env=env, cwd=REPO) for _ in range(args.repeat)]
         bad = [r for r in runs if r.rc != 0]
@@ -297,14 +287,58 @@ def main() -> None:
         rss = max(r.maxrss_mb for r in runs)
         out = runs[0].stdout
         n = len(json.loads(out)) if out.lstrip().startswith("[") else len(out.splitlines())
-        rows.append({"command": " ".join(cmd), "rows": n, "wall_s": round(wall, 2), "max_s": round(max(r.wall_s for r in runs), 2),
+        rows.append({"command": " ".join(cmd), "rows": n, "wall_s": round(wall, 2),
+                     "max_s": round(max(r.wall_s for r in runs), 2),
+                     "cpu_s": round(statistics.median(r.user_s + r.sys_s for r in runs), 2),
                      "peak_rss_mb": round(rss, 1), "ok": not bad and wall < 2.0 and rss < 150})
         print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=5_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--index-costs", action="store_true", help="also time building each index on a copy")
+    ap.add_argument("--only", help="run only commands starting with this word")
+    ap.add_argument("--candidate-index", metavar="COLUMNS",
+                    help="then run again on a copy with this extra events index, e.g. 'metric_id, profile_id, datetime, value'")
+    ap.add_argument("--json-out")
+    args = ap.parse_args()
+
+    db, meta = cached_db(args.events, args.rebuild)
+    print(f"database: {db.name}, {meta['bytes'] / 1e9:.2f} GB, {meta['events']:,} events, {meta['profiles']:,} "
+          f"profiles, {meta['orders']:,} orders, {meta['attributions']:,} attributions")
+    busy0 = system_busy_s()
+    rows = run_all(db, args)
+    result_extra = {}
+    if args.candidate_index:
+        copy = db.with_name("candidate-index.db")
+        remove_db(copy)
+        subprocess.run(["cp", str(db), str(copy)], check=True)
+        conn = sqlite3.connect(copy, isolation_level=None)
+        conn.execute("PRAGMA cache_size = -4096")
+        t0, c0 = time.perf_counter(), time.process_time()
+        conn.execute(f"CREATE INDEX idx_candidate ON events ({args.candidate_index})")
+        built = {"index": f"events ({args.candidate_index})", "build_s": round(time.perf_counter() - t0, 2),
+                 "build_cpu_s": round(time.process_time() - c0, 2),
+                 "mb": round(conn.execute("SELECT count(*) FROM dbstat WHERE name = 'idx_candidate'").fetchone()[0]
+                             * conn.execute("PRAGMA page_size").fetchone()[0] / 1e6, 1)}
+        conn.execute("ANALYZE")
+        conn.close()
+        print(f"\nwith the candidate index {built}:")
+        try:
+            result_extra["candidate"] = {**built, "runs": run_all(copy, args)}
+        finally:
+            remove_db(copy)
     busy = system_busy_s() - busy0
     print()
-    print(table(rows, [("command", "command", ""), ("rows", "rows", ","), ("wall_s", "median s", ".2f"),
-                       ("max_s", "max s", ".2f"), ("peak_rss_mb", "peak RSS MB", ".1f"), ("ok", "< 2 s, < 150 MB", "")]))
-    result = {"benchmark": "analytics", "events": meta["events"], "runs": rows, "machine_busy_cpu_s": round(busy, 1),
+    print(table(rows, COLUMNS))
+    if "candidate" in result_extra:
+        print(f"\nwith events ({args.candidate_index}):")
+        print(table(result_extra["candidate"]["runs"], COLUMNS))
+    result = {**result_extra, "benchmark": "analytics", "events": meta["events"], "runs": rows, "machine_busy_cpu_s": round(busy, 1),
               "loadavg": os.getloadavg(), **code_version()}
     if args.index_costs:
         costs = index_costs(db)
