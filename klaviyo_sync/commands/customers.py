@@ -292,7 +292,7 @@ def cohorts_cmd(
     finally:
         database.close()
     kind = output.resolve_format(fmt)
-    title = f"Cohorts: first {metric} by month, share converting again"
+    title = f"Cohorts ({metric})"
     if kind != "table":
         _write(rows, kind, COHORT_COLUMNS, title, [c[0] for c in COHORT_COLUMNS])
         return
@@ -311,12 +311,20 @@ def cohorts_cmd(
 DELIVERABILITY_TABLE = [
     ("parent_name", "Campaign / flow", "text"), ("message_name", "Message", "text"),
     ("channel", "Channel", "text"), ("delivered", "Delivered", "int"),
-    ("open_rate", "Open", "rate"), ("open_band", "", "text"),
-    ("click_rate", "Click", "rate"), ("click_band", "", "text"),
-    ("bounce_rate", "Bounce", "rate"), ("bounce_band", "", "text"),
-    ("unsubscribe_rate", "Unsub", "rate"), ("unsubscribe_band", "", "text"),
-    ("spam_complaint_rate", "Spam", "rate"), ("spam_complaint_band", "", "text"),
+    ("open", "Open", "text"), ("click", "Click", "text"), ("bounce", "Bounce", "text"),
+    ("unsubscribe", "Unsubscribe", "text"), ("spam_complaint", "Spam", "text"),
 ]
+
+
+def _with_bands(row: dict) -> dict:
+    """A table row: each rate as a percentage followed by its band."""
+    shown = dict(row)
+    for rate in analytics.BANDS:
+        key = rate[: -len("_rate")]
+        value, band = row[rate], row[f"{key}_band"]
+        shown[key] = "" if value is None else f"{value * 100:.{1 if key in ('open', 'click') else 2}f}%" + (
+            f" {band}" if band else "")
+    return shown
 
 
 DELIVERABILITY_FIELDS = [
@@ -365,6 +373,8 @@ def deliverability_cmd(
     title = (f"Deliverability of the last {last} campaign(s)" if window is None else
              f"Deliverability: campaigns sent {iso(window.start)} .. {iso(window.end)}, "
              f"flow days {first} .. {final}")
+    if output.resolve_format(fmt) == "table":
+        rows = [_with_bands(r) for r in rows]
     _write(rows, fmt, DELIVERABILITY_TABLE, title, DELIVERABILITY_FIELDS)
     if not rows and not settings.quiet:
         print(f"{PROG}: no statistics stored for this range: run sync-campaigns and sync-flows", file=sys.stderr)
