@@ -275,7 +275,7 @@ def run_all(db: Path, args) -> list[dict]:
     env["KLAVIYO_SYNC_DB"] = str(db)
     rows = []
     for cmd in commands(db):
-        if args.only and cmd[0] != args.only:
+        if args.only and cmd[0] not in args.only.split(","):
             continue
         full = [PYTHON, "-m", "klaviyo_sync", *cmd] + ([] if "--format" in cmd else ["--format", "json"])
         run_measured(full, env=env, cwd=REPO)  # warm the page cache
@@ -301,7 +301,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--index-costs", action="store_true", help="also time building each index on a copy")
-    ap.add_argument("--only", help="run only commands starting with this word")
+    ap.add_argument("--only", help="run only these commands (a comma list, e.g. customers,rfm)")
     ap.add_argument("--candidate-index", metavar="COLUMNS",
                     help="then run again on a copy with this extra events index, e.g. 'metric_id, profile_id, datetime, value'")
     ap.add_argument("--json-out")
