@@ -190,19 +190,28 @@ def deliverability_sql(campaign_where: str, flow_where: str) -> str:
 
 def timeline_sql(where: str) -> str:
     """Every event of ``events e`` matching ``where`` with its metric and, when Klaviyo attributed
-    it (conversions), the campaign or flow, the message and its channel."""
+    it (conversions), the campaign or flow, the message and its channel. Of several attributions
+    of one event, the one whose touch is latest (a touch not stored counts as earliest), then the
+    smallest attribution id; the channel is the message's, else the touch's: both as in
+    m007_attributions' attributed_conversions (which this branch does not read: see the README)."""
     return f"""
     SELECT e.profile_id, e.id AS event_id, e.datetime, e.metric_id, mt.name AS metric, e.value,
            a.attributed_event_id, a.campaign_id, c.name AS campaign_name, a.flow_id, f.name AS flow_name,
            coalesce(a.campaign_message_id, a.flow_message_id) AS message_id,
            coalesce(cm.label, fm.name) AS message_name,
-           CASE WHEN a.id IS NULL THEN NULL
-                ELSE coalesce(cm.channel, CASE fm.channel WHEN 'push-notification' THEN 'mobile_push'
-                                                          ELSE fm.channel END, c.channel) END AS channel
+           CASE WHEN coalesce(a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id) IS NULL THEN NULL
+                ELSE coalesce(cm.channel, c.channel, fm.channel,
+                              CASE WHEN tm.name LIKE '%SMS%' THEN 'sms' WHEN tm.name LIKE '%Push%' THEN 'mobile_push'
+                                   WHEN tm.name LIKE '%Email%' THEN 'email' END) END AS channel
     FROM events e
     LEFT JOIN metrics mt ON mt.id = e.metric_id
-    LEFT JOIN event_attributions a
-      ON a.id = (SELECT min(x.id) FROM event_attributions x WHERE x.event_id = e.id)
+    LEFT JOIN event_attributions a ON a.id = (
+        SELECT a2.id FROM event_attributions a2
+        LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
+        WHERE a2.event_id = e.id
+        ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1)
+    LEFT JOIN events t ON t.id = a.attributed_event_id
+    LEFT JOIN metrics tm ON tm.id = t.metric_id
     LEFT JOIN campaigns c ON c.id = a.campaign_id
     LEFT JOIN campaign_messages cm ON cm.id = a.campaign_message_id
     LEFT JOIN flows f ON f.id = a.flow_id

@@ -221,11 +221,16 @@ def test_attributed_and_organic_revenue_and_the_timeline(cli, rfm_db):
         database.execute("INSERT INTO event_attributions (id, event_id, attributed_event_id, campaign_id, "
                          "campaign_message_id) VALUES ('at1', 'e1', 'open1', 'c1', 'cm1')")  # A's 100.00
         database.execute("INSERT INTO event_attributions (id, event_id, attributed_event_id, flow_id, "
-                         "flow_message_id) VALUES ('at2', 'e3', 'click1', 'f1', 'fm1')")  # C's first 10.00
+                         "flow_message_id) VALUES ('at2', 'e4', 'click1', 'f1', 'fm1')")  # C's second 10.00
+        # Two attributions of C's first order: the one whose touch is stored (x0) is shown.
+        database.execute("INSERT INTO event_attributions (id, event_id, attributed_event_id, flow_id, "
+                         "flow_message_id) VALUES ('at3', 'e3', 'click1', 'f1', 'fm1')")
+        database.execute("INSERT INTO event_attributions (id, event_id, attributed_event_id, campaign_id, "
+                         "campaign_message_id) VALUES ('at4', 'e3', 'x0', 'c1', 'cm1')")
     database.close()
     got = {r["profile_id"]: (r["attributed_revenue"], r["organic_revenue"])
            for r in rows_of(cli("customers", "--range", RANGE, "--format", "json", key=False))}
-    assert got == {"A": (100.0, 50.0), "B": (0.0, 150.0), "C": (10.0, 20.0), "D": (0.0, 500.0), "E": (0.0, 20.0),
+    assert got == {"A": (100.0, 50.0), "B": (0.0, 150.0), "C": (20.0, 10.0), "D": (0.0, 500.0), "E": (0.0, 20.0),
                    "F": (0.0, 10.0)}
     timeline = rows_of(cli("customer", "a@EXAMPLE.com", "--format", "json", key=False))
     assert [(e["event_id"], e["datetime"], e["metric"], e["value"], e["conversion"]) for e in timeline] == [
@@ -237,8 +242,12 @@ def test_attributed_and_organic_revenue_and_the_timeline(cli, rfm_db):
         "attributed_event_id": "open1", "campaign_id": "c1", "campaign_name": "Spring Sale", "flow_id": None,
         "message_id": "cm1", "message_name": "Spring Sale A", "channel": "email"}
     assert timeline[1]["message_id"] is None and timeline[1]["channel"] is None
-    c = rows_of(cli("customer", "C", "--format", "json", key=False))[0]
-    assert (c["flow_name"], c["message_name"], c["channel"]) == ("Welcome", "Welcome SMS", "sms")
+    c = rows_of(cli("customer", "C", "--format", "json", key=False))
+    assert [(e["event_id"], e["attributed_event_id"], e["campaign_name"], e["flow_name"], e["message_name"],
+             e["channel"]) for e in c] == [
+        ("e3", "x0", "Spring Sale", None, "Spring Sale A", "email"),
+        ("e4", "click1", None, "Welcome", "Welcome SMS", "sms"),
+        ("e5", None, None, None, None, None)]
     missing = cli("customer", "nobody@example.com", key=False)
     assert missing.exit_code == 2 and missing.stderr.strip().splitlines() == [
         "klaviyo-sync: error: no profile with the email or id 'nobody@example.com' in the database"]
