@@ -25,7 +25,6 @@ import os
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 

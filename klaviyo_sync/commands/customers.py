@@ -60,13 +60,6 @@ def _write(rows: list[dict], fmt: str, columns, title: str, fields: list[str]) -
     output.write_rows(rows, kind, columns, title=title)
 
 
-def _drop(rows: list[dict], *keys: str) -> list[dict]:
-    for row in rows:
-        for key in keys:
-            row.pop(key, None)
-    return rows
-
-
 # -- customers ---------------------------------------------------------------------------------
 CUSTOMER_FIELDS = ["profile_id", "email", "orders", "revenue", "first_order", "last_order",
                    "attributed_revenue", "organic_revenue"]
