@@ -32,10 +32,11 @@ VIEW_METRICS = """e.metric_id IN (
 _ATTRIBUTED = "EXISTS (SELECT 1 FROM event_attributions a WHERE a.event_id = e.id)"
 
 
-def customers_sql(where: str, email: bool = True) -> str:
+def customers_sql(where: str, email: bool = True, attribution: bool = True) -> str:
     """One row per metric and profile with at least one conversion among ``events e`` matching
     ``where``: orders, revenue, first and last order, revenue attributed and organic (and the
-    profile's email unless ``email`` is false)."""
+    profile's email unless ``email`` is false; without ``attribution`` nothing is looked up in
+    event_attributions and every conversion counts as organic: for rules that need neither)."""
     return f"""
     SELECT c.metric_id, c.profile_id, {"p.email" if email else "NULL AS email"}, c.orders, round(c.revenue, 2) AS revenue, c.first_order,
            c.last_order, round(c.attributed, 2) AS attributed_revenue,
@@ -43,7 +44,8 @@ def customers_sql(where: str, email: bool = True) -> str:
     FROM (SELECT x.metric_id, x.profile_id, count(*) AS orders, total(x.value) AS revenue,
                  min(x.datetime) AS first_order, max(x.datetime) AS last_order,
                  total(CASE WHEN x.attributed THEN x.value END) AS attributed
-          FROM (SELECT e.metric_id, e.profile_id, e.datetime, e.value, {_ATTRIBUTED} AS attributed
+          FROM (SELECT e.metric_id, e.profile_id, e.datetime, e.value,
+                       {_ATTRIBUTED if attribution else "NULL"} AS attributed
                 FROM events e
                 WHERE e.profile_id IS NOT NULL AND ({where})
                 LIMIT -1) x
@@ -88,7 +90,7 @@ def rfm_sql(where: str, end: str) -> str:
                        {_score("r.orders")} AS frequency_score,
                        {_score("r.revenue")} AS monetary_score
                 FROM (SELECT c.*, CAST(julianday({end}) - julianday(c.last_order) AS INTEGER) AS recency_days
-                      FROM ({customers_sql(where, email=False)}) c) r) t) s
+                      FROM ({customers_sql(where, email=False, attribution=False)}) c) r) t) s
     LEFT JOIN profiles p ON p.id = s.profile_id"""
 
 
