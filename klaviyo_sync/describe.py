@@ -1,11 +1,13 @@
 """What each table and column of the database means, for tools that show it (Datasette's
-metadata.json): ``datasette_metadata`` walks the actual schema of a database and attaches these
-descriptions, so a column added by a migration shows up even before it is described here
-(tests/test_describe.py fails until it is)."""
+metadata.json, with the canned queries and dashboard of dashboard.py): ``datasette_metadata``
+walks the actual schema of a database and attaches these descriptions, so a column added by a
+migration shows up even before it is described here (tests/test_describe.py fails until it is)."""
 
 from __future__ import annotations
 
 from sqlite_utils import Database
+
+from . import dashboard
 
 TITLE = "Klaviyo (klaviyo-sync)"
 
@@ -136,7 +138,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "id": "Run number.", "command": "The command, e.g. sync-events.",
         "arguments": "Its arguments (JSON; never the API key).",
         "started_at": "Start (UTC).", "finished_at": "End (UTC).",
-        "status": "running, ok, partial, failed, interrupted or abandoned.",
+        "status": "running, ok, partial, skipped (an optional sync-all step the key has no scope for), failed, interrupted or abandoned.",
         "window_start": "Start of the window synced (UTC).", "window_end": "End of the window (UTC).",
         "rows_written": "Rows inserted or changed per table (JSON).", "pages": "Pages read.",
         "requests": "HTTP requests made.", "retries": "Retries.",
@@ -232,6 +234,20 @@ COLUMNS["campaign_performance"] = {
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
 
+
+
+def _declared() -> None:
+    """Declared streams describe their own tables (klaviyo_sync/streams/)."""
+    from .streams import declarations  # the streams import describe's neighbours: import them late
+
+    for decl in declarations():
+        for spec in decl.tables:
+            TABLES[spec.name] = spec.description
+            COLUMNS[spec.name] = spec.descriptions()
+
+
+_declared()
+
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}
 
@@ -262,9 +278,11 @@ def datasette_metadata(db: Database, name: str) -> dict:
         if columns:
             entry["columns"] = columns
         tables[table] = entry
+    charts = dashboard.available(db)  # canned queries and charts for what this database has
     return {"title": TITLE,
             "description": "A copy of a Klaviyo account made by klaviyo-sync. Datetimes are UTC text.",
-            "databases": {name: {"tables": tables}}}
+            "databases": {name: {"tables": tables, "queries": dashboard.canned_queries(charts)}},
+            "plugins": {"datasette-dashboards": dashboard.dashboard(charts, name)}}
 
 
 def undescribed(db: Database) -> list[str]:
