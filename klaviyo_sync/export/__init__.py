@@ -42,7 +42,7 @@ MANIFEST_VERSION = 1
 EXTRA_HINT = "pip install 'klaviyo-sync[export]'"
 # Views left out unless named in --tables: event_details is events joined to two small tables,
 # as big as events and rewritten whole whenever any event changes.
-NOT_BY_DEFAULT = {"event_details"}
+NOT_BY_DEFAULT = {"event_details", "customer_timeline"}  # every event again: ask with --tables
 FETCH = 5000
 
 DUCK_TYPES = {"text": "VARCHAR", "integer": "BIGINT", "real": "DOUBLE", "timestamp": "TIMESTAMP",
