@@ -651,3 +651,13 @@ def m007_attributions(db: Database) -> None:
         WHERE coalesce(campaign_id, flow_id, message_id) IS NOT NULL"""
     db.create_view("conversion_lag", arm.format(model="klaviyo", view="attributed_conversions")
                    + "\n        UNION ALL\n        " + arm.format(model="session", view="session_attributed_conversions"))
+
+
+@migrations()
+def m008_analytics(db: Database) -> None:
+    # The analyst's views (customer_summary, customer_rfm, cohort_retention,
+    # message_deliverability, customer_timeline), made from the rules in analytics.py; and
+    # event_attributions, which they read, if m007_attributions has not created it yet.
+    from .analytics import create_views
+
+    create_views(db)

@@ -344,3 +344,72 @@ def undescribed(db: Database) -> list[str]:
             missing.append(name)
         missing += [f"{name}.{c.name}" for c in db[name].columns if column_description(name, c.name) is None]
     return missing
+
+
+# -- the analytics views (migration m008_analytics; their rules: klaviyo_sync/analytics.py) ---------
+TABLES.setdefault("event_attributions", "Klaviyo's attribution of an event (a conversion) to the campaign or flow "
+                                        "message that earned it, kept by sync-events.")
+COLUMNS.setdefault("event_attributions", {
+    "event_id": "The attributed event (the conversion): events.id.",
+    "attributed_event_id": "The touch it is attributed to (an open, click or receipt): events.id.",
+    "campaign_id": "The campaign: campaigns.id.", "campaign_message_id": "The campaign message: campaign_messages.id.",
+    "flow_id": "The flow: flows.id.", "flow_message_id": "The flow message: flow_messages.id.",
+    "flow_message_variation_id": "The flow message's A/B variation.",
+})
+TABLES.update({
+    "customer_summary": "One row per conversion metric (Placed Order, and the metrics the stored statistics were "
+                        "read for) and profile with at least one of its events: what `customers` answers.",
+    "customer_rfm": "Recency, frequency and monetary scores (1-3) and Klaviyo's RFM group of each customer of the "
+                    "last 365 days, per conversion metric: what `rfm --range 365d` answers.",
+    "cohort_retention": "Per conversion metric, cohort (month of a customer's first conversion) and month after it: "
+                        "the cohort's size and how many converted again that month: what `cohorts` answers.",
+    "message_deliverability": "Per campaign message and flow message (all stored days): open, click, bounce, "
+                              "unsubscribe and spam-complaint rates with Klaviyo's band for email.",
+    "customer_timeline": "Every event of a profile with its metric and, for an attributed conversion, the campaign or "
+                         "flow and message that earned it: what `customer` answers.",
+})
+_BAND = "Klaviyo's band for email: great, proficient, room for improvement or critical (NULL for SMS and push)."
+COLUMNS.update({
+    "customer_summary": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "orders": "Conversions (events of the metric).", "revenue": "Their value summed (events.value, $value).",
+        "first_order": "The first conversion (UTC).", "last_order": "The latest conversion (UTC).",
+        "attributed_revenue": "Revenue of the conversions with a row in event_attributions.",
+        "organic_revenue": "Revenue of the others: revenue - attributed_revenue.",
+    },
+    "customer_rfm": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "recency_days": "Whole days from the last conversion to now.", "frequency": "Conversions in the last 365 days.",
+        "monetary": "Their revenue.", "last_order": "The latest conversion (UTC).",
+        "recency_score": "1-3: fewer days scores higher; 1 + floor(3 * (rank - 1) / customers), ties share a rank.",
+        "frequency_score": "1-3: more conversions scores higher (same cut).",
+        "monetary_score": "1-3: more revenue scores higher (same cut).",
+        "rfm_score": "recency, frequency and monetary scores as one number, e.g. 321.",
+        "rfm_group": "Champions, Loyal, Recent, Needs attention, At risk or Inactive.",
+    },
+    "cohort_retention": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "cohort": "The UTC month (YYYY-MM) of the customers' first conversion.",
+        "months_after": "Months after the cohort's month (0: the cohort's own month).",
+        "month": "That month, YYYY-MM.", "cohort_size": "Customers in the cohort.",
+        "customers": "Of them, how many converted in that month (month 0: all).",
+        "share": "customers / cohort_size (a fraction 0-1).",
+    },
+    "message_deliverability": {
+        "source": "campaign or flow.", "parent_id": "The campaign or flow: campaigns.id or flows.id.",
+        "parent_name": "The campaign's or flow's name.", "message_id": "campaign_messages.id or flow_messages.id.",
+        "message_name": "The message's label or name.", "channel": "email, sms or mobile_push.",
+        "first_send": "A campaign's send time; a flow message's first day with statistics.",
+        "last_send": "A campaign's send time; a flow message's last day with statistics.",
+        "open_band": _BAND, "click_band": _BAND, "bounce_band": _BAND, "unsubscribe_band": _BAND,
+        "spam_complaint_band": _BAND,
+        "unsubscribe_rate": "unsubscribes / delivered (a fraction 0-1).",
+    },
+    "customer_timeline": {
+        "event_id": "The event: events.id.", "metric": "The event's metric (metrics.name).",
+        "attributed_event_id": "The touch Klaviyo attributed the conversion to: events.id.",
+        "campaign_name": "The campaign's name.", "flow_name": "The flow's name.",
+        "message_id": "The campaign or flow message: campaign_messages.id or flow_messages.id.",
+        "message_name": "The message's label or name.", "channel": "The message's channel: email, sms or mobile_push.",
+    },
+})
