@@ -56,3 +56,24 @@ def test_coupon_codes_are_opt_in(tmp_path):
         assert denied.returncode == 4 and denied.stderr.startswith(
             "klaviyo-sync: error: sync-coupons: permission denied: the API key lacks the coupon-codes:read scope")
         assert codes(db) == truth(fake)
+
+
+def test_the_fake_coupon_endpoints_are_as_strict_as_the_spec():
+    import requests
+
+    from klaviyo_sync.fake import FAKE_API_KEY
+
+    headers = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15"}
+    with FakeKlaviyo(n_events=0) as fake, requests.Session() as http:
+        def get(path, **params):
+            return http.get(fake.base_url + path, params=params, headers=headers, timeout=10)
+
+        coupon = sorted(fake.coupons.ids())[0]
+        ok = get("/api/coupon-codes", filter=f"equals(coupon.id,'{coupon}')", **{"page[size]": "100"})
+        assert ok.status_code == 200 and {d["id"] for d in ok.json()["data"]} <= fake.coupon_code_ids()
+        for path, params in (("/api/coupon-codes", {}), ("/api/coupon-codes", {"filter": "equals(status,'USED')"}),
+                             ("/api/coupon-codes", {"filter": f"equals(coupon.id,'{coupon}')", "page[size]": "101"}),
+                             ("/api/coupons", {"sort": "id"}), ("/api/coupons", {"filter": "equals(id,'X')"}),
+                             ("/api/coupons", {"page[size]": "101"})):
+            r = get(path, **params)
+            assert r.status_code == 400, (path, params, r.text)

@@ -96,3 +96,31 @@ def test_campaigns_and_flows_take_a_tag(tmp_path):
             truth = {rid for t, k, rid in fake.tag_links() if t in holiday and k == kind}
             expected = {r["id"] for r in json.loads(every.stdout)} & truth
             assert expected and {r["id"] for r in json.loads(tagged.stdout)} == expected
+
+
+def test_the_fake_tag_endpoints_are_as_strict_as_the_spec():
+    import requests
+
+    from klaviyo_sync.fake import FAKE_API_KEY
+
+    headers = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15"}
+    with FakeKlaviyo(n_events=0) as fake, requests.Session() as http:
+        def get(path, **params):
+            return http.get(fake.base_url + path, params=params, headers=headers, timeout=10)
+
+        assert get("/api/tags", **{"page[size]": "50"}).status_code == 200
+        for path, params in (("/api/tags", {"page[size]": "51"}), ("/api/tag-groups", {"page[size]": "26"}),
+                             ("/api/tags", {"filter": "equals(exclusive,true)"}), ("/api/tags", {"sort": "created"}),
+                             ("/api/tag-groups", {"filter": "contains(exclusive,true)"}),
+                             ("/api/lists", {"include": "campaigns"})):
+            r = get(path, **params)
+            assert r.status_code == 400, (path, params, r.text)
+        plain = get("/api/lists").json()["data"]
+        assert all("data" not in d["relationships"].get("tags", {}) for d in plain)  # only with include=tags
+        tagged = get("/api/segments", include="tags").json()
+        assert {(t["id"], "segment", d["id"]) for d in tagged["data"] for t in d["relationships"]["tags"]["data"]} == {
+            link for link in fake.tag_links() if link[1] == "segment"}
+        assert {t["id"] for t in tagged["included"]} == {t for t, kind, _ in fake.tag_links() if kind == "segment"}
+        group = get("/api/tags", include="tag-group").json()
+        assert {d["id"]: d["relationships"]["tag-group"]["data"]["id"] for d in group["data"]} == {
+            t: fake.tag(t)["tag_group_id"] for t in fake.tag_ids()}

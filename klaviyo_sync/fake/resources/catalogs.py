@@ -112,4 +112,9 @@ class CatalogsResource(Resource):
                                 value=lambda r, f: r[1]["item_id"] if f == "item.id" else _value(r, f))
 
     def _h_catalog_categories(self, ctx):
-        return self.catalog_categories.respond(self, ctx)
+        def render(row, fields):
+            return {"type": "catalog-category", "id": row[0], "attributes": sparse(dict(row[1]), fields),
+                    "links": {"self": f"{self.base_url}/api/catalog-categories/{row[0]}/"}}
+
+        rows = [(i, self.catalog_categories.get(i)) for i in sorted(self.catalog_categories.ids())]
+        return CATEGORIES.respond(self, ctx, rows, value=_value, render=render)  # item.id: no item links here
