@@ -272,8 +272,9 @@ def shared_log_path(db: str | os.PathLike | None) -> Path | None:
 class RateLimiter:
     """Per-endpoint sliding-window limits; ``acquire`` blocks until a request may go out.
 
-    With ``database`` the log is shared with every other process using that database (see the
-    module's docstring); its clock is then the wall clock, the one clock all processes share."""
+    With ``database`` the log is shared with every other process using that database and the
+    same ``server`` (the API's base URL; see the module's docstring); its clock is then the wall
+    clock, the one clock all processes share."""
 
     def __init__(
         self,
@@ -285,6 +286,7 @@ class RateLimiter:
         rng: Callable[[], float] = random.random,
         max_spread: float = 1.0,
         database: str | os.PathLike | None = None,
+        server: str = "",
         daily: dict[str, int] | None = None,
         max_quota_wait: float = MAX_QUOTA_WAIT,
     ):
@@ -300,24 +302,33 @@ class RateLimiter:
         self._max_quota_wait = max_quota_wait
         self._local = threading.local()  # this thread's last admission: (key, token)
         self.waited = 0.0
-        self._log: _MemoryLog | _SharedLog = _MemoryLog()
-        path = shared_log_path(database)
-        if path is not None:
+        # One log per API server: `demo` starts a new fake account on a new port each time.
+        self._prefix = f"{server.rstrip('/')} " if server else ""
+        # Opened at the first request, so a command that makes none leaves no file behind.
+        self._shared_path = shared_log_path(database)
+        self._opened: _MemoryLog | _SharedLog | None = None if self._shared_path else _MemoryLog()
+        self._clock = clock or (time.time if self._shared_path else time.monotonic)
+
+    @property
+    def _log(self) -> _MemoryLog | _SharedLog:
+        if self._opened is None:
             try:
-                self._log = _SharedLog(path)
+                self._opened = _SharedLog(self._shared_path)
             except sqlite3.Error as exc:
                 log.warning("cannot share the request budget through %s (%s): this run counts only "
-                            "its own requests", path, exc)
-        self._clock = clock or (time.time if self._log.shared else time.monotonic)
+                            "its own requests", self._shared_path, exc)
+                self._opened = _MemoryLog()
+        return self._opened
 
     @property
     def shared_path(self) -> Path | None:
         """The file the budget is shared through, or None (this process only)."""
-        return self._log.path if self._log.shared else None
+        return self._shared_path
 
     def close(self) -> None:
         with self._lock:
-            self._log.close()
+            if self._opened is not None:
+                self._opened.close()
 
     def _tiers_for(self, key: str) -> list[tuple[int, float]]:
         burst, steady = self._limits.get(key, self._limits["other"])
@@ -347,13 +358,13 @@ class RateLimiter:
         while True:
             with self._lock:
                 now = self._clock()
-                until, spread = self._log.paused(key)
+                until, spread = self._log.paused(self._prefix + key)
                 wait = until - now
                 if wait > 0:
                     # Held by a 429: come back after the pause plus this worker's own spread.
                     wait += self._rng() * spread
                 else:
-                    wait, period, token = self._log.admit(key, tiers, now)
+                    wait, period, token = self._log.admit(self._prefix + key, tiers, now)
                     if wait <= 0:
                         self._local.last = (key, token)
                         self.waited += waited
@@ -378,16 +389,16 @@ class RateLimiter:
             return
         self._local.last = None
         with self._lock:
-            self._log.refund(key, last[1])
+            self._log.refund(self._prefix + key, last[1])
 
     def pause(self, key: str, seconds: float) -> None:
         """Hold every worker of this endpoint (in every process sharing the log) for ``seconds``
         (after a 429)."""
         with self._lock:
             until = self._clock() + seconds
-            self._log.pause(key, until, min(self._max_spread, max(seconds, 0.0)))
+            self._log.pause(self._prefix + key, until, min(self._max_spread, max(seconds, 0.0)))
 
     def paused_until(self, key: str) -> float:
         """The clock reading before which no request to ``key`` goes out (0 if not paused)."""
         with self._lock:
-            return self._log.paused(key)[0]
+            return self._log.paused(self._prefix + key)[0]

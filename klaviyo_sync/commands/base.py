@@ -76,7 +76,7 @@ class Settings:
             raise UsageError(f"--rate-limit: {exc}") from None
         try:
             return KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
-                                 limiter=RateLimiter(limits, database=self.db), **kw)
+                                 limiter=RateLimiter(limits, database=self.db, server=self.base_url), **kw)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 
