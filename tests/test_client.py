@@ -176,8 +176,10 @@ def test_revision_age_warning():
     from datetime import date
 
     assert revision_age_warning("2026-07-15", today=date(2026, 11, 26)) is None
-    warning = revision_age_warning("2024-01-15", today=date(2026, 11, 26))
-    assert warning and "2024-01-15" in warning and "months old" in warning
+    warning = revision_age_warning("2026-04-15", today=date(2027, 11, 26))
+    assert warning and "2026-04-15 is 19 months old" in warning
+    # A revision older than the supported ones is refused (exit 2), not warned about.
+    assert revision_age_warning("2024-01-15", today=date(2026, 11, 26)) is None
 
 
 def test_relative_next_link_is_resolved_against_the_api_host(mocked, client):
