@@ -10,12 +10,13 @@ import json
 import sqlite3
 from datetime import date, datetime, time, timedelta, timezone
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from klaviyo_sync import errors
 from klaviyo_sync.fake import FakeKlaviyo
-from klaviyo_sync.verify import day_start, plan_days, repair_windows, zone_for
+from klaviyo_sync.verify import day_start, plan_days, repair_windows
 
 from .e2e_helpers import cli_env, run_cli
 
@@ -24,6 +25,9 @@ NOW = datetime.combine(datetime.now(UTC).date() - timedelta(days=5), time(12), U
 START = NOW - timedelta(days=12)
 D0, D1 = (START + timedelta(days=1)).date(), (NOW - timedelta(days=1)).date()  # whole days synced
 RANGE = f"{D0}..{D1}"
+NEW_YORK = ZoneInfo("America/New_York")
+# Days that are always in the future, whenever the suite runs.
+FUTURE = datetime.now(UTC).date() + timedelta(days=400)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,7 @@ def test_a_complete_copy_verifies_clean(env):
     r, rows = verify(e, "--all")
     assert r.returncode == 0, r.describe()
     custom = fake.unaggregatable_metric_ids()
-    truth = fake.daily_counts(day_start(D0, zone_for("UTC")), day_start(D1 + timedelta(days=1), zone_for("UTC")))
+    truth = fake.daily_counts(at(D0, 0), at(D1 + timedelta(days=1), 0))
     names = fake.metric_names()
     ndays = (D1 - D0).days + 1
     assert len(rows) == len(names) * ndays
@@ -180,11 +184,17 @@ def test_a_zone_buckets_both_sides_the_same_way(env):
     assert json.loads(post["body"])["data"]["attributes"]["timezone"] == "America/New_York"
     r, rows = verify(e)
     assert [(x["metric_id"], x["day"], x["difference"]) for x in rows] == [(po, str(d3), -2)]
-    # every local count is the fake's ground truth for that local day
-    ny = zone_for("America/New_York")
-    truth = fake.daily_counts(day_start(D0, ny), day_start(D1 + timedelta(days=1), ny), tz="America/New_York")
+    # Every count, local and Klaviyo's, is the fake's ground truth for that New York day (the
+    # database lacks the two late events, on the New York day before d3).
+    truth = fake.daily_counts(datetime.combine(D0, time(0), NEW_YORK),
+                              datetime.combine(D1 + timedelta(days=1), time(0), NEW_YORK), tz="America/New_York")
     r, rows = verify(e, "--timezone", "America/New_York", "--all", "--metric", "Placed Order")
+    assert [x["day"] for x in rows] == [str(D0 + timedelta(days=i)) for i in range((D1 - D0).days + 1)]
+    late_day = str(d3 - timedelta(days=1))
     assert {x["day"]: x["klaviyo"] for x in rows} == {x["day"]: truth.get((po, x["day"]), 0) for x in rows}
+    assert {x["day"]: x["local"] for x in rows} == {
+        x["day"]: truth.get((po, x["day"]), 0) - (2 if x["day"] == late_day else 0) for x in rows}
+    assert sum(x["local"] for x in rows) > 0
 
 
 def test_unsettled_days_never_fail_the_run(env):
@@ -200,7 +210,7 @@ def test_unsettled_days_never_fail_the_run(env):
 
 @pytest.mark.parametrize("args, message", [
     (["--range", "soon"], "--range"),
-    (["--range", "2030-01-01..2030-01-05"], "no whole day before today"),
+    (["--range", f"{FUTURE}..{FUTURE + timedelta(days=4)}"], "no whole day before today"),
     (["--timezone", "Mars/Olympus"], "unknown time zone"),
     (["--metric", "No Such Metric"], "unknown metric"),
     (["--format", "yaml"], "--format"),
@@ -230,7 +240,7 @@ def test_a_429_waits_and_retries(env):
 
 
 def test_days_in_a_zone_and_today_left_out():
-    utc, ny = zone_for("UTC"), zone_for("America/New_York")
+    utc, ny = ZoneInfo("UTC"), NEW_YORK
     now = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)  # still Nov 2 in New York
     days, unsettled = plan_days("2026-10-30..2026-11-10", ny, now, 2)
     assert days == [date(2026, 10, 30), date(2026, 10, 31), date(2026, 11, 1)] and unsettled == date(2026, 10, 31)
