@@ -252,3 +252,18 @@ def test_gc_paused_nests_and_restores_the_collector():
         assert not gc.isenabled()  # a collector the program disabled stays disabled
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("retry_after, waits", [("120", True), ("120.0", True), ("121", False)])
+def test_the_120_second_retry_after_boundary(mocked, client, sleeps, retry_after, waits):
+    """README: a single Retry-After longer than 120 s fails fast; 120 s itself is waited out."""
+    mocked.get(METRICS, status=429, headers={"Retry-After": retry_after},
+               json={"errors": [{"status": 429, "code": "throttled", "detail": "Request was throttled."}]})
+    mocked.get(METRICS, json=page(["a"]))
+    if waits:
+        assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+        assert len(mocked.calls) == 2 and 120.0 <= sum(sleeps) <= 121.0
+    else:
+        with pytest.raises(RateLimitExceeded, match="asks to wait 121 s, more than the 120 s this tool waits"):
+            client.request("GET", "/api/metrics")
+        assert len(mocked.calls) == 1 and sleeps == []
