@@ -254,3 +254,14 @@ def assert_partial_run_sound(db: Path, fake, since: datetime, until: datetime) -
         assert not missing, (f"the mark {m} claims coverage, but {len(missing)} events before it "
                              f"are missing")
     return got
+
+
+# -- shared by the end-to-end test modules -------------------------------------------------
+# The fake accounts' "now": a minute back, so everything the fake holds is in the past of any
+# CLI run. No test may assume the CLI's clock reads NOW's day (midnight may pass in between):
+# they pass explicit windows or read the window a run reports; tests/clock/run_shifted.py runs
+# them at 00:00:30 UTC and at a month's last second to prove it.
+NOW = floor_now() - timedelta(minutes=1)
+# The headers of a request to the fake made by a test itself (not by the CLI).
+AUTH_HEADERS = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
+                "Accept": "application/vnd.api+json"}

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 from klaviyo_sync.fake import FakeKlaviyo
 
 from .e2e_helpers import (
+    NOW,
     cli_env,
     dump,
-    floor_now,
     ids,
     mark,
     parse_iso,
@@ -22,7 +22,6 @@ from .e2e_helpers import (
     wait_for,
 )
 
-NOW = floor_now() - timedelta(minutes=1)
 AUDIENCE = ("profiles", "lists", "segments", "list_members", "segment_members")
 
 

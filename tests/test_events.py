@@ -10,6 +10,7 @@ from klaviyo_sync.streams.events import EventSlice, contiguous_mark, plan_slices
 from klaviyo_sync.timeutil import Window, iso
 
 from .conftest import BASE
+from .openapi_check import request_problems
 
 EVENTS = f"{BASE}/api/events"
 UTC = timezone.utc
@@ -29,7 +30,12 @@ def make_event(i, dt, metric="M1", profile="P1"):
 
 
 class EventsApi:
-    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages."""
+    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages.
+
+    Kept beside the fake (which the end-to-end tests use) because these are unit tests of the
+    events engine in-process, with a clock that only moves when the code sleeps and pages the
+    fake does not serve (hand-built events with edge cases, a 400 on the n-th call); every request
+    it receives is checked against Klaviyo's OpenAPI spec, so it enforces the API's rules too."""
 
     def __init__(self, events, page_size=None, fail_on_call=None):
         self.events = sorted(events, key=lambda e: (e["attributes"]["datetime"], e["id"]))
@@ -39,6 +45,8 @@ class EventsApi:
 
     def __call__(self, request):
         self.calls.append(request.url)
+        parts = urlsplit(request.url)
+        assert request_problems("GET", parts.path, parts.query, None) == []
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             return 400, {}, json.dumps({"errors": [{"detail": "Invalid cursor provided."}]})
         q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
@@ -284,9 +292,11 @@ def test_seen_cache_skips_unchanged_and_is_bounded():
     assert cache.fresh(p) and not cache.fresh(dict(p))
     assert cache.fresh({**p, "attributes": {"email": "new@b.c"}})  # a change is written again
     assert cache.fresh({"type": "metric", "id": "P1", "attributes": {"email": "new@b.c"}})  # types kept apart
+    changed = {**p, "attributes": {"email": "new@b.c"}}
+    assert not cache.fresh(changed)  # remembered...
     for i in range(10):
         cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
-    assert len(cache._seen) <= 3
+    assert cache.fresh(changed)  # ...until ten others pushed it out: the cache holds at most 3
 
 
 def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatch):

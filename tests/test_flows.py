@@ -11,13 +11,12 @@ from typer.testing import CliRunner
 from klaviyo_sync.cli import app
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, ids, query, run_cli
+from .e2e_helpers import NOW, cli_env, ids, query, run_cli
 
 UTC = timezone.utc
 # The fake's clock. The tests never assume the CLI's clock reads the same day as NOW (midnight may
 # pass in between: tests/clock/run_shifted.py runs them at 00:00:30 and at a month's last second):
 # they give the CLI explicit day ranges instead of "10d".
-NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
 LAST = NOW.date()
 
 

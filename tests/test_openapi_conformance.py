@@ -12,12 +12,11 @@ from datetime import timedelta
 import pytest
 import requests
 
-from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
+from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, floor_now, run_cli
+from .e2e_helpers import AUTH_HEADERS, NOW, cli_env, run_cli
 from .openapi_check import SPEC, request_problems
 
-NOW = floor_now() - timedelta(minutes=1)
 FAST = "reports=50/500,flows=50/500,profile-count=50/500,metric-aggregates=50/500"
 
 
@@ -98,8 +97,7 @@ def _get(fake, path, params):
     if path == "/api/campaigns":  # the spec requires a channel filter there
         params = {"filter": "equals(messages.channel,'email')", **params}
     return requests.get(fake.base_url + path, params=params, timeout=30,
-                        headers={"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": SPEC["revision"],
-                                 "Accept": "application/vnd.api+json"})
+                        headers={**AUTH_HEADERS, "revision": SPEC["revision"]})
 
 
 def _concrete(fake, path):

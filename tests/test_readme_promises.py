@@ -10,9 +10,8 @@ from urllib.parse import parse_qs
 
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, connect, floor_now, ids, query, run_cli, sync_runs
+from .e2e_helpers import NOW, cli_env, connect, ids, query, run_cli, sync_runs
 
-NOW = floor_now() - timedelta(minutes=1)
 
 
 def members_of(db, lid):

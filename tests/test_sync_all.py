@@ -7,9 +7,8 @@ from datetime import timedelta
 
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, floor_now, ids, parse_iso, query, run_cli
+from .e2e_helpers import NOW, cli_env, floor_now, ids, parse_iso, query, run_cli
 
-NOW = floor_now() - timedelta(minutes=1)
 
 
 def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):

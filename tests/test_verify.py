@@ -18,7 +18,7 @@ from klaviyo_sync import errors
 from klaviyo_sync.fake import FakeKlaviyo
 from klaviyo_sync.verify import day_start, plan_days, repair_windows
 
-from .e2e_helpers import cli_env, run_cli
+from .e2e_helpers import cli_env, query, run_cli
 
 UTC = timezone.utc
 NOW = datetime.combine(datetime.now(UTC).date() - timedelta(days=5), time(12), UTC)
@@ -57,14 +57,6 @@ def verify(env_, *args):
     return r, (json.loads(r.stdout) if r.stdout.strip().startswith("[") else None)
 
 
-def rows_of(db, sql, params=()):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
-
-
 def at(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), UTC)
 
@@ -96,9 +88,9 @@ def test_a_complete_copy_verifies_clean(env):
                                    f"less-than(datetime,{D1 + timedelta(days=1)}T00:00:00Z)"]
     assert "0 differ" in r.stderr and "Active on Site" in r.stderr
     # stored: one row per metric and day for this run, and a verify run record
-    (run_id, status), = rows_of(db, "SELECT id, status FROM sync_runs WHERE command = 'verify'")
+    (run_id, status), = query(db, "SELECT id, status FROM sync_runs WHERE command = 'verify'")
     assert status == "ok"
-    assert rows_of(db, "SELECT count(*), count(DISTINCT run_id) FROM verify_results") == [(len(rows), 1)]
+    assert query(db, "SELECT count(*), count(DISTINCT run_id) FROM verify_results") == [(len(rows), 1)]
     # without --all only differing rows are printed: none
     r, rows = verify(e)
     assert r.returncode == 0 and rows == []
@@ -127,8 +119,8 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     po, rv = fake.metric_id("Placed Order"), fake.metric_id("Received Email")
     d2 = D0 + timedelta(days=2)
     ids = fake.add_late_events(po, at=at(d2, 14, 3), n=3) + fake.add_late_events(rv, at=at(d2, 15, 30), n=1)
-    mark_before = rows_of(db, "SELECT value FROM sync_state WHERE key = 'events.mark'")
-    events_before = rows_of(db, "SELECT count(*) FROM events")[0][0]
+    mark_before = query(db, "SELECT value FROM sync_state WHERE key = 'events.mark'")
+    events_before = query(db, "SELECT count(*) FROM events")[0][0]
     n_log = len(fake.request_log())
     r, rows = verify(e, "--repair")
     assert r.returncode == 0, r.describe()
@@ -149,11 +141,11 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     assert all(x["status"] == "ok" and x["repaired"] for x in rows)
     assert "2 of 2 differing days fixed, 0 still differ" in r.stderr
     # the late events are stored, nothing was deleted, the mark did not move, each window has its run
-    assert set(ids) <= {x for (x,) in rows_of(db, "SELECT id FROM events")}
-    assert rows_of(db, "SELECT count(*) FROM events")[0][0] == events_before + 4
-    assert rows_of(db, "SELECT value FROM sync_state WHERE key = 'events.mark'") == mark_before
-    assert rows_of(db, "SELECT key FROM sync_state") == [("events.mark",)]
-    repairs = rows_of(db, "SELECT window_start, window_end, status FROM sync_runs WHERE command = 'sync-events' "
+    assert set(ids) <= {x for (x,) in query(db, "SELECT id FROM events")}
+    assert query(db, "SELECT count(*) FROM events")[0][0] == events_before + 4
+    assert query(db, "SELECT value FROM sync_state WHERE key = 'events.mark'") == mark_before
+    assert query(db, "SELECT key FROM sync_state") == [("events.mark",)]
+    repairs = query(db, "SELECT window_start, window_end, status FROM sync_runs WHERE command = 'sync-events' "
                           "AND arguments LIKE '%\"repair\":true%' ORDER BY window_start")
     assert repairs == [(f"{d2}T14:00:00Z", f"{d2}T15:00:00Z", "ok"), (f"{d2}T15:00:00Z", f"{d2}T16:00:00Z", "ok")]
     r, rows = verify(e)
@@ -168,7 +160,7 @@ def test_extra_locally_is_not_repaired_away(env):
     r, rows = verify(e, "--repair")
     assert r.returncode == 9, r.describe()
     assert [(x["day"], x["difference"], x["status"]) for x in rows] == [(str(D1), 2, "extra_locally")]
-    assert set(gone) <= {x for (x,) in rows_of(db, "SELECT id FROM events")}  # nothing stored is deleted
+    assert set(gone) <= {x for (x,) in query(db, "SELECT id FROM events")}  # nothing stored is deleted
 
 
 def test_a_zone_buckets_both_sides_the_same_way(env):
@@ -228,7 +220,7 @@ def test_missing_scope_names_metrics_read(env):
     r = run_cli(["verify", "--range", RANGE, "--metric", "Placed Order"], e)
     assert r.returncode == 4, r.describe()
     assert "metrics:read" in r.stderr
-    assert rows_of(db, "SELECT status FROM sync_runs WHERE command = 'verify'") == [("failed",)]
+    assert query(db, "SELECT status FROM sync_runs WHERE command = 'verify'") == [("failed",)]
 
 
 def test_a_429_waits_and_retries(env):
