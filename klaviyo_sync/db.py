@@ -206,6 +206,28 @@ def m002_audience(db: Database) -> None:
         JOIN lists l ON l.id = m.list_id""")
 
 
+def _declared_tables() -> list:
+    from .streams import declarations  # the streams import this module: import them late
+
+    return [spec for decl in declarations() for spec in decl.tables]
+
+
+def _missing_declared(db: Database) -> bool:
+    have = set(db.table_names())
+    return any(spec.name not in have for spec in _declared_tables())
+
+
+def create_declared_tables(db: Database) -> None:
+    """The tables of declared streams that the migrations above do not create: a new stream's
+    table is made from its declaration the first time a database is opened with it (see
+    streams/declare.py, ``TableSpec.create``). It never alters an existing table: a column
+    added to a declared table later needs a migration here."""
+    have = set(db.table_names())
+    for spec in _declared_tables():
+        if spec.name not in have:
+            spec.create(db)
+
+
 def _create_private(path: Path) -> None:
     """Create an empty file readable by its owner only, unless it exists already."""
     try:
@@ -237,12 +259,13 @@ def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
         # 35k -> 41k events/s on a backfill). The WAL file may grow to about that size.
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
         db = Database(conn, execute_plugins=False)
-        if migrate and migrations.pending(db):
+        if migrate and (migrations.pending(db) or _missing_declared(db)):
             # Readers (campaigns, status) take no lock: a write transaction taken up front makes
             # two processes that open a new file at once migrate it one after the other.
             conn.execute("BEGIN IMMEDIATE")
             try:
                 migrations.apply(db)
+                create_declared_tables(db)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -256,17 +279,24 @@ def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
 
 def upsert_sql(table: str, columns: Sequence[str], key: Sequence[str] = ("id",), *, immutable: bool = False) -> str:
     """A prepared upsert. It only rewrites a row whose values differ, so a re-sync of unchanged
-    data writes nothing and ``rowcount`` counts real changes."""
-    cols = ", ".join(columns)
+    data writes nothing and ``rowcount`` counts real changes. Identifiers are quoted: Klaviyo's
+    attribute names (``default``, ``exclusive``) may be SQL keywords."""
+    q = quote
+    cols = ", ".join(q(c) for c in columns)
     marks = ", ".join("?" for _ in columns)
-    conflict = ", ".join(key)
-    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) DO "
+    conflict = ", ".join(q(c) for c in key)
+    sql = f"INSERT INTO {q(table)} ({cols}) VALUES ({marks}) ON CONFLICT({conflict}) DO "
     rest = [c for c in columns if c not in key]
     if immutable or not rest:
         return sql + "NOTHING"
-    sets = ", ".join(f"{c} = excluded.{c}" for c in rest)
-    differs = " OR ".join(f"{c} IS NOT excluded.{c}" for c in rest)
+    sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in rest)
+    differs = " OR ".join(f"{q(c)} IS NOT excluded.{q(c)}" for c in rest)
     return sql + f"UPDATE SET {sets} WHERE {differs}"
+
+
+def quote(name: str) -> str:
+    """An SQL identifier, double-quoted (a quote inside is doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 # The secondary indexes of events (created by m001). A first backfill into an empty table drops

@@ -136,7 +136,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "id": "Run number.", "command": "The command, e.g. sync-events.",
         "arguments": "Its arguments (JSON; never the API key).",
         "started_at": "Start (UTC).", "finished_at": "End (UTC).",
-        "status": "running, ok, partial, failed, interrupted or abandoned.",
+        "status": "running, ok, partial, skipped (an optional sync-all step the key has no scope for), failed, interrupted or abandoned.",
         "window_start": "Start of the window synced (UTC).", "window_end": "End of the window (UTC).",
         "rows_written": "Rows inserted or changed per table (JSON).", "pages": "Pages read.",
         "requests": "HTTP requests made.", "retries": "Retries.",
@@ -231,6 +231,20 @@ COLUMNS["campaign_performance"] = {
     "click_rate": "Recomputed from the sums: clicks_unique / delivered.",
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
+
+
+
+def _declared() -> None:
+    """Declared streams describe their own tables (klaviyo_sync/streams/)."""
+    from .streams import declarations  # the streams import describe's neighbours: import them late
+
+    for decl in declarations():
+        for spec in decl.tables:
+            TABLES[spec.name] = spec.description
+            COLUMNS[spec.name] = spec.descriptions()
+
+
+_declared()
 
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}

@@ -63,6 +63,9 @@ DAY = 86400.0
 # RateLimitExceeded, as a server's long Retry-After does (client.max_retry_wait).
 MAX_QUOTA_WAIT = 120.0
 ALIASES = {"campaign-values-reports": "reports"}
+# Klaviyo's generic tiers, for streams declared with one (streams/declare.py): such a stream's
+# paths get a bucket of their own, named after the stream (e.g. images=5/100 for --rate-limit).
+TIERS = {"XL": (350, 3500), "L": (75, 750), "M": (10, 150), "S": (3, 60), "XS": (1, 15)}
 
 _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/events/?$"), "events"),
@@ -79,6 +82,17 @@ _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/templates(/.*)?$"), "templates"),
     (re.compile(r"^/api/(campaign|flow)-(values|series)-reports/?$"), "reports"),
 ]
+
+
+def declare_bucket(name: str, paths, tier: str) -> None:
+    """A bucket for a declared stream's paths ("{id}" matches one path segment) at a generic tier."""
+    if name in DEFAULT_LIMITS and DEFAULT_LIMITS[name] != TIERS[tier]:
+        raise ValueError(f"rate bucket {name!r} exists with other limits")
+    DEFAULT_LIMITS[name] = TIERS[tier]
+    for path in paths:
+        pattern = re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "/?$")
+        if all(p.pattern != pattern.pattern for p, _ in _ENDPOINT_PATTERNS):
+            _ENDPOINT_PATTERNS.append((pattern, name))
 
 
 def parse_limits(text: str) -> dict[str, tuple[int, int]]:

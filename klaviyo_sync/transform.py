@@ -8,6 +8,11 @@ from .db import CAMPAIGN_COLUMNS, CAMPAIGN_MESSAGE_COLUMNS, METRIC_COLUMNS, PROF
 from .timeutil import normalize_iso
 
 
+def flag(value) -> int | None:
+    """A JSON boolean as SQLite stores it: 1, 0, or NULL when absent (the one 0/1 helper)."""
+    return None if value is None else int(bool(value))
+
+
 def related_id(resource: dict, name: str) -> str | None:
     """The id in ``relationships.<name>.data`` (a to-one link), or None when absent or null."""
     return _to_one(resource.get("relationships") or {}, name)
@@ -126,7 +131,7 @@ def campaign_row(resource: dict, channel: str, messages: list[tuple]) -> tuple:
         "name": a.get("name"),
         "channel": channel,
         "status": a.get("status"),
-        "archived": None if a.get("archived") is None else int(bool(a.get("archived"))),
+        "archived": flag(a.get("archived")),
         "send_time": normalize_iso(a.get("send_time")) or (msg_times[0] if msg_times else None),
         "scheduled_at": normalize_iso(a.get("scheduled_at")),
         "created_at": normalize_iso(a.get("created_at")),

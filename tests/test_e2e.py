@@ -654,7 +654,8 @@ def test_demo(tmp_path):
     assert count(db, "flows") == len(twin.flow_ids()) and count(db, "lists") == len(twin.list_ids())
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
         (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
-                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats")]
+                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images")]
+    assert ids(db, "images") == twin.images.ids()
 
 
 # -- 11. the fake's own command line ----------------------------------------------------------

@@ -353,3 +353,50 @@ def test_autoscale_grows_while_waiting_on_the_network_and_stops_when_it_does_not
     assert slow.tick(3.0, events=25_500, network_wait=12.6, active=8) == 8 and slow.frozen
     assert slow.tick(9.0, events=90_000, network_wait=60.0, active=8) == 8
     assert _Autoscale(1, now=0.0, network_wait=0.0).target == 1
+
+
+def test_fetchers_alone_hand_every_page_then_each_slice_end_then_their_own_end(mocked, client):
+    """events_fetch.Fetchers without the writer: what the queue carries is the whole protocol."""
+    from klaviyo_sync.streams.events_fetch import _DONE, Fetchers
+
+    events = [make_event(i, T0 + timedelta(minutes=i)) for i in range(40)]
+    serve(mocked, EventsApi(events, page_size=7))
+    slices = plan_slices(Window(T0, T0 + timedelta(hours=1)), 2)
+    fetchers = Fetchers(client, slices, page_size=7)
+    fetchers.start(2)
+    got, ended, done = [], 0, set()
+    try:
+        while ended < 2:
+            s, item = fetchers.pages.get(timeout=30)
+            if s is None:
+                assert item is None, item  # no failure
+                ended += 1
+            elif item is _DONE:
+                done.add(s.index)
+            else:
+                assert s.index not in done  # a slice ends after its last page
+                got += [e[0] for e in item.events]
+    finally:
+        fetchers.stop()
+    assert sorted(got) == sorted(e["id"] for e in events)
+    assert done == {s.index for s in slices} and len(fetchers.threads) == 2
+
+
+def test_apply_page_writes_a_page_and_moves_its_slice(db):
+    """events_write.apply_page without the fetchers: rows in, the slice's done_until forward."""
+    from klaviyo_sync.streams.engine import SyncResult
+    from klaviyo_sync.streams.events_fetch import _DONE, _Rows
+    from klaviyo_sync.streams.events_write import apply_page
+    from klaviyo_sync.transform import event_row
+
+    s = EventSlice(0, T0, T0 + timedelta(hours=1))
+    rows = [event_row(make_event(i, T0 + timedelta(minutes=i))) for i in range(3)]
+    result = SyncResult()
+    with db.atomic():
+        apply_page(db, result, s, _Rows(rows, [], [], iso(T0 + timedelta(minutes=2)), dropped=1))
+    assert result.rows["events"] == 3 and result.pages == 1 and result.extra["dropped_outside_window"] == 1
+    assert s.done_until == T0 + timedelta(minutes=2) and not s.complete
+    with db.atomic():
+        apply_page(db, result, s, _DONE)
+    assert s.complete and s.done_until == s.end
+    assert [r[0] for r in db.execute("SELECT id FROM events ORDER BY id")] == ["E00000", "E00001", "E00002"]

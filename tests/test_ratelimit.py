@@ -169,7 +169,7 @@ def test_parse_limits_and_the_cli_option(cli, tmp_path):
 
 def test_klaviyo_rate_limits_environment_variable(cli, mocked, monkeypatch):
     """README: --rate-limit is read from KLAVIYO_RATE_LIMITS when the flag is absent."""
-    from klaviyo_sync.commands import base
+    from klaviyo_sync.commands import settings as base
 
     made = []
 

@@ -1,20 +1,25 @@
 """sync-all: every stream of the account under one lock, one sync_runs row per step.
 
-Steps are registered by each family's command module (``@sync_all_step``), so a new stream joins
-sync-all where it is declared. A step refused with 403 (the key lacks its scope) or failing
-against the API is reported by name and the other steps still run; the command then exits
-with the code of the first failure (4 for a missing scope)."""
+Steps come from the stream declarations (klaviyo_sync/streams/: ``sync_all=`` is a step's place),
+so a new stream joins sync-all where it is declared. A core step refused with 403 (the key lacks
+its scope) or failing against the API is reported by name and the other steps still run; the
+command then exits with the code of the first failure (4 for a missing scope). An optional step
+(the streams added after the core eight) refused with 403 is ``skipped``: said on stderr, in the
+summary and in sync_runs (`status`), and sync-all still exits 0, so a cron job does not start
+failing after an upgrade. ``--only`` / ``--skip`` choose steps."""
 
 import sys
+from typing import Annotated, Optional
 
 import typer
 
 from .. import errors
-from ..errors import ApiError, AuthError
+from ..errors import ApiError, AuthError, UsageError
 from .base import (
     PROG,
     SYNC_ALL_STEPS,
     Settings,
+    Skipped,
     SummaryFormatOpt,
     WaitOpt,
     _check_summary_format,
@@ -25,24 +30,55 @@ from .base import (
     run_record,
 )
 
+StepsOpt = Annotated[Optional[str], typer.Option(
+    "--only", metavar="STEP,...", help="Run only these steps, e.g. sync-metrics,sync-events (sync- may be left out).")]
+SkipOpt = Annotated[Optional[str], typer.Option(
+    "--skip", metavar="STEP,...", help="Run every step but these.")]
+
+
+def _step_names(value: str | None, option: str) -> set[str]:
+    known = [s.command for s in SYNC_ALL_STEPS]
+    names = set()
+    for raw in filter(None, (v.strip() for v in (value or "").split(","))):
+        name = raw if raw.startswith("sync-") else f"sync-{raw}"
+        if name not in known:
+            raise UsageError(f"{option}: {raw!r} is not a step of sync-all; the steps: {', '.join(known)}")
+        names.add(name)
+    if value is not None and not names:
+        raise UsageError(f"{option}: name at least one step")
+    return names
+
 
 @app.command("sync-all")
 @common
-def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto") -> None:
+def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto",
+                 only: StepsOpt = None, skip: SkipOpt = None) -> None:
     """Sync the whole account, every stream in order, from one cron line.
 
     Example: klaviyo-sync sync-all --wait 600
     """
     _check_summary_format(fmt)
+    chosen, left_out = _step_names(only, "--only"), _step_names(skip, "--skip")
+    steps = [s for s in SYNC_ALL_STEPS if (not chosen or s.command in chosen) and s.command not in left_out]
     failures: list[tuple[str, ApiError]] = []
     partial: list[str] = []
     with locked_db(settings, wait) as database:
-        for step in SYNC_ALL_STEPS:
+        for step in steps:
             client = settings.client()
             try:
                 with run_record(settings, database, step.command, {**step.arguments, "sync_all": True}) as run:
                     run["client"] = client
-                    step.run(client, database, run["result"])
+                    try:
+                        step.run(client, database, run["result"])
+                    except AuthError as exc:
+                        if exc.status == 403 and not step.core:
+                            raise Skipped(f"the API key lacks the {step.scope} scope") from None
+                        raise
+            except Skipped as exc:
+                print(f"{PROG}: skipped: {step.command}: {exc} (an optional step)", file=sys.stderr)
+                print_summary(settings, {"command": step.command, "status": "skipped", "scope": step.scope,
+                                         "reason": str(exc)}, fmt)
+                continue
             except ApiError as exc:
                 failures.append((step.command, exc))
                 if isinstance(exc, AuthError) and exc.status == 403:
@@ -60,7 +96,7 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
                 print(f"{PROG}: warning: {step.command}: {run['result'].partial}", file=sys.stderr)
     if failures:
         names = ", ".join(name for name, _ in failures)
-        print(f"{PROG}: error: sync-all: {len(failures)} of {len(SYNC_ALL_STEPS)} steps failed ({names}); "
+        print(f"{PROG}: error: sync-all: {len(failures)} of {len(steps)} steps failed ({names}); "
               "the others ran", file=sys.stderr)
         raise typer.Exit(failures[0][1].exit_code)
     if partial:

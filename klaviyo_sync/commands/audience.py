@@ -1,14 +1,14 @@
 """sync-profiles, sync-lists and sync-segments."""
 
 import sys
-from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import AuthError
 from ..streams.audience import (
     GROUPS,
+    SYNC_GROUPS,
+    SYNC_PROFILES,
     fetch_counts,
     group_ids,
     resolve_groups,
@@ -25,23 +25,11 @@ from .base import (
     app,
     common,
     recorded_run,
-    sync_all_step,
+    denied_as,
 )
 
 COUNTS_PER_MINUTE = 15  # profile_count: Klaviyo's XS tier, 1/s and 15/m
 FullOpt = Annotated[bool, typer.Option("--full", help="Read everything again instead of what changed since the mark.")]
-
-
-@contextmanager
-def _scope(command: str, scope: str):
-    """A 403 says which scope the key lacks (exit 4)."""
-    try:
-        yield
-    except AuthError as exc:
-        if exc.status == 403:
-            raise AuthError(f"{command}: permission denied: the API key lacks the {scope} scope "
-                            f"({exc.endpoint})", status=403, endpoint=exc.endpoint) from None
-        raise
 
 
 @app.command("sync-profiles")
@@ -61,7 +49,7 @@ def sync_profiles_cmd(
     with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
                                                    "base_url": settings.base_url}, wait) as run:
         run["client"] = client
-        with _scope("sync-profiles", "profiles:read"):
+        with denied_as(SYNC_PROFILES):
             sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"])
     _report(settings, run)
 
@@ -88,6 +76,8 @@ def _counts(settings: Settings, client, db, group: str, result) -> None:
 
 def _group_command(group: str):
     command = f"sync-{group}s"
+    decl = SYNC_GROUPS[group]
+    members_stream = GROUPS[group][1]
 
     def run_group(
         settings: Settings,
@@ -104,14 +94,14 @@ def _group_command(group: str):
         with recorded_run(settings, command, arguments, wait) as run:
             run["client"] = client
             db, result = run["db"], run["result"]
-            with _scope(command, f"{group}s:read"):
+            with denied_as(decl):
                 sync_groups(client, db, group, result=result)
                 if counts:
                     _counts(settings, client, db, group, result)
             if members:
                 ids = resolve_groups(db, group, members)
                 result.rows.setdefault(GROUPS[group][1].table.name, 0)
-                with _scope(command, f"{group}s:read and profiles:read"):
+                with denied_as(decl, members_stream.scope):
                     for gid in ids:
                         sync_members(client, db, group, gid, full=full, full_every=every, result=result)
         _report(settings, run)
@@ -125,18 +115,3 @@ def _group_command(group: str):
 
 _group_command("list")
 _group_command("segment")
-
-
-@sync_all_step(20, "sync-profiles", "profiles:read", full=False)
-def _all_profiles(client, db, result) -> None:
-    sync_profiles(client, db, result=result)
-
-
-@sync_all_step(40, "sync-lists", "lists:read", counts=False, members=[])
-def _all_lists(client, db, result) -> None:
-    sync_groups(client, db, "list", result=result)
-
-
-@sync_all_step(50, "sync-segments", "segments:read", counts=False, members=[])
-def _all_segments(client, db, result) -> None:
-    sync_groups(client, db, "segment", result=result)

@@ -34,7 +34,6 @@ from .base import (
     app,
     common,
     recorded_run,
-    sync_all_step,
 )
 
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
@@ -138,10 +137,3 @@ def campaigns_cmd(
     if partial:
         print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)
-
-
-
-
-@sync_all_step(60, "sync-campaigns", "campaigns:read", range="30d")
-def _all_campaigns(client, db, result) -> None:
-    sync_campaigns(client, db, parse_range("30d"), result=result)

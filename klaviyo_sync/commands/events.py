@@ -29,7 +29,6 @@ from .base import (
     app,
     common,
     recorded_run,
-    sync_all_step,
 )
 
 
@@ -98,15 +97,3 @@ def sync_events_cmd(
             sync_events(client, db, window, metric_ids=metric_ids, workers=workers,
                         on_progress=on_progress, result=run["result"])
     _report(settings, run, fmt)
-
-
-@sync_all_step(10, "sync-metrics", "metrics:read")
-def _all_metrics(client, db, result) -> None:
-    sync_metrics(client, db, result=result)
-
-
-@sync_all_step(30, "sync-events", "events:read", resume=True, overlap="1h", workers=DEFAULT_WORKERS)
-def _all_events(client, db, result) -> None:
-    """Events resume from the stored mark (24 hours back on a first run)."""
-    window = resume_window(db, None, timedelta(hours=1), floor_second(utcnow()))
-    sync_events(client, db, window, workers=DEFAULT_WORKERS, result=result)

@@ -12,7 +12,7 @@ from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
 from .base import (PROG, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format,
-                   _parse, _report, app, check_format, common, recorded_run, sync_all_step)
+                   _parse, _report, app, check_format, common, recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
@@ -191,19 +191,3 @@ def revenue_cmd(
             print(f"{PROG}: events are stored from {events_from} only: orders before that are not counted",
                   file=sys.stderr)
         print(REVENUE_NOTE, file=sys.stderr)
-
-
-@sync_all_step(70, "sync-flows", "flows:read", stats=False)
-def _all_flows(client, db, result) -> None:
-    sync_flows(client, db, result=result)
-
-
-@sync_all_step(75, "sync-templates", "templates:read")
-def _all_templates(client, db, result) -> None:
-    sync_templates(client, db, result=result)
-
-
-@sync_all_step(80, "sync-flow-stats", "flows:read", range="30d")
-def _all_flow_stats(client, db, result) -> None:
-    sync_flow_stats(client, db, parse_range("30d"), result=result)
-

@@ -1,13 +1,17 @@
 """``FakeKlaviyo``: the hosting of ``hosting.FakeServer`` composed with the resource families.
 
-To add a family (profiles, lists, segments, flows, templates, metric-aggregates, ...): write
-``resources/<family>.py`` with a ``Resource`` subclass (its ``ROUTES``, ``build``, handlers and
-ground truth) and add the class to ``RESOURCES`` below, after the families it reads.
+To add a family: write ``resources/<family>.py`` with a ``Resource`` subclass (its ``ROUTES``,
+``build``, handlers, ground truth, and ``OPTIONS``: its constructor keywords with defaults, e.g.
+``{"n_images": 130}``). Nothing else: the families below are built first, in this order (later
+ones read what they built); every other ``Resource`` subclass of ``resources/`` is found and
+built after them, in the order of its module's name.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -22,9 +26,25 @@ from .resources.metrics import MetricsResource
 from .resources.profiles import ProfilesResource
 from .resources.reports import ReportsResource
 
+from . import resources as _resources
+
 # Build order: a family may use what the families before it built.
-RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
-             AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
+CORE_RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
+                  AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
+
+
+def _discovered() -> tuple:
+    found = []
+    for info in sorted(pkgutil.iter_modules(_resources.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{_resources.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, _resources.Resource) and value is not _resources.Resource
+                    and value.__module__ == module.__name__ and value not in CORE_RESOURCES and value not in found):
+                found.append(value)
+    return tuple(found)
+
+
+RESOURCES = CORE_RESOURCES + _discovered()
 
 
 class FakeKlaviyo(FakeServer, *RESOURCES):
@@ -43,7 +63,7 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
                  metrics_page_size=200, n_quiet_profiles=40, n_lists=4, n_segments=3, n_flows=10,
                  host="127.0.0.1", port=0, scopes=None,
                  account_timezone="America/Los_Angeles", report_page_size=20,
-                 profile_shape="small", diurnal=False, events_per_visit=1):
+                 profile_shape="small", diurnal=False, events_per_visit=1, **options):
         if not 1 <= n_metrics <= 255:
             raise ValueError("n_metrics must be in 1..255")
         if n_events < 0 or n_profiles < 0 or n_campaigns_per_channel < 0 or n_flows < 0:
@@ -74,6 +94,13 @@ class FakeKlaviyo(FakeServer, *RESOURCES):
         self.account_timezone = ZoneInfo(account_timezone)
         # Values reports answer at most this many results a page, with a links.next.
         self.report_page_size = report_page_size
+        # The families' own options (resources/*.py OPTIONS), e.g. n_images.
+        defaults = {k: v for res in RESOURCES for k, v in res.OPTIONS.items()}
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise TypeError(f"FakeKlaviyo: unknown option(s) {', '.join(sorted(unknown))}")
+        for name, default in defaults.items():
+            setattr(self, name, options.get(name, default))
         self._init_server(api_key=api_key, scopes=scopes, host=host, port=port)
         self._json_cache: dict = {}
         self._build()

@@ -205,8 +205,9 @@ RATE_LIMITS = {
 
 # Every read scope a Klaviyo private key can hold; ``FakeServer.scopes = None`` grants them all.
 ALL_SCOPES = frozenset({
-    "campaigns:read", "events:read", "flows:read", "lists:read", "metrics:read",
-    "profiles:read", "segments:read", "templates:read",
+    "accounts:read", "campaigns:read", "catalogs:read", "coupon-codes:read", "coupons:read", "events:read",
+    "flows:read", "forms:read", "images:read", "lists:read", "metrics:read", "profiles:read",
+    "push-tokens:read", "reviews:read", "segments:read", "tags:read", "templates:read",
 })
 
 _PARAM = re.compile(r"\{(\w+)\}")

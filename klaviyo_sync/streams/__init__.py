@@ -1,3 +1,24 @@
 """The streams, grouped by family: one module holds a family's declarations and any engine of
 its own. ``engine`` runs every declared stream; ``events`` (parallel time slices) and the report
-code in ``campaigns`` are special engines, kept apart because the generic one would bend."""
+code in ``campaigns`` are special engines, kept apart because the generic one would bend.
+
+``declarations()`` is the registry of every stream: it imports each module of this package (so a
+new module needs no import anywhere else) and returns their ``Declaration``s in sync-all order."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .declare import Declaration, registered
+
+
+def declarations() -> list[Declaration]:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return sorted(registered(), key=lambda d: (d.sync_all is None, d.sync_all or 0, d.command))
+
+
+def declaration(command: str) -> Declaration:
+    """The declaration of a sync command, e.g. ``declaration("sync-images")``."""
+    return next(d for d in declarations() if d.command == command)

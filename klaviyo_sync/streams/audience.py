@@ -26,6 +26,7 @@ from ..db import to_json
 from ..errors import UsageError
 from ..timeutil import iso, normalize_iso, parse_datetime, utcnow
 from ..transform import profile_row
+from .declare import LISTS_READ, PROFILES_READ, SEGMENTS_READ, Declaration, declare, flag
 from .engine import Cursor, Included, Stream, SyncResult, Table, full_pass_key, run_stream
 
 PROFILE_PAGE_SIZE = 100
@@ -39,8 +40,7 @@ LISTS_TABLE = Table("lists", tuple(store.LIST_COLUMNS))
 SEGMENTS_TABLE = Table("segments", tuple(store.SEGMENT_COLUMNS))
 
 
-def _flag(value) -> int | None:
-    return None if value is None else int(bool(value))
+_flag = flag
 
 
 def subscription_values(subscriptions: dict | None) -> tuple:
@@ -85,7 +85,7 @@ PROFILES = Stream(
     table=PROFILES_TABLE,
     row=audience_profile_row,
     type="profile",
-    scope="profiles:read",
+    scope=PROFILES_READ,
     params={"additional-fields[profile]": "subscriptions"},
     page_size=PROFILE_PAGE_SIZE,
     # `updated` takes greater-than / less-than only; same-second ties are re-read and upserted.
@@ -96,11 +96,14 @@ PROFILES_PREDICTIVE = dataclasses.replace(
     params={"additional-fields[profile]": "subscriptions,predictive_analytics"})
 
 LISTS = Stream(name="lists", path="/api/lists", table=LISTS_TABLE, row=list_row, type="list",
-               scope="lists:read", page_size=10, sort="id",
+               scope=LISTS_READ, page_size=10, sort="id",
                params={"fields[list]": "name,created,updated,opt_in_process"})
 SEGMENTS = Stream(name="segments", path="/api/segments", table=SEGMENTS_TABLE, row=segment_row, type="segment",
-                  scope="segments:read", page_size=10, sort="id",
+                  scope=SEGMENTS_READ, page_size=10, sort="id",
                   params={"fields[segment]": "name,definition,created,updated,is_active,is_processing,is_starred"})
+
+
+GROUP_SCOPES = {"list": LISTS_READ, "segment": SEGMENTS_READ}
 
 
 def _members_stream(group: str) -> Stream:
@@ -111,7 +114,7 @@ def _members_stream(group: str) -> Stream:
         table=table,
         row=lambda r, parent: (parent, r["id"], normalize_iso((r.get("attributes") or {}).get("joined_group_at"))),
         type="profile",
-        scope=f"{group}s:read and profiles:read",
+        scope=f"{GROUP_SCOPES[group]} and {PROFILES_READ}",
         params={"additional-fields[profile]": "subscriptions"},
         page_size=PROFILE_PAGE_SIZE,
         # joined_group_at is "most recently joined": a rejoin moves it; a day back is cheap insurance.
@@ -219,3 +222,23 @@ def sync_members(client: KlaviyoClient, db: Database, group: str, gid: str, *, f
     key = "full_passes" if full else "incremental_passes"
     result.extra[key] = result.extra.get(key, 0) + 1
     return full
+
+
+SYNC_PROFILES = declare(Declaration(
+    command="sync-profiles", help="", scope=PROFILES_READ, tier="profiles", paths=("/api/profiles",),
+    run=lambda client, db, result: sync_profiles(client, db, result=result), sync_all=20, core=True,
+    arguments={"full": False},
+))
+SYNC_LISTS = declare(Declaration(
+    command="sync-lists", help="", scope=LISTS_READ, tier="lists",
+    paths=("/api/lists", "/api/lists/{id}", "/api/lists/{id}/profiles"),
+    run=lambda client, db, result: sync_groups(client, db, "list", result=result), sync_all=40, core=True,
+    arguments={"counts": False, "members": []},
+))
+SYNC_SEGMENTS = declare(Declaration(
+    command="sync-segments", help="", scope=SEGMENTS_READ, tier="segments",
+    paths=("/api/segments", "/api/segments/{id}", "/api/segments/{id}/profiles"),
+    run=lambda client, db, result: sync_groups(client, db, "segment", result=result), sync_all=50, core=True,
+    arguments={"counts": False, "members": []},
+))
+SYNC_GROUPS = {"list": SYNC_LISTS, "segment": SYNC_SEGMENTS}

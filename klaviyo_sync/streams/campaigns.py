@@ -12,8 +12,9 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient, Page
 from ..errors import RateLimitExceeded, UsageError
-from ..timeutil import Window, iso, parse_datetime, utcnow
+from ..timeutil import Window, iso, parse_datetime, parse_range, utcnow
 from ..transform import campaign_row, message_row, related_ids
+from .declare import CAMPAIGNS_READ, Declaration, declare
 from .engine import Stream, SyncResult, Table, run_stream
 from .metrics import resolve_metrics
 
@@ -56,7 +57,7 @@ CAMPAIGNS = Stream(
     table=CAMPAIGNS_TABLE,
     rows=_campaign_page_rows,  # each page splits into campaigns and their messages
     type="campaign",
-    scope="campaigns:read",
+    scope=CAMPAIGNS_READ,
     params={"include": "campaign-messages",
             "fields[campaign-message]": "definition,send_times,created_at,updated_at"},
     partitions=tuple(_partition(ch, archived) for ch in CHANNELS for archived in (False, True)),
@@ -193,3 +194,11 @@ def sync_campaigns(
         result.extra["stats_missing"] = missing
         result.partial = f"campaigns stored, but statistics are missing for {missing} campaign(s): {exc}"
     return result
+
+
+SYNC_CAMPAIGNS = declare(Declaration(
+    command="sync-campaigns", help="", scope=CAMPAIGNS_READ, tier="campaigns",
+    paths=("/api/campaigns", "/api/campaign-values-reports"),
+    run=lambda client, db, result: sync_campaigns(client, db, parse_range("30d"), result=result),
+    sync_all=60, core=True, arguments={"range": "30d"},
+))

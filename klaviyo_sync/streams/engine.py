@@ -91,10 +91,10 @@ def _upsert_sql(table: Table) -> str:
             guards = []
             if table.newer:
                 # NULL in the stored row (e.g. a profile first seen without `updated`) never blocks.
-                n = table.newer
-                guards.append(f"({table.name}.{n} IS NULL OR excluded.{n} >= {table.name}.{n})")
+                t, n = store.quote(table.name), store.quote(table.newer)
+                guards.append(f"({t}.{n} IS NULL OR excluded.{n} >= {t}.{n})")
             if table.tombstone:
-                guards.append(f"{table.name}.{table.tombstone} IS NULL")
+                guards.append(f"{store.quote(table.name)}.{store.quote(table.tombstone)} IS NULL")
             if guards:
                 sql = f"{head} WHERE {' AND '.join(guards)} AND ({differs})"
         _SQL_CACHE[table] = sql
@@ -133,7 +133,7 @@ class Stream:
     name: str
     path: str  # may hold "{parent}" for a child stream, e.g. "/api/lists/{parent}/profiles"
     table: Table
-    scope: str  # the API key scope it needs, named in a 403
+    scope: str = ""  # the API key scope it needs (a declared stream's is its Declaration's)
     row: Callable[..., tuple] | None = None  # (resource) -> row, or (resource, parent) for a child stream
     type: str | None = None  # keep only data[] items of this type
     params: Mapping[str, str] = field(default_factory=dict)
@@ -218,7 +218,7 @@ def run_stream(
     key_at = [stream.table.columns.index(c) for c in stream.table.key]
     track = on_missing is not None and everything
     if track:
-        cols = ", ".join(stream.table.key)
+        cols = ", ".join(store.quote(c) for c in stream.table.key)
         db.execute(f"DROP TABLE IF EXISTS {seen}")
         db.execute(f"CREATE TEMP TABLE {seen.split('.')[1]} ({cols}, PRIMARY KEY ({cols}))")
         insert_seen = f"INSERT OR IGNORE INTO {seen} VALUES ({', '.join('?' for _ in key_at)})"

@@ -23,8 +23,9 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient
 from ..errors import ApiError, RateLimitExceeded
-from ..timeutil import Window, iso, normalize_iso, utcnow
+from ..timeutil import Window, iso, normalize_iso, parse_range, utcnow
 from .campaigns import conversion_metric_id
+from .declare import FLOWS_READ, TEMPLATES_READ, Declaration, declare, flag
 from .engine import Cursor, Stream, SyncResult, Table, run_stream
 
 REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
@@ -48,7 +49,7 @@ DAYS_TABLE = Table("flow_stats_days", ("flow_id", "day", "conversion_metric_id",
 def flow_row(resource: dict) -> tuple:
     a = resource.get("attributes") or {}
     archived = a.get("archived")
-    return (resource["id"], a.get("name"), a.get("status"), None if archived is None else int(bool(archived)),
+    return (resource["id"], a.get("name"), a.get("status"), flag(archived),
             a.get("trigger_type"), normalize_iso(a.get("created")), normalize_iso(a.get("updated")), None)
 
 
@@ -58,7 +59,7 @@ FLOWS = Stream(
     table=FLOWS_TABLE,
     row=flow_row,
     type="flow",
-    scope="flows:read",
+    scope=FLOWS_READ,
     params={"fields[flow]": "name,status,archived,created,updated,trigger_type"},
     partitions=(("equals(archived,false)",), ("equals(archived,true)",)),
     page_size=50,
@@ -74,12 +75,12 @@ def template_row(resource: dict) -> tuple:
 
 TEMPLATES = Stream(
     name="templates", path="/api/templates", table=TEMPLATES_TABLE, row=template_row,
-    type="template", scope="templates:read", page_size=10, cursor=Cursor("updated"),
+    type="template", scope=TEMPLATES_READ, page_size=10, cursor=Cursor("updated"),
 )
 # --no-html: a separate stream (and mark), so a later run with bodies still reads every template.
 TEMPLATES_LEAN = Stream(
     name="templates-no-html", path="/api/templates", table=TEMPLATES_LEAN_TABLE,
-    row=lambda r: template_row(r)[:5], type="template", scope="templates:read", page_size=10,
+    row=lambda r: template_row(r)[:5], type="template", scope=TEMPLATES_READ, page_size=10,
     cursor=Cursor("updated"), params={"fields[template]": "name,editor_type,created,updated"},
 )
 
@@ -319,3 +320,19 @@ def sync_flow_stats(client: KlaviyoClient, db: Database, window: Window, *, conv
         result.partial = (f"flows stored, but statistics are missing for {missing} flow-day(s) of "
                           f"{len(left)} flow(s): {exc}")
     return result
+
+
+SYNC_FLOWS = declare(Declaration(
+    command="sync-flows", help="", scope=FLOWS_READ, tier="flows", paths=("/api/flows", "/api/flows/{id}"),
+    run=lambda client, db, result: sync_flows(client, db, result=result), sync_all=70, core=True,
+    arguments={"stats": False},
+))
+SYNC_TEMPLATES = declare(Declaration(
+    command="sync-templates", help="", scope=TEMPLATES_READ, tier="templates", paths=("/api/templates",),
+    run=lambda client, db, result: sync_templates(client, db, result=result), sync_all=75, core=True,
+))
+SYNC_FLOW_STATS = declare(Declaration(
+    command="sync-flow-stats", help="", scope=FLOWS_READ, tier="reports", paths=("/api/flow-series-reports",),
+    run=lambda client, db, result: sync_flow_stats(client, db, parse_range("30d"), result=result),
+    sync_all=80, core=True, arguments={"range": "30d"},
+))

@@ -8,6 +8,7 @@ from .. import db as store
 from ..client import KlaviyoClient
 from ..errors import UsageError
 from ..transform import metric_row
+from .declare import METRICS_READ, Declaration, declare
 from .engine import Stream, SyncResult, Table, run_stream
 
 METRIC_FIELDS = "name,created,updated,integration"
@@ -19,7 +20,7 @@ METRICS = Stream(
     table=METRICS_TABLE,
     row=metric_row,
     type="metric",
-    scope="metrics:read",
+    scope=METRICS_READ,
     params={"fields[metric]": METRIC_FIELDS},
 )
 
@@ -29,6 +30,12 @@ def sync_metrics(client: KlaviyoClient, db: Database, *, result: SyncResult | No
     run_stream(client, db, METRICS, result)
     result.extra["metrics_seen"] = db.execute("SELECT count(*) FROM metrics").fetchone()[0]
     return result
+
+
+SYNC_METRICS = declare(Declaration(
+    command="sync-metrics", help="", scope=METRICS_READ, tier="metrics", paths=("/api/metrics",),
+    run=lambda client, db, result: sync_metrics(client, db, result=result), sync_all=10, core=True,
+))
 
 
 def resolve_metrics(client: KlaviyoClient | None, db: Database, names_or_ids: list[str]) -> list[str]:

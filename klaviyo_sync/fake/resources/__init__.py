@@ -7,7 +7,11 @@ A family is a subclass of ``Resource`` holding:
 * ``build(self)``: its data build step, called once per construction in the order of
   ``account.RESOURCES`` (a family may read what earlier ones built);
 * its handlers (``_h_*``), called as ``handler(ctx, *path_params)``;
-* its public ground-truth methods, which tests compare the synced database with.
+* its public ground-truth methods, which tests compare the synced database with;
+* ``OPTIONS``: the FakeKlaviyo keywords it reads (e.g. ``{"n_images": 130}``).
+
+A list endpoint is a ``listing.ListEndpoint`` (paging, cursors, fieldsets, filters, sort,
+includes): a family declares one and hands it its rows. account.py finds every family here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ..hosting import Route
 
 class Resource:
     ROUTES: tuple[Route, ...] = ()
+    OPTIONS: dict = {}  # constructor keywords of FakeKlaviyo this family reads, with their defaults
 
     def build(self) -> None:
         """Build this family's data (deterministic from the constructor arguments)."""

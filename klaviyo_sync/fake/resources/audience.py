@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import bisect
 import random
+from urllib.parse import parse_qsl
 
 from ..data import CITIES, FIRST_NAMES, LAST_NAMES, dumps, iso, parse_iso, ulid
 from ..errors import bad, not_found
 from ..filters import cmp, filter_or_400
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, page_size, query_params, sparse
+from ..jsonapi import fields_param, page_size, query_params, sparse
+from ..listing import ListEndpoint, page_of
 from . import Resource
 from .profiles import PROFILE_FIELDS
 
@@ -48,6 +50,13 @@ MEMBER_FILTERS = {"joined_group_at": {"single": ("greater-than", "greater-or-equ
 LIST_FIELDS = {"name", "created", "updated", "opt_in_process", "profile_count"}
 SEGMENT_FIELDS = {"name", "definition", "created", "updated", "is_active", "is_processing",
                   "is_starred", "profile_count"}
+# Lists and segments: at most 10 a page; `include` (tags, flows) is refused by this fake.
+GROUP_LISTS = {
+    kind: ListEndpoint(kind, fields=frozenset(fields - {"profile_count"}), filters=filters,
+                       sorts=("created", "id", "name", "updated"), page=(1, 10, 10), kind=kind[:2],
+                       extra=frozenset({"fields[flow]", "fields[tag]", "include"}))
+    for kind, fields, filters in (("list", LIST_FIELDS, GROUP_FILTERS), ("segment", SEGMENT_FIELDS, SEGMENT_FILTERS))
+}
 LIST_NAMES = ["Newsletter", "VIP Customers", "Back in Stock Alerts", "SMS Subscribers",
               "Wholesale", "Giveaway Entrants", "Preview List", "Events", "Loyalty", "Press"]
 SEGMENT_NAMES = ["Engaged 30 Days", "Repeat Buyers", "Lapsed Customers", "High Value",
@@ -314,21 +323,8 @@ class AudienceResource(Resource):
             self._check_limits("M")  # predictive analytics lowers the endpoint to the M tier
         return set(items)
 
-    def _offset(self, params, kind: str) -> int:
-        if "page[cursor]" not in params:
-            return 0
-        try:
-            off = int(dec_cursor(params["page[cursor]"], kind)[0])
-            if off < 0:
-                raise ValueError
-            return off
-        except (ValueError, IndexError):
-            raise bad("Invalid cursor provided.", "page[cursor]") from None
-
-    def _audience_page(self, ctx, rows: list, off: int, size: int, kind: str, render) -> tuple:
-        page = rows[off:off + size]
-        nxt = enc_cursor(kind, off + size) if off + size < len(rows) else None
-        prv = enc_cursor(kind, max(0, off - size)) if off > 0 else None
+    def _audience_page(self, ctx, params, rows: list, size: int, kind: str, render) -> tuple:
+        page, nxt, prv = page_of(params, rows, size, kind)
         body = '{"data":[' + ",".join(dumps(render(k)) for k in page) + '],"links":' + dumps(self._links(ctx, nxt, prv)) + "}"
         return 200, body.encode("utf-8"), []
 
@@ -360,8 +356,7 @@ class AudienceResource(Resource):
                     "id": lambda k: self._pids[k],
                     "email": lambda k: (self._pattrs[k]["email"] or "", self._pids[k])}[key]
             rows.sort(key=keyf, reverse=sort.startswith("-"))
-        off = self._offset(params, "pr")
-        return self._audience_page(ctx, rows, off, size, "pr", lambda k: self._profile_doc(k, fp, additional))
+        return self._audience_page(ctx, params, rows, size, "pr", lambda k: self._profile_doc(k, fp, additional))
 
     def _profiles_by_updated(self, ctx, params, flt, size, fp, additional):
         """The incremental query's fast path (same answer): live profiles ordered by (updated,
@@ -377,9 +372,8 @@ class AudienceResource(Resource):
         if flt is not None:
             ((_, _, val, _),) = filter_or_400(flt, PROFILE_FILTERS)
             start = bisect.bisect_right(stamps, val)
-        off = self._offset(params, "pr")
         rows = _Window(live, start)  # no copy of the tail per page
-        return self._audience_page(ctx, rows, off, size, "pr", lambda k: self._profile_doc(k, fp, additional))
+        return self._audience_page(ctx, params, rows, size, "pr", lambda k: self._profile_doc(k, fp, additional))
 
     # ------------------------------------------------------------------ lists and segments
     def _group_doc(self, g: _Group, fields, count: bool) -> dict:
@@ -395,28 +389,12 @@ class AudienceResource(Resource):
                 "links": {"self": f"{gl}/"}}
 
     def _h_groups(self, ctx, kind: str):
-        params = query_params(ctx, {f"fields[{kind}]", "filter", "sort", "page[size]", "page[cursor]",
-                                    "fields[flow]", "fields[tag]", "include"})
-        fg = fields_param(params, f"fields[{kind}]", (LIST_FIELDS if kind == "list" else SEGMENT_FIELDS) - {"profile_count"})
-        if "include" in params:
+        if "include" in dict(parse_qsl(ctx.query, keep_blank_values=True)):
             raise bad("'include' is not supported by this fake.", "include")
-        size = page_size(params, 1, 10, 10)  # lists and segments: at most 10 a page
-        rows = [g for g in self._groups.values() if g.kind == kind]
-        if params.get("filter") is not None:
-            specs = GROUP_FILTERS if kind == "list" else SEGMENT_FILTERS
-            for op, field, val, is_list in filter_or_400(params["filter"], specs, max_list=100):
-                if field in ("created", "updated"):
-                    rows = [g for g in rows if cmp(op, parse_iso(g.attrs[field]), val)]
-                else:
-                    want = set(val) if is_list else {val}
-                    rows = [g for g in rows if (g.id if field == "id" else g.attrs[field]) in want]
-        sort = params.get("sort", "id")
-        if sort not in GROUP_SORTS:
-            raise bad(f"'{sort}' is not a valid sort field.", "sort")
-        key = sort.lstrip("-")
-        rows.sort(key=lambda g: g.id if key == "id" else (g.attrs[key], g.id), reverse=sort.startswith("-"))
-        off = self._offset(params, kind[:2])
-        return self._audience_page(ctx, rows, off, size, kind[:2], lambda g: self._group_doc(g, fg, False))
+        return GROUP_LISTS[kind].respond(
+            self, ctx, [g for g in self._groups.values() if g.kind == kind],
+            value=lambda g, f: g.id if f == "id" else g.attrs[f],
+            render=lambda g, fields: self._group_doc(g, fields, False))
 
     def _h_group(self, ctx, kind: str, gid: str):
         params = query_params(ctx, {f"fields[{kind}]", f"additional-fields[{kind}]", "include",
@@ -451,8 +429,7 @@ class AudienceResource(Resource):
             if sort not in ("joined_group_at", "-joined_group_at"):
                 raise bad(f"'{sort}' is not a valid sort field.", "sort")
             rows.sort(key=lambda k: (g.members[k], self._pids[k]), reverse=sort.startswith("-"))
-        off = self._offset(params, "gm")
-        return self._audience_page(ctx, rows, off, size, "gm", lambda k: self._profile_doc(
+        return self._audience_page(ctx, params, rows, size, "gm", lambda k: self._profile_doc(
             k, fp, additional, {"joined_group_at": iso(g.members[k])}))
 
     def _h_lists(self, ctx):

@@ -15,7 +15,8 @@ from ..data import CAMPAIGN_THEMES, SUBJECTS, TAG_NAMES, b62, dumps, iso, to_epo
 from ..errors import bad, not_found
 from ..filters import CMP, cmp, filter_or_400
 from ..hosting import Route
-from ..jsonapi import (dec_cursor, enc_cursor, fields_param, include_param, page_size, query_params,
+from ..listing import page_of
+from ..jsonapi import (fields_param, include_param, page_size, query_params,
                        sparse)
 from . import Resource
 
@@ -338,17 +339,7 @@ class CampaignsResource(Resource):
         else:
             rows.sort(key=lambda c: (c[kmap] is None, c[kmap] or 0, c["id"]),
                       reverse=bool(sort and sort[0] == "-"))
-        off = 0
-        if "page[cursor]" in params:
-            try:
-                off = int(dec_cursor(params["page[cursor]"], "cp")[0])
-                if off < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise bad("Invalid cursor provided.", "page[cursor]") from None
-        page = rows[off:off + size]
-        nxt = enc_cursor("cp", off + size) if off + size < len(rows) else None
-        prv = enc_cursor("cp", max(0, off - size)) if off > 0 else None
+        page, nxt, prv = page_of(params, rows, size, "cp")
         base = self.base_url
         doc = {"data": [self._campaign_res(c, base, fc) for c in page],
                "links": self._links(ctx, nxt, prv)}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import hashlib
 import heapq
 import json
 import math
@@ -32,6 +31,7 @@ from ..data import (CATEGORIES, M64, PAGES, PRODUCTS, SUBJECTS, b62, dumps, hash
 from ..errors import bad, not_found
 from ..filters import CMP, filter_or_400
 from ..hosting import Route
+from ..listing import query_key
 from ..jsonapi import dec_cursor, enc_cursor, fields_param, include_param, page_size, query_params
 from . import Resource
 from .metrics import METRIC_FIELDS
@@ -441,7 +441,7 @@ class EventsResource(Resource):
         sk = "d" if desc else "a"
         # Klaviyo's cursor belongs to the query that made it: the same cursor under another
         # filter, sort or page size is refused, so a client must follow links.next as given.
-        qk = hashlib.blake2b(repr((params.get("filter"), sort, size)).encode(), digest_size=6).hexdigest()
+        qk = query_key(params)
         cur = params.get("page[cursor]")
         if cur is None:
             mode = "n"

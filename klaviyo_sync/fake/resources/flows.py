@@ -20,7 +20,8 @@ from ..data import b62, dumps, iso
 from ..errors import bad, not_found
 from ..filters import CMP, cmp, filter_or_400
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, include_param, page_size, query_params, sparse
+from ..listing import ListEndpoint, page_of
+from ..jsonapi import fields_param, include_param, page_size, query_params, sparse
 from . import Resource
 
 FLOW_FIELDS = {"archived", "created", "name", "status", "trigger_type", "updated"}
@@ -46,6 +47,8 @@ TEMPLATE_FILTERS = {
     "updated": {"single": _DT, "type": "datetime"},
 }
 TEMPLATE_SORTS = tuple(s for f in ("created", "id", "name", "updated") for s in (f, f"-{f}"))
+TEMPLATES = ListEndpoint("template", fields=frozenset(TEMPLATE_FIELDS), filters=TEMPLATE_FILTERS,
+                         sorts=("created", "id", "name", "updated"), page=(1, 10, 10), kind="tp")
 FLOW_THEMES = [
     ("Welcome Series", "Added to List"), ("Abandoned Cart", "Metric"),
     ("Browse Abandonment", "Metric"), ("Post-Purchase Thank You", "Metric"),
@@ -305,17 +308,6 @@ class FlowsResource(Resource):
                 return False
         return True
 
-    def _page(self, ctx, params, rows, kind):
-        off = 0
-        if "page[cursor]" in params:
-            try:
-                off = int(dec_cursor(params["page[cursor]"], kind)[0])
-                if off < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise bad("Invalid cursor provided.", "page[cursor]") from None
-        return off
-
     @staticmethod
     def _sorted(rows, sort, keys):
         name = (sort or "id").lstrip("-")
@@ -342,12 +334,9 @@ class FlowsResource(Resource):
                 "created": lambda f: f["created_ts"], "updated": lambda f: f["updated_ts"],
                 "id": lambda f: f["id"], "name": lambda f: f["name"],
                 "status": lambda f: f["status"], "trigger_type": lambda f: f["trigger_type"]})
-            off = self._page(ctx, params, rows, "fl")
-            page = rows[off:off + size]
+            page, nxt, prv = page_of(params, rows, size, "fl")
             base = self.base_url
-            doc = {"data": [self._flow_res(f, base, ff) for f in page],
-                   "links": self._links(ctx, enc_cursor("fl", off + size) if off + size < len(rows) else None,
-                                        enc_cursor("fl", max(0, off - size)) if off > 0 else None)}
+            doc = {"data": [self._flow_res(f, base, ff) for f in page], "links": self._links(ctx, nxt, prv)}
             if "flow-actions" in inc:
                 doc["included"] = [self._action_res(f, a, base, fa)
                                    for f in page for a in f["definition"]["actions"]]
@@ -376,33 +365,8 @@ class FlowsResource(Resource):
         return 200, dumps(doc).encode("utf-8"), []
 
     def _h_templates(self, ctx):
-        params = query_params(ctx, {"fields[template]", "filter", "page[cursor]", "page[size]", "sort"})
-        ft = fields_param(params, "fields[template]", TEMPLATE_FIELDS)
-        sort = params.get("sort")
-        if sort is not None and sort not in TEMPLATE_SORTS:
-            raise bad(f"'{sort}' is not a valid sort field.", "sort")
-        size = page_size(params, 1, 10, 10)
-        conds = filter_or_400(params["filter"], TEMPLATE_FILTERS) if params.get("filter") else []
-
-        def ok(t):
-            for op, field, val, is_list in conds:
-                if field in ("id", "name"):
-                    have = t["id"] if field == "id" else t["attributes"]["name"]
-                    good = have in val if is_list else have == val
-                else:
-                    have = t[f"{field}_ts"]
-                    good = have == val if op == "equals" else cmp(op, have, val)
-                if not good:
-                    return False
-            return True
-
         with self._flows_lock:
-            rows = self._sorted([t for t in self._templates if ok(t)], sort, {
-                "created": lambda t: t["created_ts"], "updated": lambda t: t["updated_ts"],
-                "id": lambda t: t["id"], "name": lambda t: t["attributes"]["name"]})
-            off = self._page(ctx, params, rows, "tp")
-            page = rows[off:off + size]
-            doc = {"data": [self._template_res(t, self.base_url, ft) for t in page],
-                   "links": self._links(ctx, enc_cursor("tp", off + size) if off + size < len(rows) else None,
-                                        enc_cursor("tp", max(0, off - size)) if off > 0 else None)}
-        return 200, dumps(doc).encode("utf-8"), []
+            return TEMPLATES.respond(self, ctx, self._templates,
+                                     value=lambda t, f: (t["id"] if f == "id" else t["attributes"]["name"]
+                                                         if f == "name" else t[f"{f}_ts"]),
+                                     render=lambda t, fields: self._template_res(t, self.base_url, fields))

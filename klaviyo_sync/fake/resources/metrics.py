@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-from urllib.parse import parse_qsl
 
 from ..data import B62, INTEGRATIONS, METRIC_CATALOG, dumps, iso
-from ..errors import bad, not_found
-from ..filters import filter_or_400
+from ..errors import not_found
 from ..hosting import Route
-from ..jsonapi import dec_cursor, enc_cursor, fields_param, include_param, query_params, sparse
+from ..jsonapi import fields_param, include_param, query_params, sparse
+from ..listing import ListEndpoint
 from . import Resource
 
 METRIC_FIELDS = {"created", "id", "integration", "name", "updated"}
@@ -18,6 +17,11 @@ METRIC_FILTERS = {
     "integration.name": {"single": ("equals",), "type": "string"},
     "integration.category": {"single": ("equals",), "type": "string"},
 }
+
+
+METRICS_LIST = ListEndpoint("metric", fields=frozenset(METRIC_FIELDS), filters=METRIC_FILTERS, sorts=(), page=None,
+                            default_sort=None, includes={"flow-triggers": ("flow", frozenset(FLOW_FIELDS))},
+                            kind="mt")
 
 
 class MetricsResource(Resource):
@@ -98,42 +102,14 @@ class MetricsResource(Resource):
 
     # ------------------------------------------------------------------ handlers
     def _h_metrics(self, ctx):
-        if "page[size]" in dict(parse_qsl(ctx.query, keep_blank_values=True)):
-            raise bad("'page[size]' is not a valid query parameter for this endpoint.", "page[size]")
-        params = query_params(ctx, {"fields[metric]", "fields[flow]", "filter", "include",
-                                    "page[cursor]"})
-        fm = fields_param(params, "fields[metric]", METRIC_FIELDS)
-        fields_param(params, "fields[flow]", FLOW_FIELDS)
-        inc = include_param(params, {"flow-triggers"})
-        rows = list(range(len(self._metrics)))
-        if params.get("filter") is not None:
-            for op, field, val, _ in filter_or_400(params["filter"], METRIC_FILTERS):
-                key = field.split(".", 1)[1]
-                rows = [k for k in rows
-                        if self._metrics[k]["attributes"]["integration"][key] == val]
-        off = 0
-        if "page[cursor]" in params:
-            try:
-                off = int(dec_cursor(params["page[cursor]"], "mt")[0])
-                if off < 0:
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise bad("Invalid cursor provided.", "page[cursor]") from None
-        size = max(1, int(self.metrics_page_size))
-        page = rows[off:off + size]
-        nxt = enc_cursor("mt", off + size) if off + size < len(rows) else None
-        prv = enc_cursor("mt", max(0, off - size)) if off > 0 else None
-        base = self.base_url
-        data = []
-        for k in page:
-            r = self._metric_res(k, base, fm)
-            if "flow-triggers" in inc:
-                r["relationships"]["flow-triggers"]["data"] = []
-            data.append(r)
-        doc = {"data": data, "links": self._links(ctx, nxt, prv)}
-        if inc:
-            doc["included"] = []
-        return 200, dumps(doc).encode("utf-8"), []
+        def value(k, name):
+            m = self._metrics[k]
+            return m["id"] if name == "id" else m["attributes"]["integration"][name.split(".", 1)[1]]
+
+        # No page[size] and no sort: the page size is the fake's metrics_page_size (200 as at Klaviyo).
+        return METRICS_LIST.respond(self, ctx, range(len(self._metrics)), value=value,
+                                    size=max(1, int(self.metrics_page_size)),
+                                    render=lambda k, fields: self._metric_res(k, self.base_url, fields))
 
     def _h_metric(self, ctx, metric_id):
         params = query_params(ctx, {"fields[metric]", "fields[flow]", "include"})

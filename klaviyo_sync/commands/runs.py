@@ -1,0 +1,105 @@
+"""Running a sync: the one-writer lock, the sync_runs record finished whatever happens, and
+the registry of sync-all's steps."""
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .. import db as store
+from .. import errors
+from ..errors import AuthError, KlaviyoSyncError, redact
+from ..lock import SyncLock
+from ..streams import declarations
+from ..streams.declare import Declaration
+from ..streams.engine import SyncResult
+from .report import _summary
+from .settings import Settings
+
+
+class Interrupted(KlaviyoSyncError):
+    exit_code = errors.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    exit_code = errors.TERMINATED
+
+# -- running a sync ------------------------------------------------------------------------------
+@contextmanager
+def locked_db(settings: Settings, wait: float):
+    """Hold the one-writer lock and an open database for a whole command."""
+    with SyncLock(settings.db).acquire(wait):
+        database = store.open_db(settings.db)
+        try:
+            yield database
+        finally:
+            database.close()
+
+
+@contextmanager
+def run_record(settings: Settings, database, command: str, arguments: dict):
+    """A sync_runs row for one sync, finished whatever happens (failed, interrupted, partial)."""
+    run_id = store.start_run(database, command, arguments)
+    run = {"id": run_id, "db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
+    try:
+        yield run
+    except BaseException as exc:
+        status = ("interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted))
+                  else "skipped" if isinstance(exc, Skipped) else "failed")
+        message = redact(str(exc) or type(exc).__name__, settings.api_key)
+        store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
+        raise
+    else:
+        result: SyncResult = run["result"]
+        summary = _summary(command, run)
+        store.finish_run(database, run_id, status=summary["status"], summary=summary, error=result.partial)
+        run["summary"] = summary
+
+
+@contextmanager
+def recorded_run(settings: Settings, command: str, arguments: dict, wait: float):
+    """Hold the lock, record a sync_runs row, and finish it whatever happens."""
+    with locked_db(settings, wait) as database, run_record(settings, database, command, arguments) as run:
+        yield run
+
+
+# -- sync-all's steps: one per declared stream with a place in sync-all -------------------------
+@dataclass(frozen=True)
+class Step:
+    """One stream of `sync-all`: its sync_runs command name, the scope a 403 means is missing,
+    ``run(client, db, result)`` with the defaults a whole-account sync uses, and whether it is
+    core (a missing scope fails sync-all) or optional (a missing scope skips the step)."""
+
+    order: int
+    command: str
+    scope: str
+    run: Callable
+    arguments: dict
+    core: bool = True
+
+
+SYNC_ALL_STEPS: list[Step] = [
+    Step(d.sync_all, d.command, d.scope, d.step, dict(d.arguments), d.core)
+    for d in declarations() if d.sync_all is not None
+]
+
+
+def sync_commands() -> list[str]:
+    """The commands `status --command` knows: every declared stream (each records its own run), and verify."""
+    return [*dict.fromkeys(d.command for d in declarations()), "verify"]
+
+
+class Skipped(KlaviyoSyncError):
+    """An optional step the key has no scope for: recorded as ``skipped``, not a failure."""
+
+
+@contextmanager
+def denied_as(decl: Declaration, scope: str | None = None):
+    """A 403 becomes one line naming the declaration's scope (or ``scope``), exit 4."""
+    try:
+        yield
+    except AuthError as exc:
+        if exc.status == 403:
+            raise AuthError(f"{decl.command}: permission denied: the API key lacks the {scope or decl.scope} scope "
+                            f"({exc.endpoint})", status=403, endpoint=exc.endpoint) from None
+        raise
