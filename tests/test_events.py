@@ -285,9 +285,9 @@ def test_event_without_datetime_falls_back_to_timestamp():
 
 
 def test_seen_cache_skips_unchanged_and_is_bounded():
-    from klaviyo_sync.streams.events import _SeenCache
+    from klaviyo_sync.streams.events_fetch import SeenCache
 
-    cache = _SeenCache(limit=3)
+    cache = SeenCache(limit=3)
     p = {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c"}}
     assert cache.fresh(p) and not cache.fresh(dict(p))
     assert cache.fresh({**p, "attributes": {"email": "new@b.c"}})  # a change is written again
@@ -340,19 +340,19 @@ def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repair
 
 
 def test_autoscale_grows_while_waiting_on_the_network_and_stops_when_it_does_not_help():
-    from klaviyo_sync.streams.events import _Autoscale
+    from klaviyo_sync.streams.autoscale import Autoscale
 
-    fast = _Autoscale(12, now=0.0, network_wait=0.0)
+    fast = Autoscale(12, now=0.0, network_wait=0.0)
     assert fast.target == 2
     # CPU-bound: fetchers wait 20% of the time -> stay at 2, keep watching.
     assert fast.tick(1.0, events=20_000, network_wait=0.4, active=2) == 2 and not fast.frozen
-    slow = _Autoscale(12, now=0.0, network_wait=0.0)
+    slow = Autoscale(12, now=0.0, network_wait=0.0)
     # Latency-bound: 90% waiting -> 4, then the rate doubled -> 8, then no gain -> frozen at 8.
     assert slow.tick(1.0, events=5_000, network_wait=1.8, active=2) == 4
     assert slow.tick(2.0, events=15_000, network_wait=5.4, active=4) == 8
     assert slow.tick(3.0, events=25_500, network_wait=12.6, active=8) == 8 and slow.frozen
     assert slow.tick(9.0, events=90_000, network_wait=60.0, active=8) == 8
-    assert _Autoscale(1, now=0.0, network_wait=0.0).target == 1
+    assert Autoscale(1, now=0.0, network_wait=0.0).target == 1
 
 
 def test_fetchers_alone_hand_every_page_then_each_slice_end_then_their_own_end(mocked, client):
