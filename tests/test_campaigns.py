@@ -8,9 +8,10 @@ import pytest
 
 from klaviyo_sync import db as store
 from klaviyo_sync.streams.campaigns import report_batches, sync_campaigns
-from klaviyo_sync.timeutil import Window, iso, parse_range
+from klaviyo_sync.timeutil import Window, parse_range
 
 from .conftest import BASE
+from .e2e_helpers import iso  # the test's own formatting, not the product's timeutil.iso
 from .openapi_check import request_problems
 
 UTC = timezone.utc

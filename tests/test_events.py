@@ -7,9 +7,10 @@ import pytest
 
 from klaviyo_sync import db as store
 from klaviyo_sync.streams.events import EventSlice, contiguous_mark, plan_slices, sync_events
-from klaviyo_sync.timeutil import Window, iso
+from klaviyo_sync.timeutil import Window
 
 from .conftest import BASE
+from .e2e_helpers import iso  # the test's own formatting, not the product's timeutil.iso
 from .openapi_check import request_problems
 
 EVENTS = f"{BASE}/api/events"
