@@ -204,6 +204,8 @@ class _SharedLog:
 
     def __init__(self, path: Path):
         self.path = path
+        # Owner-only like the database, and never through a symlink (whose target it would write).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
         self._conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA busy_timeout = 60000")
@@ -328,7 +330,7 @@ class RateLimiter:
         if self._opened is None:
             try:
                 self._opened = _SharedLog(self._shared_path)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 log.warning("cannot share the request budget through %s (%s): this run counts only "
                             "its own requests", self._shared_path, exc)
                 self._opened = _MemoryLog()

@@ -313,3 +313,19 @@ def test_no_database_file_means_no_shared_log(tmp_path):
     assert not (tmp_path / "k.db.ratelimit").exists()
     limiter.acquire("metrics")
     assert (tmp_path / "k.db.ratelimit").exists()
+
+
+def test_the_shared_log_is_owner_only_and_never_written_through_a_symlink(tmp_path, caplog):
+    import os
+    import stat
+
+    limiter = RateLimiter(database=tmp_path / "k.db")
+    limiter.acquire("metrics")
+    assert stat.S_IMODE(os.stat(tmp_path / "k.db.ratelimit").st_mode) == 0o600
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "other.db.ratelimit").symlink_to(target)
+    other = RateLimiter(database=tmp_path / "other.db")
+    assert other.acquire("metrics") == 0.0  # works, counting only its own requests
+    assert target.read_text() == "keep me"
+    assert "cannot share the request budget" in caplog.text
