@@ -116,7 +116,9 @@ def test_sync_all_exits_3_when_steps_fail_against_the_api(cli, tmp_path, monkeyp
     others still run, and the command exits 3 (in-process: the retries' sleeps are skipped)."""
     with FakeKlaviyo(n_events=50, now=NOW) as fake:
         fake.server_error_every = 1  # every request: 503, retried, then given up
-        result = cli("sync-all", env={"KLAVIYO_BASE_URL": fake.base_url, "KLAVIYO_API_KEY": fake.api_key})
+        # Every step's account check also fails 6 times: a budget that lets them all through now.
+        result = cli("sync-all", env={"KLAVIYO_BASE_URL": fake.base_url, "KLAVIYO_API_KEY": fake.api_key,
+                                      "KLAVIYO_RATE_LIMITS": "accounts=100/1000"})
         log = fake.request_log()
     assert result.exit_code == 3, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -124,9 +126,9 @@ def test_sync_all_exits_3_when_steps_fail_against_the_api(cli, tmp_path, monkeyp
     assert len(runs) >= 9 and {r["status"] for r in runs} == {"failed"}  # every step ran, and failed
     assert lines[-1].startswith(f"klaviyo-sync: error: sync-all: {len(runs)} of {len(runs)} steps failed (sync-metrics, ")
     assert lines[-1].endswith("; the others ran")
-    assert "GET /api/metrics failed after 6 attempts: HTTP 503" in result.stderr
-    # Six attempts at the first step's request, then the next step (sync-profiles) goes on.
-    assert [r["path"] for r in log[:7]] == ["/api/metrics"] * 6 + ["/api/profiles"]
+    assert "klaviyo-sync: error: sync-metrics: GET /api/accounts failed after 6 attempts: HTTP 503" in result.stderr
+    # Each step's first request (the account check) tried six times, then the next step goes on.
+    assert [r["path"] for r in log] == ["/api/accounts"] * 6 * len(runs)
 
 
 def test_a_bug_exits_1_with_one_line_and_a_traceback_only_with_v(cli, monkeypatch):
@@ -135,7 +137,7 @@ def test_a_bug_exits_1_with_one_line_and_a_traceback_only_with_v(cli, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("something the code did not expect")
 
-    monkeypatch.setattr("klaviyo_sync.commands.events.sync_metrics", broken)
+    monkeypatch.setattr("klaviyo_sync.commands.events._check_summary_format", broken)  # before any request
     result = cli("sync-metrics")
     assert result.exit_code == 1
     assert result.stderr == ("klaviyo-sync: error: unexpected error: RuntimeError: something the code did not "
