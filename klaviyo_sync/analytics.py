@@ -7,15 +7,15 @@ else: the CLI only filters, sorts and limits what a template answers.
 
 Conventions: a *conversion* is an event of the conversion metric (``--metric``, default Placed
 Order) that has a profile; its revenue is the event's ``value`` (``$value``). A conversion is
-*attributed* when its row of the view ``attributed_conversions`` (Klaviyo's own attribution,
-kept at sync time; of several, the one ``db.chosen_attribution`` picks) names a campaign or flow
-message (``db.is_attributed``), otherwise *organic*. That view is the one place the rule lives:
-the rules here read it, they do not copy it.
+*attributed* when the attribution ``db.chosen_attribution`` picks for it (the one of
+``attributed_conversions``: Klaviyo's own, kept at sync time) credits a campaign or flow message
+(``db.credits_message``), otherwise *organic*. The rule lives in db.py: the rules here read the
+view or call that fragment, they do not copy it.
 """
 
 from __future__ import annotations
 
-from .db import is_attributed
+from .db import chosen_attribution, credits_message
 
 # The metrics the views cover (the CLI's --metric may name any other): Placed Order, and every
 # metric the stored campaign or flow statistics were read for.
@@ -27,9 +27,11 @@ VIEW_METRICS = """e.metric_id IN (
 def customers_sql(where: str, email: bool = True, attribution: bool = True) -> str:
     """One row per metric and profile with at least one conversion among ``events e`` matching
     ``where``: orders, revenue, first and last order, revenue attributed and organic (and the
-    profile's email unless ``email`` is false). With ``attribution`` the conversions are read
-    from attributed_conversions (``where`` on its columns, aliased ``e``); without, from events,
-    every conversion counting as organic: for rules that need neither)."""
+    profile's email unless ``email`` is false; without ``attribution`` no attribution is looked
+    up and every conversion counts as organic: for rules that need neither). The attribution is
+    attributed_conversions' (db.chosen_attribution), joined here on its own: through the view,
+    each conversion also looked up its touch event (measured, 5,000,000 events: `customers` 4.3 s
+    CPU through the view, its query 2.0 s CPU this way)."""
     return f"""
     SELECT c.metric_id, c.profile_id, {"p.email" if email else "NULL AS email"}, c.orders, round(c.revenue, 2) AS revenue, c.first_order,
            c.last_order, round(c.attributed, 2) AS attributed_revenue,
@@ -38,8 +40,9 @@ def customers_sql(where: str, email: bool = True, attribution: bool = True) -> s
                  min(x.datetime) AS first_order, max(x.datetime) AS last_order,
                  total(CASE WHEN x.attributed THEN x.value END) AS attributed
           FROM (SELECT e.metric_id, e.profile_id, e.datetime, e.value,
-                       {is_attributed("e") if attribution else "NULL"} AS attributed
-                FROM {"attributed_conversions" if attribution else "events"} e
+                       {credits_message("a") if attribution else "NULL"} AS attributed
+                FROM events e
+                {f'LEFT JOIN event_attributions a ON a.id = ({chosen_attribution("e.id")})' if attribution else ""}
                 WHERE e.profile_id IS NOT NULL AND ({where})
                 LIMIT -1) x
           GROUP BY x.metric_id, x.profile_id) c

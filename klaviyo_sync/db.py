@@ -561,15 +561,25 @@ def is_attributed(v: str) -> str:
     return f"coalesce({v}.campaign_id, {v}.flow_id, {v}.message_id) IS NOT NULL"
 
 
+def credits_message(a: str) -> str:
+    """Whether a row ``a`` of event_attributions credits a campaign or flow message (what
+    is_attributed tests on attributed_conversions, for readers of the table itself)."""
+    return f"coalesce({a}.campaign_id, {a}.campaign_message_id, {a}.flow_id, {a}.flow_message_id) IS NOT NULL"
+
+
 def chosen_attribution(event_id: str) -> str:
     """The one attribution that counts for the event ``event_id`` (an SQL expression) when
     Klaviyo returned several: the one whose touch is latest (a touch not stored counts as
     earliest), then the smallest attribution id. attributed_conversions reads it, and every other
-    reader reads attributed_conversions (or, for a whole attribution row, this)."""
-    return f"""SELECT a2.id FROM event_attributions a2
-            LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
-            WHERE a2.event_id = {event_id}
-            ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1"""
+    reader reads attributed_conversions (or, where the view's joins cost too much, this).
+    The touches are looked up only for an event with several attributions (most have one), as
+    a touch is a random read in the events table."""
+    return f"""CASE WHEN (SELECT count(*) FROM event_attributions a1 WHERE a1.event_id = {event_id}) < 2
+            THEN (SELECT a1.id FROM event_attributions a1 WHERE a1.event_id = {event_id})
+            ELSE (SELECT a2.id FROM event_attributions a2
+                  LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
+                  WHERE a2.event_id = {event_id}
+                  ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1) END"""
 
 
 def session_conversions_sql(where: str = "1", touch_where: str = "1") -> str:
@@ -646,8 +656,7 @@ def m007_attributions(db: Database) -> None:
                a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id,
                a.flow_message_variation_id,
                coalesce(a.campaign_message_id, a.flow_message_id) AS message_id,
-               CASE WHEN coalesce(a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id) IS NULL
-                    THEN NULL
+               CASE WHEN NOT ({credits_message("a")}) THEN NULL
                     ELSE coalesce(cm.channel, c.channel, fm.channel, {_CHANNEL_OF_METRIC.format(m='tm.name')})
                END AS channel
         FROM events e
