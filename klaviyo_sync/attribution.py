@@ -1,16 +1,19 @@
-"""Reads of the attribution views (db.m007_attributions) for `attribution` and `conversion-lag`.
+"""Reads of the attribution rules (db.m007_attributions) for `attribution` and `conversion-lag`.
 
-The rules (which touch earns which event) live in the views only; these are thin queries that
-group their rows over a range of whole UTC days, counting each conversion on its own datetime.
+The rules (which touch earns which event) live in db.py only: Klaviyo's model is the view
+attributed_conversions, the session model the template its view is made of
+(db.session_conversions_sql), run here restricted to the metric and range before its window
+pass. These are thin queries that group their rows over a range of whole UTC days, counting
+each conversion on its own datetime.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlite_utils import Database
 
-from .db import LAG_BUCKETS
+from .db import LAG_BUCKETS, SESSION_EMAIL_HOURS, SESSION_SMS_HOURS, is_attributed, lag_sql, session_conversions_sql
 from .timeutil import Window
 
 MODELS = {"klaviyo": "attributed_conversions", "session": "session_attributed_conversions"}
@@ -36,7 +39,20 @@ LAG_TABLE = [
     ("bucket", "Hours after the touch", "text"), ("conversions", "Conversions", "int"),
     ("revenue", "Revenue", "money"), ("share", "Share", "rate"),
 ]
-_ATTRIBUTED = "coalesce(v.campaign_id, v.flow_id, v.message_id) IS NOT NULL"
+_ATTRIBUTED = is_attributed("v")
+_RANGE = "v.metric_id = :metric AND v.datetime >= :lo AND v.datetime < :hi"
+
+
+def _source(model: str, lo: str) -> tuple[str, dict]:
+    """The rows of ``model`` for the :metric in [:lo, :hi), as an SQL source aliased ``v``, and
+    its extra parameters. The session model considers the touches from its longest window
+    before the range on (an older touch has expired by the range's first second)."""
+    if model == "klaviyo":
+        return "attributed_conversions", {}
+    back = datetime.strptime(lo, "%Y-%m-%dT%H:%M:%SZ") - timedelta(hours=max(SESSION_EMAIL_HOURS, SESSION_SMS_HOURS))
+    sql = session_conversions_sql("e.metric_id = :metric AND e.datetime >= :lo AND e.datetime < :hi",
+                                  "t.datetime >= :touch_lo AND t.datetime < :hi")
+    return f"({sql})", {"touch_lo": back.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def day_range(window: Window) -> tuple[str, str, str, str]:
@@ -57,10 +73,10 @@ def attribution(db: Database, window: Window, metric_id: str | None, by: str, mo
     """Conversions and revenue of ``metric_id`` per group over the range's whole UTC days; with a
     ``group: None`` row (not for ``by='day'``) holding the rest, so the rows add up to every
     conversion event of the range."""
-    view = MODELS[model]
     first, last, lo, hi = day_range(window)
-    where = "v.metric_id = ? AND v.datetime >= ? AND v.datetime < ?"
-    params = [metric_id, lo, hi]
+    view, extra = _source(model, lo)
+    where = _RANGE
+    params = {"metric": metric_id, "lo": lo, "hi": hi, **extra}
     totals = "count(*) AS conversions, round(coalesce(sum(v.value), 0), 2) AS revenue"
     if by == "day":
         sql = f"""SELECT v.day AS "group", v.day AS name, {totals},
@@ -113,14 +129,21 @@ def conversion_lag(db: Database, window: Window, metric_id: str | None, model: s
     """Attributed conversions of the range per bucket of hours between the touch and the
     conversion (every bucket, zeros included), and {attributed, touch_not_stored, organic}."""
     first, last, lo, hi = day_range(window)
-    got = {r["lag_bucket"]: r for r in _rows(db.execute(
-        """SELECT lag_bucket, count(*) AS conversions, round(coalesce(sum(value), 0), 2) AS revenue
-           FROM conversion_lag WHERE model = ? AND metric_id = ? AND datetime >= ? AND datetime < ?
-           GROUP BY lag_bucket""", [model, metric_id, lo, hi]))}
-    view = MODELS[model]
-    total, attributed = db.execute(
-        f"SELECT count(*), coalesce(sum({_ATTRIBUTED}), 0) FROM {view} v "
-        "WHERE v.metric_id = ? AND v.datetime >= ? AND v.datetime < ?", [metric_id, lo, hi]).fetchone()
+    view, extra = _source(model, lo)
+    params = {"metric": metric_id, "lo": lo, "hi": hi, **extra}
+    # One pass over the range's rows (materialized once): every conversion counted, and the
+    # attributed ones per bucket of hours (lag_sql, the rule of the conversion_lag view).
+    got, total, attributed = {}, 0, 0
+    for part, bucket, n, value in db.execute(
+            f"""WITH r AS MATERIALIZED (SELECT v.* FROM {view} v WHERE {_RANGE})
+                SELECT 'all', NULL, count(*), coalesce(sum({is_attributed("r")}), 0) FROM r
+                UNION ALL
+                SELECT 'bucket', l.lag_bucket, count(*), round(coalesce(sum(l.value), 0), 2)
+                FROM ({lag_sql(model, "r")}) l GROUP BY l.lag_bucket""", params):
+        if part == "all":
+            total, attributed = n, value
+        else:
+            got[bucket] = {"conversions": n, "revenue": value}
     known = sum(r["conversions"] for k, r in got.items() if k is not None)
     rows = []
     for a, b in LAG_BUCKETS:

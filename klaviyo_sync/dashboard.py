@@ -69,29 +69,68 @@ CHARTS = [
                                    {"field": "revenue", "type": "quantitative", "format": ",.2f"}],
                    }}),
     Chart("attribution-by-campaign", "Attributed revenue by campaign",
-          "Conversions attributed to each campaign and their value (the 25 campaigns with the most); "
+          f"{ORDER_METRIC} orders attributed to each campaign and their value (the 25 campaigns with the most); "
           "a campaign is named with its send day, as names repeat.",
           "SELECT coalesce(c.name, a.campaign_id) || coalesce(' (' || substr(c.send_time, 1, 10) || ')', '')\n"
           "         AS campaign, count(*) AS conversions,\n"
           "       round(sum(a.value), 2) AS revenue\n"
           "FROM attributed_conversions a LEFT JOIN campaigns c ON c.id = a.campaign_id\n"
-          "WHERE a.campaign_id IS NOT NULL\n"
+          f"WHERE a.campaign_id IS NOT NULL AND a.metric_name = '{ORDER_METRIC}'\n"
           "GROUP BY a.campaign_id ORDER BY revenue DESC LIMIT 25",
-          {"attributed_conversions": {"campaign_id", "value"}, "campaigns": {"id", "name", "send_time"}},
+          {"attributed_conversions": {"campaign_id", "value", "metric_name"}, "campaigns": {"id", "name", "send_time"}},
           display={**_SVG, **_bars_by_name("campaign", "Campaign")}),
     Chart("attribution-by-flow", "Attributed revenue by flow",
-          "Conversions attributed to each flow and their value (the 25 flows with the most).",
+          f"{ORDER_METRIC} orders attributed to each flow and their value (the 25 flows with the most).",
           "SELECT coalesce(f.name, a.flow_id) AS flow, count(*) AS conversions,\n"
           "       round(sum(a.value), 2) AS revenue\n"
           "FROM attributed_conversions a LEFT JOIN flows f ON f.id = a.flow_id\n"
-          "WHERE a.flow_id IS NOT NULL\n"
+          f"WHERE a.flow_id IS NOT NULL AND a.metric_name = '{ORDER_METRIC}'\n"
           "GROUP BY a.flow_id ORDER BY revenue DESC LIMIT 25",
-          {"attributed_conversions": {"flow_id", "value"}, "flows": {"id", "name"}},
+          {"attributed_conversions": {"flow_id", "value", "metric_name"}, "flows": {"id", "name"}},
           display={**_SVG, **_bars_by_name("flow", "Flow")}),
-    Chart("cohorts", "Cohort retention", "The cohort_retention view.",
-          "SELECT * FROM cohort_retention", {"cohort_retention": set()}, library="table"),
-    Chart("deliverability", "Deliverability by message", "The message_deliverability view.",
-          "SELECT * FROM message_deliverability LIMIT 200", {"message_deliverability": set()}, library="table"),
+    Chart("cohorts", "Cohort retention",
+          f"Per cohort (the month of a customer's first {ORDER_METRIC}) and month after it, the share of the "
+          "cohort ordering again (the cohort_retention view).",
+          "SELECT cohort, months_after, cohort_size, customers, share\n"
+          f"FROM cohort_retention WHERE metric = '{ORDER_METRIC}'\n"
+          "ORDER BY cohort, months_after",
+          {"cohort_retention": {"metric", "cohort", "months_after", "cohort_size", "customers", "share"}},
+          display={**_SVG,
+                   "mark": {"type": "rect", "tooltip": True},
+                   "encoding": {
+                       "x": {"field": "months_after", "type": "ordinal", "title": "Months after the first order"},
+                       "y": {"field": "cohort", "type": "ordinal", "title": "Cohort"},
+                       "color": {"field": "share", "type": "quantitative", "title": "Ordering again",
+                                 "scale": {"scheme": "blues"}, "legend": {"format": ".0%"}},
+                       "tooltip": [{"field": "cohort", "type": "ordinal"},
+                                   {"field": "months_after", "type": "ordinal"},
+                                   {"field": "customers", "type": "quantitative"},
+                                   {"field": "share", "type": "quantitative", "format": ".1%"}],
+                   }}),
+    Chart("deliverability", "Open rate by email message",
+          "The open rate of the 25 latest email messages with Klaviyo's bands (great >= 25 %, proficient "
+          ">= 15 %, room for improvement >= 10 %, else critical; the message_deliverability view).",
+          "SELECT coalesce(parent_name, parent_id) || ': ' || coalesce(message_name, message_id)\n"
+          "         || coalesce(' (' || substr(last_send, 1, 10) || ')', '') AS message,\n"
+          "       round(open_rate * 100, 1) AS open_pct, round(click_rate * 100, 2) AS click_pct, open_band\n"
+          "FROM message_deliverability WHERE channel = 'email' AND open_rate IS NOT NULL\n"
+          "ORDER BY last_send DESC, message LIMIT 25",
+          {"message_deliverability": {"parent_id", "parent_name", "message_id", "message_name", "last_send",
+                                      "channel", "open_rate", "click_rate", "open_band"}},
+          display={**_SVG,
+                   "mark": {"type": "bar", "tooltip": True},
+                   "encoding": {
+                       "y": {"field": "message", "type": "nominal", "sort": None, "title": "Message",
+                             "axis": {"labelLimit": 300}},
+                       "x": {"field": "open_pct", "type": "quantitative", "title": "Open rate (%)"},
+                       "color": {"field": "open_band", "type": "nominal", "title": "Band",
+                                 "scale": {"domain": ["great", "proficient", "room for improvement", "critical"],
+                                           "range": ["#2ca02c", "#98df8a", "#ffbb78", "#d62728"]}},
+                       "tooltip": [{"field": "message", "type": "nominal"},
+                                   {"field": "open_pct", "type": "quantitative"},
+                                   {"field": "click_pct", "type": "quantitative"},
+                                   {"field": "open_band", "type": "nominal"}],
+                   }}),
     Chart("customers", "Customers", "The customer_summary view.",
           "SELECT * FROM customer_summary LIMIT 200", {"customer_summary": set()}, library="table"),
 ]

@@ -690,6 +690,85 @@ def _lag_bucket_sql(seconds: str) -> str:
     return f"CASE WHEN {seconds} IS NULL THEN NULL {cases} ELSE '{LAG_BUCKETS[-1][0]}h+' END"
 
 
+def is_attributed(v: str) -> str:
+    """Whether a row ``v`` of attributed_conversions (or of the session model) is attributed to a
+    campaign or flow message: the one test every reader uses."""
+    return f"coalesce({v}.campaign_id, {v}.flow_id, {v}.message_id) IS NOT NULL"
+
+
+def credits_message(a: str) -> str:
+    """Whether a row ``a`` of event_attributions credits a campaign or flow message (what
+    is_attributed tests on attributed_conversions, for readers of the table itself)."""
+    return f"coalesce({a}.campaign_id, {a}.campaign_message_id, {a}.flow_id, {a}.flow_message_id) IS NOT NULL"
+
+
+def chosen_attribution(event_id: str) -> str:
+    """The one attribution that counts for the event ``event_id`` (an SQL expression) when
+    Klaviyo returned several: the one whose touch is latest (a touch not stored counts as
+    earliest), then the smallest attribution id. attributed_conversions reads it, and every other
+    reader reads attributed_conversions (or, where the view's joins cost too much, this).
+    The touches are looked up only for an event with several attributions (most have one), as
+    a touch is a random read in the events table."""
+    return f"""CASE WHEN (SELECT count(*) FROM event_attributions a1 WHERE a1.event_id = {event_id}) < 2
+            THEN (SELECT a1.id FROM event_attributions a1 WHERE a1.event_id = {event_id})
+            ELSE (SELECT a2.id FROM event_attributions a2
+                  LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
+                  WHERE a2.event_id = {event_id}
+                  ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1) END"""
+
+
+def session_conversions_sql(where: str = "1", touch_where: str = "1") -> str:
+    """dbt_klaviyo's session model: every event of ``events e`` matching ``where`` inherits the
+    latest session touch (session_touches ``t`` matching ``touch_where``) of its profile at or
+    before it (same second included) if no more than 120 hours have passed since that touch (24
+    when it is an SMS); a newer touch starts a new session, so an expired newer session is not
+    replaced by an older one. Of touches in the same second, the largest event id.
+
+    One pass of a window function over the events and the touches (sorted by profile and
+    time), not a look-up per event: a command restricts both to its metric and range first
+    (touches from 120 hours before the range), the view session_attributed_conversions does not."""
+    sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
+    smsg = _prop("s", "$message")
+    return f"""
+        SELECT x.id AS event_id, x.profile_id, x.metric_id, m.name AS metric_name, x.datetime,
+               substr(x.datetime, 1, 10) AS day, coalesce(x.value, 0.0) AS value,
+               s.id AS attributed_event_id, s.datetime AS touch_datetime,
+               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
+               coalesce(fm.flow_id, {_prop("s", "$flow")}) AS flow_id,
+               fm.id AS flow_message_id, NULL AS flow_message_variation_id,
+               coalesce(cm.id, fm.id) AS message_id,
+               CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
+        FROM (SELECT k.id, k.profile_id, k.metric_id, k.datetime, k.value, k.kind,
+                     max(k.touch) OVER (PARTITION BY k.profile_id ORDER BY k.datetime, k.kind
+                                        ROWS UNBOUNDED PRECEDING) AS last_touch
+              FROM (SELECT e.id, e.profile_id, e.metric_id, e.datetime, e.value, 1 AS kind, NULL AS touch
+                    FROM events e WHERE {where}
+                    UNION ALL
+                    SELECT t.event_id, t.profile_id, NULL, t.datetime, NULL, 0, t.datetime || ' ' || t.event_id
+                    FROM session_touches t WHERE t.profile_id IS NOT NULL AND ({touch_where})) k) x
+        LEFT JOIN metrics m ON m.id = x.metric_id
+        LEFT JOIN events s ON s.id = substr(x.last_touch, instr(x.last_touch, ' ') + 1)
+          AND {_EPOCH.format(d='x.datetime')} - {_EPOCH.format(d='s.datetime')}
+              <= CASE WHEN s.metric_id IN (SELECT id FROM metrics WHERE name IN ({sms}))
+                      THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END
+        LEFT JOIN metrics sm ON sm.id = s.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = {smsg}
+        LEFT JOIN campaigns c ON c.id = {smsg}
+        LEFT JOIN flow_messages fm ON fm.id = {smsg}
+        WHERE x.kind = 1"""
+
+
+def lag_sql(model: str, source: str) -> str:
+    """The attributed rows of ``source`` (attributed_conversions, or the session model's rows)
+    with the time from their touch to them: the conversion_lag view's arm of ``model``."""
+    lag = f"{_EPOCH.format(d='v.datetime')} - {_EPOCH.format(d='v.touch_datetime')}"
+    return f"""SELECT '{model}' AS model, v.event_id, v.profile_id, v.metric_id, v.metric_name, v.datetime,
+               v.day, v.value, v.attributed_event_id, v.touch_datetime, v.campaign_id, v.flow_id,
+               v.message_id, v.channel, {lag} AS lag_seconds, {_lag_bucket_sql(lag)} AS lag_bucket
+        FROM {source} v
+        WHERE {is_attributed("v")}"""
+
+
 @migrations()
 def m007_attributions(db: Database) -> None:
     # One row per attribution Klaviyo returned (GET /api/events?include=attributions), written
@@ -704,8 +783,7 @@ def m007_attributions(db: Database) -> None:
     db["event_attributions"].create_index(["event_id"], index_name="idx_event_attributions_event_id")
     # Every event with Klaviyo's attribution: the campaign or flow message it credits, the touch
     # (attributed event) and its channel; all NULL for an organic event. Of several attributions
-    # of one event, the one whose touch is latest (a touch not stored counts as earliest), then
-    # the smallest attribution id.
+    # of one event, the one chosen_attribution picks.
     db.create_view("attributed_conversions", f"""
         SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
                substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
@@ -713,17 +791,12 @@ def m007_attributions(db: Database) -> None:
                a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id,
                a.flow_message_variation_id,
                coalesce(a.campaign_message_id, a.flow_message_id) AS message_id,
-               CASE WHEN coalesce(a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id) IS NULL
-                    THEN NULL
+               CASE WHEN NOT ({credits_message("a")}) THEN NULL
                     ELSE coalesce(cm.channel, c.channel, fm.channel, {_CHANNEL_OF_METRIC.format(m='tm.name')})
                END AS channel
         FROM events e
         LEFT JOIN metrics m ON m.id = e.metric_id
-        LEFT JOIN event_attributions a ON a.id = (
-            SELECT a2.id FROM event_attributions a2
-            LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
-            WHERE a2.event_id = e.id
-            ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1)
+        LEFT JOIN event_attributions a ON a.id = ({chosen_attribution("e.id")})
         LEFT JOIN events t ON t.id = a.attributed_event_id
         LEFT JOIN metrics tm ON tm.id = t.metric_id
         LEFT JOIN campaign_messages cm ON cm.id = a.campaign_message_id
@@ -747,52 +820,17 @@ def m007_attributions(db: Database) -> None:
         LEFT JOIN flow_messages fm ON fm.id = {msg}
         WHERE m.name IN ({names})
           AND coalesce(cm.campaign_id, c.id, fm.flow_id, {_prop("e", "$flow")}) IS NOT NULL""")
-    # dbt_klaviyo's session model: an event inherits the latest session touch of its profile at
-    # or before it (same second included) if no more than 120 hours have passed since that
-    # touch (24 when it is an SMS); a newer touch starts a new session, so an expired newer
-    # session is not replaced by an older one.
-    # (The touch is joined as a plain events row, not through session_touches, so that SQLite
-    # looks it up by primary key instead of materializing every touch of the account.)
-    sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
-    smsg = _prop("s", "$message")
-    db.create_view("session_attributed_conversions", f"""
-        SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
-               substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
-               s.id AS attributed_event_id, s.datetime AS touch_datetime,
-               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
-               coalesce(fm.flow_id, {_prop("s", "$flow")}) AS flow_id,
-               fm.id AS flow_message_id, NULL AS flow_message_variation_id,
-               coalesce(cm.id, fm.id) AS message_id,
-               CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
-        FROM events e
-        LEFT JOIN metrics m ON m.id = e.metric_id
-        LEFT JOIN events s ON s.id = (
-            SELECT t.event_id FROM session_touches t
-            WHERE t.profile_id = e.profile_id AND t.datetime <= e.datetime
-            ORDER BY t.datetime DESC, t.event_id DESC LIMIT 1)
-          AND {_EPOCH.format(d='e.datetime')} - {_EPOCH.format(d='s.datetime')}
-              <= CASE WHEN s.metric_id IN (SELECT id FROM metrics WHERE name IN ({sms}))
-                      THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END
-        LEFT JOIN metrics sm ON sm.id = s.metric_id
-        LEFT JOIN campaign_messages cm ON cm.id = {smsg}
-        LEFT JOIN campaigns c ON c.id = {smsg}
-        LEFT JOIN flow_messages fm ON fm.id = {smsg}""")
+    # dbt_klaviyo's session model (session_conversions_sql), over every event.
+    db.create_view("session_attributed_conversions", session_conversions_sql())
     # How long after its touch each attributed event came, under either model (model column).
-    lag = f"{_EPOCH.format(d='datetime')} - {_EPOCH.format(d='touch_datetime')}"
-    arm = f"""SELECT '{{model}}' AS model, event_id, profile_id, metric_id, metric_name, datetime, day, value,
-               attributed_event_id, touch_datetime, campaign_id, flow_id, message_id, channel,
-               {lag} AS lag_seconds, {_lag_bucket_sql(lag)} AS lag_bucket
-        FROM {{view}}
-        WHERE coalesce(campaign_id, flow_id, message_id) IS NOT NULL"""
-    db.create_view("conversion_lag", arm.format(model="klaviyo", view="attributed_conversions")
-                   + "\n        UNION ALL\n        " + arm.format(model="session", view="session_attributed_conversions"))
+    db.create_view("conversion_lag", lag_sql("klaviyo", "attributed_conversions")
+                   + "\n        UNION ALL\n        " + lag_sql("session", "session_attributed_conversions"))
 
 
 @migrations()
 def m008_analytics(db: Database) -> None:
     # The analyst's views (customer_summary, customer_rfm, cohort_retention,
-    # message_deliverability, customer_timeline), made from the rules in analytics.py; and
-    # event_attributions, which they read, if m007_attributions has not created it yet.
+    # message_deliverability, customer_timeline), made from the rules in analytics.py.
     from .analytics import create_views
 
     create_views(db)

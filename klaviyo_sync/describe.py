@@ -49,14 +49,16 @@ TABLES: dict[str, str] = {
                           "the event; an event without a row is organic (or was synced before attributions were kept).",
     "attributed_conversions": "Every event with Klaviyo's stored attribution (one per event: of several, the one "
                               "whose touch is latest, then the smallest id); the attribution columns are empty for "
-                              "an organic event. `attribution --model klaviyo` reads it.",
+                              "an organic event. `attribution --model klaviyo`, `customers`, `customer`, "
+                              "customer_summary and customer_timeline read it.",
     "session_touches": "Opened or clicked emails and clicked SMS that carry a stored campaign or flow message "
                        "($message, $flow): the touches that start a session in dbt_klaviyo's model.",
     "session_attributed_conversions": "Every event attributed by dbt_klaviyo's session model: the latest session "
                                       "touch of its profile at or before it, if at most 120 hours old (24 for an "
-                                      "SMS); a newer touch starts a new session. `attribution --model session` reads it.",
+                                      "SMS); a newer touch starts a new session. `attribution --model session` runs "
+                                      "its rule restricted to the metric and range.",
     "conversion_lag": "Attributed events of either model (model column) with the time from their touch to them "
-                      "and its hour bucket. `conversion-lag` reads it.",
+                      "and its hour bucket. `conversion-lag` runs its rule restricted to the metric and range.",
 }
 
 _COMMON = {
@@ -391,7 +393,7 @@ COLUMNS.update({
         "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
         "orders": "Conversions (events of the metric).", "revenue": "Their value summed (events.value, $value).",
         "first_order": "The first conversion (UTC).", "last_order": "The latest conversion (UTC).",
-        "attributed_revenue": "Revenue of the conversions with a row in event_attributions.",
+        "attributed_revenue": "Revenue of the conversions attributed_conversions credits to a campaign or flow message.",
         "organic_revenue": "Revenue of the others: revenue - attributed_revenue.",
     },
     "customer_rfm": {

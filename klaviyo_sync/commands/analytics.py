@@ -11,7 +11,7 @@ from .. import output
 from ..errors import UsageError
 from ..streams.attributions import refill_args, uncovered_events
 from ..timeutil import RANGE_FORMS, Window, parse_range
-from .base import PROG, RowsFormatOpt, Settings, _parse, app, check_format, common
+from .base import PROG, ChartFormatOpt, RowsFormatOpt, Settings, _parse, app, check_format, common
 
 DEFAULT_METRIC = "Placed Order"
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
@@ -24,9 +24,9 @@ NOTE = ("note: conversions are counted on their own datetime (Klaviyo's reports 
         "so these totals need not match the campaign and flow reports of the same range")
 
 
-def _open(settings: Settings, metric: str, model: str, window_text: str, fmt: str):
+def _open(settings: Settings, metric: str, model: str, window_text: str, fmt: str, formats=output.FORMATS):
     window = _parse(parse_range, window_text, "--range")
-    check_format(fmt)
+    check_format(fmt, formats)
     if model not in queries.MODELS:
         raise UsageError(f"--model: {model!r} is not one of {', '.join(queries.MODELS)}")
     if not settings.db.exists():
@@ -65,17 +65,20 @@ def attribution_cmd(
     by: Annotated[str, typer.Option("--by", help="campaign, flow, message, channel or day.")] = "campaign",
     model: ModelOpt = "klaviyo",
     metric: MetricOpt = DEFAULT_METRIC,
-    fmt: RowsFormatOpt = "auto",
+    fmt: ChartFormatOpt = "auto",
 ) -> None:
     """Conversions and revenue per campaign, flow, message, channel or day, from the attribution
     of each conversion event (database only). A row with an empty group holds the rest
     (organic, or the other kind of message), so the rows add up to every conversion.
+    --by day --format chart draws the attributed revenue per day.
 
     Example: klaviyo-sync attribution --range 30d --by channel
     """
     if by not in queries.GROUPINGS:
         raise UsageError(f"--by: {by!r} is not one of {', '.join(queries.GROUPINGS)}")
-    database, window, metric_id = _open(settings, metric, model, range_, fmt)
+    if fmt == "chart" and by != "day":
+        raise UsageError("--format chart draws attributed revenue over time: add --by day")
+    database, window, metric_id = _open(settings, metric, model, range_, fmt, output.CHART_FORMATS)
     try:
         rows = queries.attribution(database, window, metric_id, by, model)
         first, last, _, _ = queries.day_range(window)
@@ -84,7 +87,8 @@ def attribution_cmd(
         database.close()
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.ATTRIBUTION_DAY_TABLE if by == "day" else queries.ATTRIBUTION_TABLE,
-                      title=f"{metric} by {by}, {model} model, {first} .. {last} (UTC days)")
+                      title=f"{metric} by {by}, {model} model, {first} .. {last} (UTC days)",
+                      chart=("group", "attributed_revenue"))
     if not settings.quiet:
         print(NOTE, file=sys.stderr)
 

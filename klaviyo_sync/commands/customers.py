@@ -14,7 +14,7 @@ from .. import db as store
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..timeutil import RANGE_FORMS, Window, iso, parse_range
-from .base import PROG, RowsFormatOpt, Settings, _parse, app, check_format, common
+from .base import PROG, ChartFormatOpt, RowsFormatOpt, Settings, _parse, app, check_format, common
 
 MetricOpt = Annotated[str, typer.Option("--metric", metavar="NAME_OR_ID",
                                         help="The conversion metric (name or id).")]
@@ -259,14 +259,15 @@ def cohorts_cmd(
     months: Annotated[int, typer.Option("--months", min=1, max=120,
                                         help="How many cohorts, up to the month of the latest conversion.")] = 12,
     metric: MetricOpt = DEFAULT_CONVERSION_METRIC,
-    fmt: RowsFormatOpt = "auto",
+    fmt: ChartFormatOpt = "auto",
 ) -> None:
     """Customers by the month of their first conversion, and the share of each cohort converting
-    again in each later month: a grid on a terminal, one row per cohort and month in JSON/CSV.
+    again in each later month: a grid on a terminal, one row per cohort and month in JSON/CSV,
+    with --format chart a bar per cohort for its share converting again the next month.
 
     Example: klaviyo-sync cohorts --months 6
     """
-    check_format(fmt)
+    check_format(fmt, output.CHART_FORMATS)
     if by != "month":
         raise UsageError(f"--by: {by!r} is not one of month")
     database = _open(settings)
@@ -286,6 +287,15 @@ def cohorts_cmd(
         database.close()
     kind = output.resolve_format(fmt)
     title = f"Cohorts ({metric})"
+    if kind == "chart":
+        # One bar per cohort: the share of it converting again the month after its first (no
+        # bar for the latest cohort, whose next month has not come).
+        nxt = {r["cohort"]: r["share"] for r in rows if r["months_after"] == 1}
+        bars = [{"cohort": c, "share": nxt.get(c)} for c in dict.fromkeys(r["cohort"] for r in rows)]
+        output.write_rows(bars, "chart", [("cohort", "Cohort", "text"),
+                                          ("share", "Converting again the next month", "rate")],
+                          title=title, chart=("cohort", "share"))
+        return
     if kind != "table":
         _write(rows, kind, COHORT_COLUMNS, title, [c[0] for c in COHORT_COLUMNS])
         return

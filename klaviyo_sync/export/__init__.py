@@ -120,6 +120,20 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _view_deps(conn: sqlite3.Connection, name: str, tables: list[str], views: list[str]) -> tuple[str, ...]:
+    """The tables a view reads, also through the views it reads (customer_summary reads events
+    through attributed_conversions)."""
+    found: set[str] = set()
+    todo, seen = [name], set()
+    while todo:
+        view = todo.pop()
+        seen.add(view)
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", [view]).fetchone()[0]
+        found.update(t for t in tables if re.search(rf"\b{re.escape(t)}\b", sql))
+        todo += [v for v in views if v not in seen and v != view and re.search(rf"\b{re.escape(v)}\b", sql)]
+    return tuple(t for t in tables if t in found)
+
+
 def native_sources(conn: sqlite3.Connection, wanted: list[str] | None) -> list[Source]:
     tables, views = _names(conn, "table"), _names(conn, "view")
     known = tables + views
@@ -135,8 +149,7 @@ def native_sources(conn: sqlite3.Connection, wanted: list[str] | None) -> list[S
     for name in names:
         info = conn.execute(f"PRAGMA table_info({_q(name)})").fetchall()
         if name in views:
-            view_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", [name]).fetchone()[0]
-            deps = tuple(t for t in tables if re.search(rf"\b{re.escape(t)}\b", view_sql))
+            deps = _view_deps(conn, name, tables, views)
             kinds = _view_kinds(conn, name, info)
         else:
             deps = ()
