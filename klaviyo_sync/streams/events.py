@@ -32,7 +32,7 @@ from .events_fetch import (  # noqa: F401
 from .metrics import METRIC_FIELDS, METRICS_TABLE  # noqa: F401 - the events query asks for these
 from .events_write import (  # noqa: F401
     EVENT_PROFILES_TABLE, EVENT_UPSERT, EVENTS_MARK, EVENTS_TABLE, MAX_PAGES_PER_COMMIT, MAX_SECONDS_PER_COMMIT,
-    METRIC_UPSERT, PROFILE_UPSERT, _event_indexes, _next_page, apply_page, mark_key,
+    METRIC_UPSERT, PROFILE_UPSERT, _event_indexes, _next_page, apply_page, mark_key, get_page,
 )
 
 
@@ -94,7 +94,7 @@ def sync_events(
                                 or wait <= 0):
                             break
                         try:
-                            s, item = fetchers.pages.get(timeout=wait)
+                            s, item = get_page(fetchers.pages, wait)
                         except queue.Empty:
                             break
                     mark = contiguous_mark(slices, window.start)

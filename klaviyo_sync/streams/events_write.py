@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import time
 
 from sqlite_utils import Database
 
@@ -28,20 +29,41 @@ PROFILE_UPSERT = EVENT_PROFILES_TABLE.upsert
 EVENT_UPSERT = EVENTS_TABLE.upsert
 
 
+POLL_S = 0.002  # the writer's wait between looks at an empty queue
+
+
 def mark_key(metric_ids: list[str] | None) -> str:
     return EVENTS_MARK if not metric_ids else f"{EVENTS_MARK}:metric={','.join(sorted(metric_ids))}"
 
 
 def _next_page(pages: queue.Queue):
-    """The next page, waiting in short steps: Ctrl-C and SIGTERM run their Python handlers
-    only in the main thread, and only when it runs bytecode. The kernel may deliver the signal
-    to a fetcher thread; a main thread blocked in one endless get() would then never see it
-    while the fetchers wait on the network (found: a SIGINT ignored for 30 s under load)."""
+    """The next page, however long it takes (see ``get_page``)."""
     while True:
         try:
-            return pages.get(timeout=0.2)
+            return get_page(pages, 0.2)
         except queue.Empty:
             continue
+
+
+def get_page(pages: queue.Queue, timeout: float):
+    """``pages.get(timeout=...)`` for the main thread, safe against signals.
+
+    Ctrl-C and SIGTERM run their Python handlers only in the main thread, and only when it runs
+    bytecode, so the writer never blocks in one endless get(). Nor does it wait inside
+    ``Queue.get``: its ``Condition.wait`` releases the queue's lock before entering its
+    ``try``, and an exception raised by a signal handler between the two leaves ``Queue.get``
+    releasing a lock it no longer holds (found under load: SIGTERM ended a run with
+    "RuntimeError: release unlocked lock" and exit 1 instead of 143). ``get_nowait`` never
+    waits on the condition, and ``time.sleep`` is interrupted cleanly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return pages.get_nowait()
+        except queue.Empty:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(POLL_S, left))
 
 
 @contextlib.contextmanager
