@@ -36,7 +36,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "profile-count": (1, 15),  # a list's or segment's profile_count
     "flows": (3, 60),
     "templates": (75, 750),
-    "reports": (1, 2),  # campaign and flow values/series reports share one quota
+    "reports": (1, 2),  # campaign, flow, form and segment reports share one quota
     "other": (3, 60),
 }
 ALIASES = {"campaign-values-reports": "reports"}
@@ -57,7 +57,7 @@ _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/segments(/.*)?$"), "segments"),
     (re.compile(r"^/api/(flows|flow-actions|flow-messages)(/.*)?$"), "flows"),
     (re.compile(r"^/api/templates(/.*)?$"), "templates"),
-    (re.compile(r"^/api/(campaign|flow)-(values|series)-reports/?$"), "reports"),
+    (re.compile(r"^/api/(campaign|flow|form|segment)-(values|series)-reports/?$"), "reports"),
 ]
 
 
