@@ -37,6 +37,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "flows": (3, 60),
     "templates": (75, 750),
     "reports": (1, 2),  # campaign, flow, form and segment reports share one quota
+    "accounts": (1, 15),  # GET /api/accounts
     "other": (3, 60),
 }
 ALIASES = {"campaign-values-reports": "reports"}
@@ -58,6 +59,7 @@ _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/(flows|flow-actions|flow-messages)(/.*)?$"), "flows"),
     (re.compile(r"^/api/templates(/.*)?$"), "templates"),
     (re.compile(r"^/api/(campaign|flow|form|segment)-(values|series)-reports/?$"), "reports"),
+    (re.compile(r"^/api/accounts(/.*)?$"), "accounts"),
 ]
 
 
