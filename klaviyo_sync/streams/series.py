@@ -35,11 +35,11 @@ SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
 SETTLE = timedelta(days=1)
 
 
-def report_zone(db: Database, *, warn: bool = True) -> ZoneInfo:
+def report_zone(db: Database | None, *, warn: bool = True) -> ZoneInfo:
     """The account's time zone from the ``account`` table (sync-account), or UTC (with a
-    warning) when it is unknown."""
+    warning) when it is unknown (or there is no database yet: ``db`` None)."""
     name = None
-    if db["account"].exists():
+    if db is not None and db["account"].exists():
         row = db.execute("SELECT timezone FROM account ORDER BY id LIMIT 1").fetchone()
         name = row[0] if row else None
     if name:
@@ -146,6 +146,10 @@ def sync_series(client: KlaviyoClient, db: Database, result: SyncResult, *, path
     request. Every (id, day) of a request gets a row: an id the report leaves out had nothing
     (zeros). ``body(ids, timeframe)`` builds a request."""
     fetched_at = iso(now)
+    with db.atomic():  # days of another zone (the account's changed, or was unknown): read again
+        gone = db.execute(f'DELETE FROM "{table.name}" WHERE timezone IS NOT ?', [zone.key]).rowcount
+    if gone:
+        result.extra["rows_of_another_zone_dropped"] = gone
     requests = plan(days_needed(db, table.name, id_column, ids, days, zone, now))
     result.extra["report_requests_planned"] = result.extra.get("report_requests_planned", 0) + len(requests)
     for batch, first, last in requests:

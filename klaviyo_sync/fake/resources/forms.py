@@ -48,7 +48,7 @@ SERIES_INTERVALS = ("daily", "hourly", "monthly", "weekly")
 def series_days(fake, ctx, kind: str, statistics: list[str], filters: dict, *, group_by: list[str] | None,
                 earliest: date | None = None):
     """Check a series report request as Klaviyo does; -> (statistics asked, {filter field: ids
-    or None}, group_by, local days of the timeframe up to today). Only the daily interval is
+    or None}, group_by, every local day of the timeframe: days after today are zeros). Only the daily interval is
     served (the others are checked, then refused as this fake's limit)."""
     query_params(ctx, {f"fields[{kind}]"})
     allowed = {"statistics", "timeframe", "interval", "filter"} | ({"group_by"} if group_by is not None else set())
@@ -95,8 +95,7 @@ def series_days(fake, ctx, kind: str, statistics: list[str], filters: dict, *, g
             raise bad("Only one filter can be used per attribute.", pointer="/data/attributes/filter")
         for _, name, value, is_list in conds:
             wanted[name] = list(value) if is_list else [value]
-    today = fake.now.astimezone(zone).date()
-    days = [first + timedelta(days=i) for i in range((min(last, today) - first).days + 1)]
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     return stats, wanted, gb, days
 
 
