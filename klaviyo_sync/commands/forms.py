@@ -39,7 +39,8 @@ def _forms_sync(settings: Settings, window: Window | None, wait: float) -> dict:
 def sync_forms_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
-    stats: Annotated[bool, typer.Option("--stats/--no-stats", help="Fetch per-day form statistics for --range.")] = True,
+    stats: Annotated[bool, typer.Option("--stats/--no-stats",
+                                        help="Fetch per-day form statistics for --range.")] = True,
     wait: WaitOpt = 0.0,
     fmt: SummaryFormatOpt = "auto",
 ) -> None:
@@ -74,7 +75,8 @@ def forms_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     fmt: RowsFormatOpt = "auto",
-    refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh",
+                                          help="Fetch from the API first, even if the database has data.")] = False,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Forms shown in a range with their views and submissions, most submissions first: from
@@ -108,7 +110,8 @@ def forms_cmd(
         _, rows, (first, last, zone) = read()
         if not settings.quiet:
             print(f"{len(rows)} form(s) fetched from the API", file=sys.stderr)
-    output.write_rows(rows, output.resolve_format(fmt), FORM_TABLE, title=f"Forms shown {first} .. {last} ({zone} days)")
+    output.write_rows(rows, output.resolve_format(fmt), FORM_TABLE,
+                      title=f"Forms shown {first} .. {last} ({zone} days)")
     if partial:
         print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)

@@ -100,7 +100,8 @@ def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, no
         left = days_needed(db, "form_stats_daily", "form_id", live, days, zone, now)
         missing = sum(len(v) for v in left.values())
         result.extra["stats_missing_form_days"] = missing
-        result.partial = f"forms stored, but statistics are missing for {missing} form-day(s) of {len(left)} form(s): {exc}"
+        result.partial = (f"forms stored, but statistics are missing for {missing} form-day(s) of "
+                          f"{len(left)} form(s): {exc}")
     return result
 
 
