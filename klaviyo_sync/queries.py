@@ -76,6 +76,17 @@ def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
     return {"tables": counts, "marks": marks, "last_success": last, "runs": recent}
 
 
+def events_per_day(db: Database, today: date, days: int = 14) -> list[dict]:
+    """Events stored per UTC day for the ``days`` days ending with ``today``, days without events
+    included (0)."""
+    first = today - timedelta(days=days - 1)
+    counts = dict(db.execute(
+        "SELECT substr(datetime, 1, 10), count(*) FROM events WHERE datetime >= ? AND datetime < ? GROUP BY 1",
+        [f"{first.isoformat()}T00:00:00Z", f"{(today + timedelta(days=1)).isoformat()}T00:00:00Z"]).fetchall())
+    return [{"day": d, "events": counts.get(d, 0)}
+            for d in ((first + timedelta(days=i)).isoformat() for i in range(days))]
+
+
 def stale_commands(report: dict, max_age: timedelta, commands: list[str] | None = None) -> list[str]:
     """Sync commands whose last success is older than max_age. Without ``commands``, every
     command that has ever run; a named command that never ran at all is stale too."""

@@ -13,8 +13,8 @@ from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..streams.series import report_zone
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
-from .base import (PROG, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format,
-                   _parse, _report, app, check_format, common, recorded_run)
+from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
+                   _check_summary_format, _parse, _report, app, check_format, common, recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole days of the account's time zone): {RANGE_FORMS}.")]
@@ -155,18 +155,20 @@ def revenue_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     by: Annotated[Optional[str], typer.Option("--by", help="day or channel (default: one total row).")] = None,
-    fmt: RowsFormatOpt = "auto",
+    fmt: ChartFormatOpt = "auto",
     metric: Annotated[str, typer.Option("--metric", metavar="NAME_OR_ID", help="The order metric of the events.")] = DEFAULT_CONVERSION_METRIC,
 ) -> None:
     """Order revenue from the events next to the revenue attributed to campaigns and flows
     (database only; run sync-events, sync-campaigns and sync-flows first).
 
-    Example: klaviyo-sync revenue --range 30d --by day
+    Example: klaviyo-sync revenue --range 30d --by day --format chart
     """
     window = _parse(parse_range, range_, "--range")
-    check_format(fmt)
+    check_format(fmt, output.CHART_FORMATS)
     if by not in (None, "day", "channel"):
         raise UsageError(f"--by: {by!r} is not one of day, channel")
+    if fmt == "chart" and by != "day":
+        raise UsageError("--format chart draws revenue over time: add --by day")
     if not settings.db.exists():
         raise UsageError(f"no database at {settings.db}: run sync-events, sync-campaigns and sync-flows first")
     database = store.open_db(settings.db)
@@ -193,7 +195,7 @@ def revenue_cmd(
         database.close()
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.REVENUE_CHANNEL_TABLE if by == "channel" else queries.REVENUE_TABLE,
-                      title=f"Revenue {first} .. {last} ({zone.key} days)")
+                      title=f"Revenue {first} .. {last} ({zone.key} days)", chart=("period", "revenue"))
     if not settings.quiet:
         for need in needs:
             print(f"{PROG}: missing data: run {need}", file=sys.stderr)

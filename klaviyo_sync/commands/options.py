@@ -39,6 +39,10 @@ RowsFormatOpt = Annotated[str, typer.Option(
     help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
 WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
                                         help="Wait up to SECONDS for another sync to finish instead of exiting.")]
+ChartFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT",
+    help="auto (a table on a terminal, JSON when piped), json, jsonl, csv, table, "
+         "or chart (bars, for answers over time).")]
 
 _COMMON = [
     ("db", DbOpt, Path("klaviyo.db")),

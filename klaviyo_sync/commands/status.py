@@ -47,8 +47,10 @@ def status_cmd(
         raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
     database = store.open_db(settings.db)
     try:
-        report = queries.status_report(database, utcnow(), runs)
+        now = utcnow()
+        report = queries.status_report(database, now, runs)
         report["last_verify"] = last_verify(database)
+        report["events_per_day"] = queries.events_per_day(database, now.date())
     finally:
         database.close()
     # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
@@ -69,6 +71,11 @@ def status_cmd(
 def _status_tables(report: dict) -> None:
     output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
                        [("table", "Table", "text"), ("rows", "Rows", "int")], "Tables")
+    per_day = report.get("events_per_day")
+    if per_day:
+        counts = [d["events"] for d in per_day]
+        print(f"Events per day {per_day[0]['day']} .. {per_day[-1]['day']} (UTC): {output.sparkline(counts)}  "
+              f"busiest {max(counts):,}, {sum(counts):,} in all")
     if report["marks"]:
         output.write_table([{"key": k, "value": v} for k, v in report["marks"].items()],
                            [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")
@@ -95,7 +102,8 @@ def datasette_metadata_cmd(
     settings: Settings,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Datasette's metadata.json (table and column descriptions), generated from the database's schema.
+    """Datasette's metadata.json (table and column descriptions, canned queries, a dashboard for
+    datasette-dashboards), generated from the database's schema.
 
     Example: klaviyo-sync datasette-metadata -o metadata.json && datasette klaviyo.db -m metadata.json
     """
