@@ -654,8 +654,9 @@ def test_demo(tmp_path):
     assert count(db, "profiles") == len(twin.live_profile_ids())  # quiet ones too: sync-profiles ran
     assert count(db, "flows") == len(twin.flow_ids()) and count(db, "lists") == len(twin.list_ids())
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
-        (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
-                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images")]
+        (c, "ok") for c in ("sync-account", "sync-metrics", "sync-profiles", "sync-events", "sync-lists",
+                            "sync-segments", "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats",
+                            "sync-images", "sync-forms", "sync-segment-growth")]
     assert ids(db, "images") == twin.images.ids()
 
 

@@ -15,7 +15,9 @@ def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
         fake.enforce_limits = True
-        run = run_cli(["sync-all"], cli_env(fake, db))
+        # Four report requests (campaigns, flow statistics, forms, segment growth) at Klaviyo's
+        # 2 a minute, which the fake enforces here: the run waits about a minute for them.
+        run = run_cli(["sync-all"], cli_env(fake, db), timeout=300)
         assert run.returncode == 0, run.describe()
         commands = [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")]
         statuses = {r[0] for r in query(db, "SELECT status FROM sync_runs")}
