@@ -87,10 +87,10 @@ def forms_cmd(
     window = _parse(parse_range, range_, "--range")
     check_format(fmt)
 
-    def read() -> tuple[bool, list[dict], list]:
+    def read(warn: bool = False) -> tuple[bool, list[dict], list]:
         database = store.open_db(settings.db)
         try:
-            zone = report_zone(database, warn=False)
+            zone = report_zone(database, warn=warn and not settings.quiet)
             days = local_days(window, zone, utcnow())
             first, last = days[0].isoformat(), days[-1].isoformat()
             covered = database.execute("SELECT 1 FROM form_stats_daily WHERE day >= ? AND day <= ? LIMIT 1",
@@ -101,7 +101,7 @@ def forms_cmd(
 
     covered, rows, (first, last, zone) = (False, [], [None, None, None])
     if not refresh and settings.db.exists():
-        covered, rows, (first, last, zone) = read()
+        covered, rows, (first, last, zone) = read(warn=True)
         if covered and not settings.quiet:
             print(f"{len(rows)} form(s) from the local database; --refresh fetches from the API", file=sys.stderr)
     partial = None
