@@ -73,7 +73,8 @@ def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
         row = dict(zip(cols, r))
         row["rows_written"] = json.loads(row["rows_written"]) if row["rows_written"] else {}
         recent.append(row)
-    return {"tables": counts, "marks": marks, "last_success": last, "runs": recent}
+    account = marks.pop("account.id", None)  # the account this database holds: not a mark
+    return {"account": account, "tables": counts, "marks": marks, "last_success": last, "runs": recent}
 
 
 def events_per_day(db: Database, today: date, days: int = 14) -> list[dict]:

@@ -37,7 +37,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "flows": (3, 60),
     "templates": (75, 750),
     "reports": (1, 2),  # campaign, flow, form and segment reports share one quota
-    "accounts": (1, 15),  # GET /api/accounts
+    "accounts": (1, 15),  # GET /api/accounts: read once per run to check the account, and by sync-account
     "other": (3, 60),
 }
 ALIASES = {"campaign-values-reports": "reports"}

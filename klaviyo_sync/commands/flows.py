@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..streams.series import report_zone
-from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
+from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, report_range, utcnow
 from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
                    _check_summary_format, _parse, _report, app, check_format, common, recorded_run)
 
@@ -50,7 +50,7 @@ def sync_flows_cmd(
     """Sync every flow (archived too), the definition (actions, messages) of each flow that
     changed, and per-day statistics of the days of --range not read since they settled."""
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     _report(settings, _flow_sync(settings, window, stats, conversion_metric, wait), fmt)
 
 
@@ -65,7 +65,7 @@ def sync_flow_stats_cmd(
 ) -> None:
     """Per-day flow statistics only (for flows already synced by sync-flows)."""
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     _report(settings, _flow_sync(settings, window, True, conversion_metric, wait, command="sync-flow-stats"), fmt)
 
 
@@ -117,7 +117,7 @@ def flows_cmd(
 
     Example: klaviyo-sync flows --range 30d --by message
     """
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     check_format(fmt)
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
