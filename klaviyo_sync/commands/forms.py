@@ -11,7 +11,7 @@ from ..streams import declaration
 from ..streams.forms import sync_forms
 from ..streams.segment_growth import sync_segment_growth
 from ..streams.series import local_days, report_zone
-from ..timeutil import RANGE_FORMS, Window, parse_range, utcnow
+from ..timeutil import RANGE_FORMS, Window, report_range, utcnow
 from .base import (PROG, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format, _parse,
                    _report, app, check_format, common, denied_as, recorded_run)
 
@@ -51,7 +51,7 @@ def sync_forms_cmd(
     Example: klaviyo-sync sync-forms --range 7d
     """
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     _report(settings, _forms_sync(settings, window if stats else None, wait), fmt)
 
 
@@ -84,7 +84,7 @@ def forms_cmd(
 
     Example: klaviyo-sync forms --range 30d
     """
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     check_format(fmt)
 
     def read(warn: bool = False) -> tuple[bool, list[dict], list]:
@@ -132,7 +132,7 @@ def sync_segment_growth_cmd(
     Example: klaviyo-sync sync-segment-growth --range 60d
     """
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     client = settings.client()
     with recorded_run(settings, "sync-segment-growth", {"range": window.label, "base_url": settings.base_url},
                       wait) as run:

@@ -125,14 +125,16 @@ def fetch_series(client: KlaviyoClient, path: str, body: dict, span: int) -> tup
     url: str | None = path
     results: list[dict] = []
     date_times: list = []
+    seen: set[str] = set()
     while url:
-        resp = client.request("POST", url, json_body=body)
+        resp = client.request("POST", url, json_body=body, expect="object")
         attrs = (resp.get("data") or {}).get("attributes") or {}
         results.extend(attrs.get("results") or [])
         date_times = attrs.get("date_times") or date_times
         url = (resp.get("links") or {}).get("next")
         if url:
             client.check_origin(url)
+            client.check_cursor(seen, url)
     if len(date_times) != span:
         raise ApiError(f"POST {path}: {len(date_times)} date_times for a {span}-day timeframe "
                        "(a malformed answer)", endpoint=path)
