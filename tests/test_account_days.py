@@ -16,8 +16,7 @@ from klaviyo_sync import queries
 from klaviyo_sync.client import KlaviyoClient
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 from klaviyo_sync.ratelimit import RateLimiter
-from klaviyo_sync.streams.account import SYNC_ACCOUNT
-from klaviyo_sync.streams.declare import sync_declared
+from klaviyo_sync.streams.account import sync_account
 from klaviyo_sync.streams.flows import sync_flow_stats, sync_flows
 from klaviyo_sync.timeutil import Window
 
@@ -43,7 +42,7 @@ def test_flow_stats_daily_holds_the_accounts_days(tmp_path, zone, now, today):
         database = store.open_db(tmp_path / "k.db")
         client = KlaviyoClient(FAKE_API_KEY, base_url=fake.base_url, limiter=RateLimiter({"reports": (50, 500)}))
         try:
-            sync_declared(client, database, SYNC_ACCOUNT)
+            sync_account(client, database, reuse=False)
             database.execute("INSERT INTO metrics (id, name) VALUES (?, 'Placed Order')",
                              [fake.metric_id("Placed Order")])
             sync_flows(client, database)
@@ -90,7 +89,7 @@ def test_a_new_account_zone_reads_flow_statistics_again_in_it(tmp_path):
             first = sync_flow_stats(client, database, window, now=now)  # no account table: UTC
             assert first.extra["timezone"] == "UTC"
             fake.set_account(timezone="Pacific/Auckland")
-            sync_declared(client, database, SYNC_ACCOUNT)
+            sync_account(client, database, reuse=False)
             second = sync_flow_stats(client, database, window, now=now)
         finally:
             client.close()

@@ -13,8 +13,7 @@ from klaviyo_sync import db as store
 from klaviyo_sync.client import KlaviyoClient
 from klaviyo_sync.fake import ALL_SCOPES, FAKE_API_KEY, FakeKlaviyo
 from klaviyo_sync.ratelimit import RateLimiter
-from klaviyo_sync.streams.account import SYNC_ACCOUNT
-from klaviyo_sync.streams.declare import sync_declared
+from klaviyo_sync.streams.account import sync_account
 from klaviyo_sync.streams.forms import sync_forms
 from klaviyo_sync.streams.segment_growth import sync_segment_growth
 from klaviyo_sync.timeutil import Window
@@ -45,19 +44,21 @@ def test_sync_account_stores_the_keys_account_and_is_an_optional_first_step(tmp_
         assert first.returncode == 0, first.describe()
         assert query(db, "SELECT * FROM account") == [account_row(fake.account())]
         assert query(db, "SELECT timezone FROM account") == [("Pacific/Auckland",)]
-        assert first.summary["rows"] == {"account": 1} and first.summary["requests"] == 1
+        assert first.summary["rows"] == {"account": 1} and first.summary["timezone"] == "Pacific/Auckland"
         again = run_cli(["sync-account", "--format", "json"], env)
         assert again.returncode == 0 and again.summary["rows"] == {"account": 0}
         fake.set_account(timezone="America/Los_Angeles", preferred_currency="EUR")
         third = run_cli(["sync-account", "--format", "json"], env)
         assert third.summary["rows"] == {"account": 1}
+        # One request a run: the step stores what the run's account check read.
+        assert [r["path"] for r in fake.request_log()] == ["/api/accounts"] * 3
         assert query(db, "SELECT timezone, preferred_currency FROM account") == [("America/Los_Angeles", "EUR")]
 
         fake.scopes = set(ALL_SCOPES - {"accounts:read"})
         alone = run_cli(["sync-account"], env)
         assert alone.returncode == 4
-        assert alone.stderr == ("klaviyo-sync: error: sync-account: permission denied: the API key lacks the "
-                                "accounts:read scope (/api/accounts)\n")
+        assert alone.stderr.splitlines()[-1] == ("klaviyo-sync: error: sync-account: permission denied: the API "
+                                                 "key lacks the accounts:read scope (/api/accounts)")
         step = run_cli(["sync-all", "--only", "account,forms"], env)
         assert step.returncode == 0, step.describe()
         assert "klaviyo-sync: skipped: sync-account: the API key lacks the accounts:read scope" in step.stderr
@@ -168,7 +169,7 @@ def test_series_days_are_the_accounts_days_around_a_day_boundary(tmp_path, zone,
         database = store.open_db(tmp_path / "k.db")
         client = _client(fake)
         try:
-            sync_declared(client, database, SYNC_ACCOUNT)
+            sync_account(client, database, reuse=False)
             database.execute("INSERT INTO segments (id, name) SELECT value, 'S' FROM json_each(?)",
                              [json.dumps(sorted(fake.segment_ids()))])
             window = Window(now - timedelta(days=3), now, "3d")

@@ -1,4 +1,4 @@
-"""sync-forms and the analyst's forms command; sync-segment-growth."""
+"""sync-account; sync-forms and the analyst's forms command; sync-segment-growth."""
 
 import sys
 from typing import Annotated
@@ -8,6 +8,7 @@ import typer
 from .. import db as store
 from .. import errors, output
 from ..streams import declaration
+from ..streams.account import sync_account
 from ..streams.forms import sync_forms
 from ..streams.segment_growth import sync_segment_growth
 from ..streams.series import local_days, report_zone
@@ -22,6 +23,24 @@ FORM_TABLE = [
     ("viewed_form_uniques", "Unique views", "int"), ("submits", "Submits", "int"),
     ("submit_rate", "Submit rate", "rate"), ("closed_form", "Closed", "int"),
 ]
+
+
+@app.command("sync-account")
+@common
+def sync_account_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto") -> None:
+    """Sync the account the API key belongs to: its time zone (the days Klaviyo's reports
+    count), currency, locale and contact details (one request, shared with the run's account
+    check).
+
+    Example: klaviyo-sync sync-account
+    """
+    _check_summary_format(fmt)
+    client = settings.client()
+    with recorded_run(settings, "sync-account", {"base_url": settings.base_url}, wait) as run:
+        run["client"] = client
+        with denied_as(declaration("sync-account")):
+            sync_account(client, run["db"], result=run["result"])
+    _report(settings, run, fmt)
 
 
 def _forms_sync(settings: Settings, window: Window | None, wait: float) -> dict:
