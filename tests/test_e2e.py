@@ -142,7 +142,7 @@ def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_e
                      "--until", UNTIL.astimezone(plus2).isoformat()], cli_env(fake, db4))
     assert again.returncode == 0, again.describe()
     assert again.summary["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
-    assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0}
+    assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0, "attributions": 0}
     assert again.summary["pages"] >= 1 and again.summary["requests"] >= again.summary["pages"]
     assert dump(db4) == dump1
 
@@ -664,8 +664,10 @@ def test_demo(tmp_path):
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
         (c, "ok") for c in ("sync-account", "sync-metrics", "sync-profiles", "sync-events", "sync-lists",
                             "sync-segments", "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats",
-                            "sync-images", "sync-forms", "sync-segment-growth")]
+                            "sync-images", "sync-forms", "sync-segment-growth", "sync-tags", "sync-coupons",
+                            "sync-push-tokens", "sync-reviews", "sync-catalogs")]
     assert ids(db, "images") == twin.images.ids()
+    assert ids(db, "tags") == twin.tag_ids() and ids(db, "catalog_items") == twin.catalog_items.ids()
 
 
 # -- 11. the fake's own command line ----------------------------------------------------------
