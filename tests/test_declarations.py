@@ -97,7 +97,8 @@ def test_upsert_sql_quotes_identifiers_so_keywords_can_be_columns(tmp_path):
 def test_sync_all_skips_an_optional_step_without_its_scope_and_exits_0(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=200, now=NOW, scopes=ALL_SCOPES - {"images:read"}) as fake:
-        run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db))
+        # Four report requests at Klaviyo's 2 a minute: the run waits about a minute for them.
+        run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db), timeout=300)
         assert run.returncode == 0, run.describe()
         assert "klaviyo-sync: skipped: sync-images: the API key lacks the images:read scope" in run.stderr
         summaries = [line for line in run.stdout.splitlines() if line.strip()]
