@@ -634,7 +634,8 @@ def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path):
 def test_demo(tmp_path):
     db = tmp_path / "demo.db"
     t0 = datetime.now(UTC)
-    run = run_cli(["demo", "--db", db, "--events", "3000"], base_env(), cwd=tmp_path)
+    # Every sync-all step, four report requests among them at 2 a minute: about a minute of waiting.
+    run = run_cli(["demo", "--db", db, "--events", "3000"], base_env(), cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.describe()
     assert "synthetic" in run.stdout.lower()
     for table in ("metrics", "profiles", "events", "campaigns", "campaign_messages", "campaign_stats"):
