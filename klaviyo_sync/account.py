@@ -28,13 +28,22 @@ class AccountMismatch(AuthError):
     """The key belongs to another account than the one the database holds."""
 
 
-def fetch_account(client: KlaviyoClient) -> dict | None:
+# What this process read from GET /api/accounts, per base URL (one key a process): the account
+# check and sync-account share one request a run (the endpoint allows 15 a minute).
+_READ: dict[str, dict | AuthError] = {}
+
+
+def fetch_account(client: KlaviyoClient, *, reuse: bool = False) -> dict | None:
     """The key's account resource (``id``, ``attributes``), or None when the key may not read it
-    (a 403: the key lacks ``accounts:read``)."""
+    (a 403: the key lacks ``accounts:read``). With ``reuse``, what this process already read."""
+    if reuse and client.base_url in _READ:
+        got = _READ[client.base_url]
+        return None if isinstance(got, AuthError) else got
     try:
         body = client.request("GET", ACCOUNTS_PATH, expect="list")
     except AuthError as exc:
         if exc.status == 403:
+            _READ[client.base_url] = exc
             return None
         raise
     data = body["data"]
@@ -42,6 +51,7 @@ def fetch_account(client: KlaviyoClient) -> dict | None:
             or not data[0]["id"]:
         raise ApiError(f"GET {ACCOUNTS_PATH}: expected exactly one account, got {len(data)} items "
                        "(a malformed answer)", endpoint=ACCOUNTS_PATH)
+    _READ[client.base_url] = data[0]
     return data[0]
 
 

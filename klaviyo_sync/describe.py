@@ -26,7 +26,8 @@ TABLES: dict[str, str] = {
     "flow_actions": "The actions (steps) of each flow: sends, delays, splits.",
     "flow_messages": "The messages sent by flow actions.",
     "templates": "Email templates.",
-    "flow_stats_daily": "Performance of each flow message per UTC day, from Klaviyo's flow series report. "
+    "flow_stats_daily": "Performance of each flow message per day of the account's time zone (sync-account; "
+                        "UTC when unknown), from Klaviyo's flow series report. "
                         "Days a message sent nothing have no row.",
     "flow_stats_days": "Which days' flow statistics were read, for which conversion metric, and when.",
     "flow_message_daily": "Per-day flow statistics with the flow's and the message's names.",
@@ -204,12 +205,13 @@ COLUMNS["templates"] = {
 }
 COLUMNS["flow_stats_daily"] = {
     "flow_id": "The flow: flows.id.", "flow_message_id": "The message: flow_messages.id.",
-    "day": "The UTC day, YYYY-MM-DD.", "send_channel": "email or sms.", **_STATS,
+    "day": "The day, YYYY-MM-DD, in the account's time zone (the account table; UTC when unknown).",
+    "send_channel": "email or sms.", **_STATS,
     "conversion_metric_id": "The metric counted as a conversion: metrics.id.",
     "fetched_at": "When these statistics were fetched (UTC).",
 }
 COLUMNS["flow_stats_days"] = {
-    "flow_id": "The flow: flows.id.", "day": "The UTC day, YYYY-MM-DD.",
+    "flow_id": "The flow: flows.id.", "day": "The day, YYYY-MM-DD, in the account's time zone.",
     "conversion_metric_id": "The conversion metric it was read for: metrics.id.",
     "fetched_at": "When that day was read (UTC).",
 }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
@@ -130,14 +131,19 @@ FLOW_MESSAGE_TABLE = [
 ]
 
 
-def day_bounds(window: Window) -> tuple[str, str]:
-    """The first and last UTC day (YYYY-MM-DD) a range touches: per-day statistics cover whole days."""
-    return window.start.date().isoformat(), (window.end - timedelta(seconds=1)).date().isoformat()
+UTC_ZONE = ZoneInfo("UTC")
 
 
-def flow_stats_cover(db: Database, window: Window) -> bool:
+def day_bounds(window: Window, zone: ZoneInfo = UTC_ZONE) -> tuple[str, str]:
+    """The first and last day (YYYY-MM-DD) of ``zone`` (the account's: Klaviyo's days) a range
+    touches: per-day statistics cover whole days."""
+    return (window.start.astimezone(zone).date().isoformat(),
+            (window.end - timedelta(seconds=1)).astimezone(zone).date().isoformat())
+
+
+def flow_stats_cover(db: Database, window: Window, zone: ZoneInfo = UTC_ZONE) -> bool:
     """Whether flow statistics were ever read for a day of the range."""
-    first, last = day_bounds(window)
+    first, last = day_bounds(window, zone)
     return db.execute("SELECT 1 FROM flow_stats_days WHERE day >= ? AND day <= ? LIMIT 1",
                       [first, last]).fetchone() is not None
 
@@ -147,9 +153,10 @@ def _rows(cursor) -> list[dict]:
     return [dict(zip(cols, r)) for r in cursor.fetchall()]
 
 
-def flows_in_range(db: Database, window: Window, by: str = "flow") -> list[dict]:
-    """Flows (or, with by='message', flow messages) that sent in the range, most revenue first."""
-    first, last = day_bounds(window)
+def flows_in_range(db: Database, window: Window, by: str = "flow", zone: ZoneInfo = UTC_ZONE) -> list[dict]:
+    """Flows (or, with by='message', flow messages) that sent in the range (days of ``zone``),
+    most revenue first."""
+    first, last = day_bounds(window, zone)
     if by == "message":
         sql = f"""SELECT s.flow_message_id AS id, m.name, s.flow_id, f.name AS flow_name,
                          coalesce(m.channel, s.send_channel) AS channel, m.subject, m.template_id,
@@ -189,18 +196,38 @@ REVENUE_CHANNEL_TABLE = [
 ]
 
 
-def revenue(db: Database, window: Window, metric_id: str | None, by: str | None) -> list[dict]:
+def revenue(db: Database, window: Window, metric_id: str | None, by: str | None,
+            zone: ZoneInfo = UTC_ZONE) -> list[dict]:
     """Placed Order revenue and orders from events, next to the revenue the reports attribute to
-    campaigns (by send time) and to flows (by send day), over the whole UTC days of the range."""
-    first, last = day_bounds(window)
-    lo, hi = f"{first}T00:00:00Z", f"{(date.fromisoformat(last) + timedelta(days=1)).isoformat()}T00:00:00Z"
-    events = {r[0]: (r[1], r[2]) for r in db.execute(
-        "SELECT substr(datetime, 1, 10), count(*), round(sum(value), 2) FROM events "
-        "WHERE metric_id = ? AND datetime >= ? AND datetime < ? GROUP BY 1", [metric_id, lo, hi])}
-    campaigns = {(r[0], r[1]): r[2] for r in db.execute(
-        "SELECT substr(c.send_time, 1, 10), c.channel, sum(s.conversion_value) FROM campaigns c "
-        "JOIN campaign_stats s ON s.campaign_id = c.id WHERE c.send_time >= ? AND c.send_time < ? "
-        "GROUP BY 1, 2", [lo, hi])}
+    campaigns (by send time) and to flows (by send day), over the whole days of ``zone`` (the
+    account's: the days flow statistics are stored in) of the range."""
+    first, last = day_bounds(window, zone)
+
+    def start(day: date) -> str:
+        return iso(datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(timezone.utc))
+
+    def day_of(text: str) -> str:
+        return parse_datetime(text).astimezone(zone).date().isoformat()
+
+    lo, hi = start(date.fromisoformat(first)), start(date.fromisoformat(last) + timedelta(days=1))
+    per_day: dict[str, list] = {}
+    # Summed by UTC minute in SQL, then by the zone's day here (any zone offset is whole minutes).
+    for minute, n, value in db.execute(
+            "SELECT substr(datetime, 1, 16), count(*), sum(value) FROM events "
+            "WHERE metric_id = ? AND datetime >= ? AND datetime < ? GROUP BY 1", [metric_id, lo, hi]):
+        acc = per_day.setdefault(day_of(minute + ":00Z"), [0, None])
+        acc[0] += n
+        if value is not None:
+            acc[1] = (acc[1] or 0) + value
+    events = {d: (n, None if v is None else round(v, 2)) for d, (n, v) in per_day.items()}
+    campaigns: dict[tuple[str, str], float] = {}
+    for sent, channel, value in db.execute(
+            "SELECT c.send_time, c.channel, sum(s.conversion_value) FROM campaigns c "
+            "JOIN campaign_stats s ON s.campaign_id = c.id WHERE c.send_time >= ? AND c.send_time < ? "
+            "GROUP BY c.id", [lo, hi]):
+        key = (day_of(sent), channel)
+        campaigns[key] = value if campaigns.get(key) is None else (
+            campaigns[key] if value is None else campaigns[key] + value)
     flows = {(r[0], r[1]): r[2] for r in db.execute(
         "SELECT day, CASE send_channel WHEN 'push-notification' THEN 'mobile_push' ELSE send_channel END, "
         "sum(conversion_value) FROM flow_stats_daily WHERE day >= ? AND day <= ? GROUP BY 1, 2", [first, last])}

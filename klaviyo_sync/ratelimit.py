@@ -51,8 +51,8 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "profile-count": (1, 15),  # a list's or segment's profile_count
     "flows": (3, 60),
     "templates": (75, 750),
-    "reports": (1, 2),  # campaign and flow values/series reports share one quota
-    "accounts": (1, 15),  # GET /api/accounts: read once per run to check the account
+    "reports": (1, 2),  # campaign, flow, form and segment reports share one quota
+    "accounts": (1, 15),  # GET /api/accounts: read once per run to check the account, and by sync-account
     "other": (3, 60),
 }
 # Quotas per day (Klaviyo: 225 report requests a day, campaign and flow reports assumed to share
@@ -81,7 +81,7 @@ _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/segments(/.*)?$"), "segments"),
     (re.compile(r"^/api/(flows|flow-actions|flow-messages)(/.*)?$"), "flows"),
     (re.compile(r"^/api/templates(/.*)?$"), "templates"),
-    (re.compile(r"^/api/(campaign|flow)-(values|series)-reports/?$"), "reports"),
+    (re.compile(r"^/api/(campaign|flow|form|segment)-(values|series)-reports/?$"), "reports"),
     (re.compile(r"^/api/accounts(/.*)?$"), "accounts"),
 ]
 

@@ -88,11 +88,22 @@ def chunks(days: list[date], size: int = MAX_WINDOW_DAYS) -> list[list[date]]:
     return [days[k:k + size] for k in range(0, len(days), size)]
 
 
+def wall_clock(instant: datetime, zone: ZoneInfo) -> str:
+    """``instant`` as the zone's wall-clock time with the zone's offset (``Z`` for a zero one):
+    read with its offset, or as wall-clock time in ``zone``, it is the same instant."""
+    local = instant.astimezone(zone).replace(microsecond=0)
+    if not local.utcoffset():
+        return iso(instant)
+    return local.replace(tzinfo=None).isoformat() + local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
+
+
 def aggregate_body(metric_id: str, start: datetime, end: datetime, zone: ZoneInfo, interval: str) -> dict:
+    # The spec does not say whether the filter's offset or "timezone" wins: send both alike.
     return {"data": {"type": "metric-aggregate", "attributes": {
         "metric_id": metric_id, "measurements": ["count"], "interval": interval,
         "timezone": zone.key,
-        "filter": [f"greater-or-equal(datetime,{iso(start)})", f"less-than(datetime,{iso(end)})"],
+        "filter": [f"greater-or-equal(datetime,{wall_clock(start, zone)})",
+                   f"less-than(datetime,{wall_clock(end, zone)})"],
     }}}
 
 

@@ -634,7 +634,8 @@ def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path):
 def test_demo(tmp_path):
     db = tmp_path / "demo.db"
     t0 = datetime.now(UTC)
-    run = run_cli(["demo", "--db", db, "--events", "3000"], base_env(), cwd=tmp_path)
+    # Every sync-all step, four report requests among them at 2 a minute: about a minute of waiting.
+    run = run_cli(["demo", "--db", db, "--events", "3000"], base_env(), cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.describe()
     assert "synthetic" in run.stdout.lower()
     for table in ("metrics", "profiles", "events", "campaigns", "campaign_messages", "campaign_stats"):
@@ -661,9 +662,10 @@ def test_demo(tmp_path):
         [n for n in want if n]
     assert count(db, "list_members") > 0 and count(db, "segment_members") > 0
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
-        (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
-                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images",
-                            "sync-tags", "sync-coupons", "sync-push-tokens", "sync-reviews", "sync-catalogs")]
+        (c, "ok") for c in ("sync-account", "sync-metrics", "sync-profiles", "sync-events", "sync-lists",
+                            "sync-segments", "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats",
+                            "sync-images", "sync-forms", "sync-segment-growth", "sync-tags", "sync-coupons",
+                            "sync-push-tokens", "sync-reviews", "sync-catalogs")]
     assert ids(db, "images") == twin.images.ids()
     assert ids(db, "tags") == twin.tag_ids() and ids(db, "catalog_items") == twin.catalog_items.ids()
 

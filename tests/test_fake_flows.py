@@ -148,7 +148,8 @@ def test_series_and_values_agree_with_ground_truth(fake):
     flt = f'contains-any(flow_id,["{fid}"])'
     series = report(fake, "flow-series-report", interval="daily", filter=flt).json()["data"]["attributes"]
     day0 = int(datetime(2026, 2, 1, tzinfo=timezone.utc).timestamp())
-    assert series["date_times"][0] == "2026-02-01T00:00:00+00:00" and len(series["date_times"]) == 10
+    # The account's days (the fixture's account is in Los Angeles): local midnights with their offset.
+    assert series["date_times"][0] == "2026-02-01T00:00:00-08:00" and len(series["date_times"]) == 10
     assert {r["groupings"]["flow_message_id"] for r in series["results"]} == fake.flow_message_ids(fid)
     for r in series["results"]:
         mid = r["groupings"]["flow_message_id"]

@@ -16,7 +16,9 @@ def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
     with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
         fake.enforce_limits = True
         t0 = floor_now()
-        run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db))
+        # Four report requests (campaigns, flow statistics, forms, segment growth) at Klaviyo's
+        # 2 a minute, which the fake enforces here: the run waits about a minute for them.
+        run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db), timeout=300)
         t1 = floor_now() + timedelta(seconds=1)
         assert run.returncode == 0, run.describe()
         commands = [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")]
@@ -41,7 +43,8 @@ def test_sync_all_with_the_report_quota_spent_keeps_everything_and_exits_6_quiet
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=500, span_hours=48, now=NOW) as fake:
         fake.report_daily_quota = 0  # every report request: 429 with hours of Retry-After
-        run = run_cli(["sync-all", "-q"], cli_env(fake, db))
+        # The report steps after the first 429 wait for the shared 2-a-minute budget: up to a minute.
+        run = run_cli(["sync-all", "-q"], cli_env(fake, db), timeout=300)
         assert run.returncode == 6, run.describe()
         assert run.stdout == ""
         assert "sync-campaigns:" in run.stderr and "statistics are missing" in run.stderr

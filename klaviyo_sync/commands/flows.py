@@ -1,6 +1,7 @@
 """sync-flows, sync-flow-stats, sync-templates, and the analyst's flows and revenue commands."""
 
 import sys
+from datetime import date, datetime
 from typing import Annotated, Optional
 
 import typer
@@ -10,12 +11,13 @@ from .. import errors, output, queries
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
+from ..streams.series import report_zone
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, report_range, utcnow
 from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
                    _check_summary_format, _parse, _report, app, check_format, common, recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
-                                       help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
+                                       help=f"Send days (whole days of the account's time zone): {RANGE_FORMS}.")]
 REVENUE_NOTE = ("note: attributed revenue follows the send date and each report's attribution window "
                 "(an order may count for a campaign and a flow, or for neither), so campaigns + flows "
                 "need not add up to the orders' revenue")
@@ -86,10 +88,15 @@ def sync_templates_cmd(
     _report(settings, run, fmt)
 
 
-def _query_flows(settings: Settings, window: Window, by: str) -> tuple[bool, list[dict]]:
+def _query_flows(settings: Settings, window: Window, by: str, warn: bool = False) -> tuple[bool, list[dict], object]:
+    """(covered, rows, zone): the days are the account's (flow_stats_daily's zone)."""
     database = store.open_db(settings.db)
     try:
-        return queries.flow_stats_cover(database, window), queries.flows_in_range(database, window, by)
+        zone = report_zone(database, warn=warn and not settings.quiet)
+        rows = queries.flows_in_range(database, window, by, zone)
+        for row in rows:
+            row["timezone"] = zone.key
+        return queries.flow_stats_cover(database, window, zone), rows, zone
     finally:
         database.close()
 
@@ -117,9 +124,9 @@ def flows_cmd(
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
     tagged = None if tag is None else queries.tagged(settings.db, "flow", tag)
-    covered, rows = (False, [])
+    covered, rows, zone = (False, [], None)
     if not refresh and settings.db.exists():
-        covered, rows = _query_flows(settings, window, by)
+        covered, rows, zone = _query_flows(settings, window, by, warn=True)
         if covered and not settings.quiet:
             database = store.open_db(settings.db)
             try:
@@ -133,15 +140,15 @@ def flows_cmd(
     if refresh or not covered:
         run = _flow_sync(settings, window, True, conversion_metric, wait)
         partial = run["result"].partial
-        _, rows = _query_flows(settings, window, by)
+        _, rows, zone = _query_flows(settings, window, by)
         if not settings.quiet:
             print(f"{len(rows)} {by}(s) fetched from the API", file=sys.stderr)
-    first, last = queries.day_bounds(window)
+    first, last = queries.day_bounds(window, zone)
     if tagged is not None:
         rows = [r for r in rows if r["flow_id" if by == "message" else "id"] in tagged]
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.FLOW_MESSAGE_TABLE if by == "message" else queries.FLOW_TABLE,
-                      title=f"Flows that sent {first} .. {last} (UTC days)" + (f" tagged {tag}" if tag else ""))
+                      title=f"Flows that sent {first} .. {last} ({zone.key} days)" + (f" tagged {tag}" if tag else ""))
     if partial:
         print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)
@@ -174,23 +181,26 @@ def revenue_cmd(
         found = database.execute("SELECT id FROM metrics WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
                                  [metric, metric, metric]).fetchone()
         metric_id = found[0] if found else None
-        rows = queries.revenue(database, window, metric_id, by)
-        first, last = queries.day_bounds(window)
-        lo = f"{first}T00:00:00Z"
+        zone = report_zone(database, warn=not settings.quiet)
+        rows = queries.revenue(database, window, metric_id, by, zone)
+        for row in rows:
+            row["timezone"] = zone.key
+        first, last = queries.day_bounds(window, zone)
+        lo = queries.iso(datetime(*date.fromisoformat(first).timetuple()[:3], tzinfo=zone))
         needs = []
         if metric_id is None or not database.execute(
                 "SELECT 1 FROM events WHERE metric_id = ? LIMIT 1", [metric_id]).fetchone():
             needs.append(f"sync-events (no {metric!r} events stored)")
         if not database.execute("SELECT 1 FROM campaign_stats LIMIT 1").fetchone():
             needs.append("sync-campaigns (no campaign statistics stored)")
-        if not queries.flow_stats_cover(database, window):
+        if not queries.flow_stats_cover(database, window, zone):
             needs.append("sync-flows (no flow statistics for this range)")
         events_from = database.execute("SELECT min(datetime) FROM events WHERE metric_id = ?", [metric_id]).fetchone()[0]
     finally:
         database.close()
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.REVENUE_CHANNEL_TABLE if by == "channel" else queries.REVENUE_TABLE,
-                      title=f"Revenue {first} .. {last} (UTC days)", chart=("period", "revenue"))
+                      title=f"Revenue {first} .. {last} ({zone.key} days)", chart=("period", "revenue"))
     if not settings.quiet:
         for need in needs:
             print(f"{PROG}: missing data: run {need}", file=sys.stderr)

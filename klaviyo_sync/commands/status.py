@@ -206,7 +206,7 @@ def demo_cmd(
                 run_step(client, run["db"], run["result"])
             s = run["summary"]
             rows = ", ".join(f"{v:,} {k}" for k, v in s["rows"].items())
-            print(f"  {step.command:<16} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
+            print(f"  {step.command:<19} {rows}  ({s['pages']} pages, {s['requests']} requests, {s['seconds']:.1f} s)")
     database = store.open_db(db)
     try:
         report = queries.status_report(database, utcnow(), runs=0)

@@ -14,6 +14,7 @@ from .. import db as store
 from .. import errors, output
 from ..errors import UsageError
 from .. import verify as v
+from ..streams.series import report_zone
 from ..streams.events import sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
 from ..timeutil import RANGE_FORMS, iso, parse_datetime, utcnow
@@ -107,13 +108,26 @@ def _unverifiable_lines(plan: v.Plan, out: v.Outcome) -> list[str]:
     return lines
 
 
+def _account_zone(settings: Settings):
+    """The account's time zone (Klaviyo's days) from the database's account table; UTC, with a
+    warning, when it is unknown."""
+    if not settings.db.exists():
+        return report_zone(None, warn=not settings.quiet)
+    database = store.open_db(settings.db)
+    try:
+        return report_zone(database, warn=not settings.quiet)
+    finally:
+        database.close()
+
+
 @app.command("verify")
 @common
 def verify_cmd(
     settings: Settings,
     range_: Annotated[str, typer.Option("--range", metavar="RANGE", help=f"Days to check: {RANGE_FORMS}; "
                                         "absolute dates are days in --timezone.")] = "30d",
-    tz: Annotated[str, typer.Option("--timezone", metavar="ZONE", help="IANA zone the days are counted in.")] = "UTC",
+    tz: Annotated[Optional[str], typer.Option("--timezone", metavar="ZONE", help="IANA zone the days are counted in "
+                                              "(default: the account's, from sync-account; else UTC).")] = None,
     settle: Annotated[int, typer.Option("--settle", min=0, metavar="DAYS",
                                         help="The most recent DAYS days are reported unsettled and never fail.")] = 2,
     metric: Annotated[Optional[list[str]], typer.Option("--metric", metavar="NAME_OR_ID",
@@ -131,7 +145,7 @@ def verify_cmd(
     Example: klaviyo-sync verify --range 7d --repair
     """
     check_format(fmt)
-    zone = v.zone_for(tz)
+    zone = v.zone_for(tz) if tz is not None else _account_zone(settings)
     now = utcnow()
     days, unsettled_from = v.plan_days(range_, zone, now, settle)
     client = settings.client()

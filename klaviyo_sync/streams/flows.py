@@ -11,12 +11,16 @@
 - Statistics: daily series reports (shared quota of 225 a day with campaign reports), up to
   100 flows and 60 days a request; a day is read again until it was read ``SETTLE`` after it
   ended, because attribution keeps moving for about 5 days. A spent quota keeps what was
-  fetched and makes the run partial.
+  fetched and makes the run partial. Days are the account's days (Klaviyo reads the timeframe
+  in the account's time zone, series.py): ``flow_stats_daily.day`` is a day of the zone the
+  ``account`` table holds (UTC, with a warning, when unknown); when that zone changes, the
+  stored statistics (days of another zone) are dropped and read again.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
@@ -27,10 +31,12 @@ from ..timeutil import Window, iso, normalize_iso, parse_range, utcnow
 from .campaigns import conversion_metric_id
 from .declare import FLOWS_READ, TEMPLATES_READ, Declaration, declare, flag
 from .engine import Cursor, Stream, SyncResult, Table, run_stream
+from .series import day_end, local_days, report_zone, timeframe
 
 REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
 SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
 SETTLE = timedelta(days=5)  # attribution is revised for about 5 days after a send
+ZONE_STATE = "flow_stats.timezone"  # the zone flow_stats_daily's days are counted in
 SEND_CHANNEL = {"send-email": "email", "send-sms": "sms", "send-push-notification": "mobile_push",
                 "send-whatsapp": "whatsapp"}
 DELAY_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60}
@@ -184,14 +190,13 @@ def sync_templates(client: KlaviyoClient, db: Database, *, html: bool = True, fu
 
 
 # -- statistics -----------------------------------------------------------------------------------
-def window_days(window: Window, now: datetime) -> list[date]:
-    """The UTC days a range touches, up to today."""
-    last = min(window.end - timedelta(seconds=1), now).date()
-    first = window.start.date()
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+def window_days(window: Window, now: datetime, zone: ZoneInfo = ZoneInfo("UTC")) -> list[date]:
+    """The days (of ``zone``, the account's) a range touches, up to today there."""
+    return local_days(window, zone, now)
 
 
-def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime) -> dict[str, list[date]]:
+def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime,
+                     zone: ZoneInfo = ZoneInfo("UTC")) -> dict[str, list[date]]:
     """{flow id: days of ``days`` whose statistics are missing, for another conversion metric,
     or read before the day's attribution settled}."""
     if not days:
@@ -202,13 +207,13 @@ def flow_days_needed(db: Database, days: list[date], metric_id: str, now: dateti
             "SELECT flow_id, day, conversion_metric_id, fetched_at FROM flow_stats_days WHERE day >= ? AND day <= ?",
             [days[0].isoformat(), days[-1].isoformat()]):
         have[(flow_id, day)] = (metric, fetched)
+    settled = {d: iso(day_end(d, zone) + SETTLE) for d in days}
     out: dict[str, list[date]] = {}
     for flow_id in flows:
         need = []
         for d in days:
             got = have.get((flow_id, d.isoformat()))
-            settled = iso(datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(days=1) + SETTLE)
-            if got is None or got[0] != metric_id or got[1] < settled:
+            if got is None or got[0] != metric_id or got[1] < settled[d]:
                 need.append(d)
         if need:
             out[flow_id] = need
@@ -249,12 +254,13 @@ def _at(values, i: int):
     return values[i] if isinstance(values, list) and i < len(values) else None
 
 
-def series_body(ids: list[str], first: date, last: date, metric_id: str) -> dict:
+def series_body(ids: list[str], first: date, last: date, metric_id: str, zone: ZoneInfo = ZoneInfo("UTC")) -> dict:
     quoted = ",".join(f'"{i}"' for i in ids)
     return {"data": {"type": "flow-series-report", "attributes": {
         "statistics": store.STAT_NAMES,
-        # Both ends are inclusive: whole days, so consecutive requests never overlap.
-        "timeframe": {"start": f"{first.isoformat()}T00:00:00+00:00", "end": f"{last.isoformat()}T23:59:59+00:00"},
+        # Both ends are inclusive: whole days of the account's zone (wall-clock times with the
+        # zone's offset), so consecutive requests never overlap.
+        "timeframe": timeframe(first, last, zone),
         "interval": "daily",
         "conversion_metric_id": metric_id,
         "group_by": ["flow_id", "flow_message_id", "send_channel"],
@@ -263,11 +269,11 @@ def series_body(ids: list[str], first: date, last: date, metric_id: str) -> dict
 
 
 def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: list, metric_id: str,
-                              result: SyncResult, now: datetime) -> None:
+                              result: SyncResult, now: datetime, zone: ZoneInfo = ZoneInfo("UTC")) -> None:
     fetched_at = iso(now)
     for ids, first, last in requests:
         url: str | None = "/api/flow-series-reports"
-        body: dict | None = series_body(ids, first, last, metric_id)
+        body: dict | None = series_body(ids, first, last, metric_id, zone)
         results, date_times = [], []
         seen: set[str] = set()
         while url:  # the spec declares only links.self; a links.next is followed if sent
@@ -279,7 +285,12 @@ def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: lis
             if url:
                 client.check_origin(url)
                 client.check_cursor(seen, url)
-        days = [normalize_iso(d)[:10] for d in date_times]
+        # The i-th value is the i-th day of the timeframe (the account's days).
+        span_days = (last - first).days + 1
+        if len(date_times) != span_days:
+            raise ApiError(f"POST /api/flow-series-reports: {len(date_times)} date_times for a {span_days}-day "
+                           "timeframe (a malformed answer)", endpoint="/api/flow-series-reports")
+        days = [(first + timedelta(days=i)).isoformat() for i in range(span_days)]
         wanted = set(ids)
         rows = []
         for r in results:
@@ -309,14 +320,24 @@ def sync_flow_stats(client: KlaviyoClient, db: Database, window: Window, *, conv
     now = now or utcnow()
     result = SyncResult.begin(result, ["flow_stats_daily"], window)
     metric_id = conversion_metric_id(client, db, conversion_metric)
-    days = window_days(window, now)
-    needed = flow_days_needed(db, days, metric_id, now)
+    zone = report_zone(db)
+    result.extra["timezone"] = zone.key
+    if store.get_state(db, ZONE_STATE) not in (None, zone.key):
+        with db.atomic():  # days of another zone: read them again in this one
+            db.execute("DELETE FROM flow_stats_daily")
+            db.execute("DELETE FROM flow_stats_days")
+            store.set_state(db, ZONE_STATE, zone.key)
+    elif store.get_state(db, ZONE_STATE) is None:
+        with db.atomic():
+            store.set_state(db, ZONE_STATE, zone.key)
+    days = window_days(window, now, zone)
+    needed = flow_days_needed(db, days, metric_id, now, zone)
     requests = stats_requests(needed)
     result.extra["stats_requests_planned"] = len(requests)
     try:
-        fetch_and_save_flow_stats(client, db, requests, metric_id, result, now)
+        fetch_and_save_flow_stats(client, db, requests, metric_id, result, now, zone)
     except RateLimitExceeded as exc:
-        left = flow_days_needed(db, days, metric_id, now)
+        left = flow_days_needed(db, days, metric_id, now, zone)
         missing = sum(len(v) for v in left.values())
         result.extra["stats_missing_flow_days"] = missing
         result.partial = (f"flows stored, but statistics are missing for {missing} flow-day(s) of "

@@ -27,6 +27,7 @@ class AccountsResource(Resource):
     ROUTES = (
         Route("GET", "/api/accounts", "_h_accounts", tier="XS", scope="accounts:read"),
     )
+    # A second fake account is another FakeKlaviyo(account_id=..., api_key=...).
     OPTIONS = {"account_id": "XyZ123", "account_name": "Fake Store"}
 
     def build(self):
@@ -52,7 +53,18 @@ class AccountsResource(Resource):
     # ------------------------------------------------------------------ ground truth
     def account(self) -> dict:
         """The account resource as Klaviyo answers it (id and attributes)."""
-        return {"id": self.account_id, "attributes": dict(self._account_attributes)}
+        import copy
+
+        return {"id": self.account_id, "attributes": copy.deepcopy(self._account_attributes)}
+
+    def set_account(self, **attributes) -> None:
+        """Change the account's attributes (e.g. ``timezone="Pacific/Auckland"``); a new time
+        zone is also the one the reports count days in."""
+        self._account_attributes.update(attributes)
+        if "timezone" in attributes:
+            from zoneinfo import ZoneInfo
+
+            self.account_timezone = ZoneInfo(attributes["timezone"])
 
     # ------------------------------------------------------------------ handlers
     def _h_accounts(self, ctx):

@@ -61,13 +61,14 @@ def _zones() -> set:
     return _ZONES
 
 
-def _instant(text: str, zone) -> int:
-    """A filter datetime -> epoch seconds (a naive one is local time in ``zone``)."""
+def _instant(text: str, zone, ignore_offset: bool = False) -> int:
+    """A filter datetime -> epoch seconds (a naive one is local time in ``zone``; with
+    ``ignore_offset`` every one is: its wall-clock time read in ``zone``)."""
     if not _ISO.match(text):
         raise bad(f"Invalid filter provided: {text!r} is not an unquoted ISO-8601 datetime.",
                   pointer="/data/attributes/filter")
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
+    if dt.tzinfo is None or ignore_offset:
         dt = dt.replace(tzinfo=zone)
     return math.ceil(dt.timestamp())
 
@@ -110,6 +111,9 @@ class AggregatesResource(Resource):
         Route("POST", "/api/metric-aggregates", "_h_metric_aggregates", tier="S",
               scope="metrics:read"),
     )
+    # The spec does not say whether a filter datetime's offset or the query's ``timezone`` wins:
+    # "honoured" reads the offset, "ignored" the wall-clock time in ``timezone``.
+    OPTIONS = {"aggregate_offsets": "honoured"}
 
     # ------------------------------------------------------------------ ground truth
     def unaggregatable_metric_ids(self) -> set[str]:
@@ -157,7 +161,7 @@ class AggregatesResource(Resource):
             m = _TIME_COND.match(cond)
             if m is None:
                 raise bad(f"Invalid filter provided: {cond!r}.", pointer="/data/attributes/filter")
-            t = _instant(m.group(2), zone)
+            t = _instant(m.group(2), zone, self.aggregate_offsets == "ignored")
             if m.group(1) == "greater-or-equal":
                 lo = t if lo is None else max(lo, t)
             else:

@@ -8,16 +8,21 @@ series serves for that day, and a values report is the sum of a timeframe's days
 recomputed from the sums). Both routes count against the daily report quota shared with the
 campaign reports, and use the same ``reports`` rate tier.
 
-A custom timeframe covers the days whose midnight (UTC, the fake account's time zone) lies in
-[start's day, end] (both ends inclusive), so ``start=D0T00:00:00, end=DnT23:59:59`` is the days
-D0..Dn and consecutive requests built that way never overlap.
+Days are the account's days: a custom timeframe's wall-clock times are read in the account's
+time zone (the offset is ignored, as the spec says) and cover the local days from start's day to
+end's day (both inclusive), so ``start=D0T00:00:00, end=DnT23:59:59`` is the days D0..Dn and
+consecutive requests built that way never overlap. A day is named in the ground truth by
+``day_ts``, the epoch of that calendar date at 00:00 UTC (a label, whatever the zone); a daily
+series's ``date_times`` are the local midnights, with their offset, of every day of the timeframe
+(days after today are zeros).
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import random
-from datetime import timezone
+from datetime import datetime, timedelta
 
 from ..data import dumps, iso
 from ..errors import bad
@@ -86,11 +91,11 @@ class FlowReportsResource(Resource):
 
     # ------------------------------------------------------------------ ground truth
     def flow_daily_counts(self, message_id: str, day_ts: int, conversion_metric_id: str) -> dict:
-        """The counts one message sent on the UTC day starting at ``day_ts`` (all zero when
-        its flow did not send that day)."""
+        """The counts one message sent on the account's day labelled ``day_ts`` (the date at
+        00:00 UTC; all zero when its flow did not send that day)."""
         m = self._flow_messages[message_id]
         f = self._flow_by_id[m["flow_id"]]
-        today = self.now_ts - self.now_ts % 86400
+        today = calendar.timegm(self.now.astimezone(self.account_timezone).date().timetuple())
         if f["status"] == "draft" or not f["first_send_day"] <= day_ts <= today:
             return dict.fromkeys(COUNTS, 0) | {"conversion_value": 0.0, "text_message_spend": 0.0}
         r = random.Random(hashlib.blake2b(f"{self.seed}|{message_id}|{day_ts}".encode(),
@@ -126,7 +131,8 @@ class FlowReportsResource(Resource):
                 "text_message_spend": float(round(segments * 0.0079, 2))}
 
     def flow_daily_statistics(self, message_id: str, day_ts: int, conversion_metric_id: str) -> dict:
-        """Every statistic of one message for one UTC day, as a daily series serves it."""
+        """Every statistic of one message for one day of the account (labelled as in
+        ``flow_daily_counts``), as a daily series serves it."""
         return _rates(self.flow_daily_counts(message_id, day_ts, conversion_metric_id))
 
     def flow_statistics(self, message_id: str, first_day_ts: int, last_day_ts: int,
@@ -156,16 +162,20 @@ class FlowReportsResource(Resource):
                 raise bad(f"'{s}' is not a valid statistic.", pointer="/data/attributes/statistics")
         if "timeframe" not in attrs:
             raise bad("'timeframe' is required.", pointer="/data/attributes/timeframe")
-        # Still read in UTC: this fake's flow statistics are per UTC day, so an account time zone
-        # would need local-day buckets too (not done yet; campaign reports use the zone).
-        t0, t1, incl = self._timeframe(attrs["timeframe"], timezone.utc)
+        # Read in the account's time zone, as Klaviyo does.
+        t0, t1, incl = self._timeframe(attrs["timeframe"], self.account_timezone)
+        zone = self.account_timezone
+        first_day = datetime.fromtimestamp(t0, zone).date()
+        last_day = datetime.fromtimestamp(t1 if incl else t1 - 1, zone).date()
         interval = None
         if kind == "flow-series-report":
             interval = attrs.get("interval")
             if interval not in INTERVALS:
                 raise bad("'interval' is required: one of daily, hourly, monthly, weekly.",
                           pointer="/data/attributes/interval")
-            if t1 - t0 > INTERVALS[interval]:
+            too_long = ((last_day - first_day).days + 1 > 60 if interval == "daily"
+                        else t1 - t0 > INTERVALS[interval])
+            if too_long:
                 limit = {"hourly": "7 days", "daily": "60 days"}.get(interval, "52 weeks")
                 raise bad(f"The timeframe cannot be longer than {limit} for the {interval} interval.",
                           pointer="/data/attributes/timeframe")
@@ -193,10 +203,9 @@ class FlowReportsResource(Resource):
             used = [f for _, f, _, _ in conds]
             if len(used) != len(set(used)):
                 raise bad("Only one filter can be used per attribute.", pointer="/data/attributes/filter")
-        # The days of the timeframe, up to today.
-        today = self.now_ts - self.now_ts % 86400
-        first = int(t0) - int(t0) % 86400
-        days = [d for d in range(first, today + 1, 86400) if (d <= t1 if incl else d < t1)]
+        # The account's days of the timeframe, labelled by their date at 00:00 UTC.
+        days = [calendar.timegm((first_day + timedelta(days=i)).timetuple())
+                for i in range((last_day - first_day).days + 1)]
         messages = []
         for m in self._flow_messages.values():
             f = self._flow_by_id[m["flow_id"]]
@@ -254,13 +263,18 @@ class FlowReportsResource(Resource):
             ctx, "flow-series-report")
         # Buckets: each day for daily; hours of the timeframe (a day's sends at its midnight
         # hour) for hourly; ISO weeks (Monday) and calendar months otherwise.
+        zone = self.account_timezone
+
+        def local_midnight(d):
+            return int(datetime(*datetime.utcfromtimestamp(d).timetuple()[:3], tzinfo=zone).timestamp())
+
         if interval == "daily":
             bucket_of = {d: d for d in days}
             starts = list(days)
         elif interval == "hourly":
             first = int(t0) - int(t0) % 3600
             starts = list(range(first, int(t1) + 1, 3600))
-            bucket_of = {d: d for d in days}
+            bucket_of = {d: local_midnight(d) - local_midnight(d) % 3600 for d in days}
         else:
             import datetime as _dt
 
@@ -281,6 +295,8 @@ class FlowReportsResource(Resource):
                        for _ in starts]
             sent = 0
             for d in days:
+                if bucket_of[d] not in index:
+                    continue  # hourly: a day whose midnight lies outside the timeframe's hours
                 c = self.flow_daily_counts(m["id"], d, conv)
                 sent += c["recipients"]
                 b = buckets[index[bucket_of[d]]]
@@ -292,6 +308,8 @@ class FlowReportsResource(Resource):
             results.append({"groupings": self._groupings(vals, group_by),
                             "statistics": {s: [x[s] for x in series] for s in stats}})
             flows[m["flow_id"]] = None
+        stamps = ([datetime.fromtimestamp(local_midnight(s), zone).isoformat() for s in starts]
+                  if interval != "hourly" else [iso(s) for s in starts])
         return self._flow_report_answer(ctx, "flow-series-report", "/api/flow-series-reports",
-                                        {"results": results, "date_times": [iso(s) for s in starts]},
+                                        {"results": results, "date_times": stamps},
                                         list(flows), [r["groupings"]["flow_message_id"] for r in results])
