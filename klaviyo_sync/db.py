@@ -555,6 +555,15 @@ def _lag_bucket_sql(seconds: str) -> str:
     return f"CASE WHEN {seconds} IS NULL THEN NULL {cases} ELSE '{LAG_BUCKETS[-1][0]}h+' END"
 
 
+# Of several attributions of one event, the one that counts: the one whose touch is latest (a
+# touch that is not stored counts as earliest), then the smallest attribution id. {event} is the
+# event's id expression. attributed_conversions and the Fivetran export both use it.
+CHOSEN_ATTRIBUTION = """SELECT a2.id FROM event_attributions a2
+            LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
+            WHERE a2.event_id = {event}
+            ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1"""
+
+
 @migrations()
 def m007_attributions(db: Database) -> None:
     # One row per attribution Klaviyo returned (GET /api/events?include=attributions), written
@@ -585,10 +594,7 @@ def m007_attributions(db: Database) -> None:
         FROM events e
         LEFT JOIN metrics m ON m.id = e.metric_id
         LEFT JOIN event_attributions a ON a.id = (
-            SELECT a2.id FROM event_attributions a2
-            LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
-            WHERE a2.event_id = e.id
-            ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1)
+            {CHOSEN_ATTRIBUTION.format(event="e.id")})
         LEFT JOIN events t ON t.id = a.attributed_event_id
         LEFT JOIN metrics tm ON tm.id = t.metric_id
         LEFT JOIN campaign_messages cm ON cm.id = a.campaign_message_id

@@ -7,7 +7,8 @@ Where our store has no such value the column is NULL (dbt fills missing columns 
 is true for a profile or flow deleted in Klaviyo.
 
 Attribution: a conversion's ``property_attribution`` is a JSON object built from its row in
-``event_attributions`` (the first by id when there are several), ``{"attributed_event_id": …,
+``event_attributions`` (of several, the one ``attributed_conversions`` keeps: the rule is
+``db.CHOSEN_ATTRIBUTION``), ``{"attributed_event_id": …,
 "campaign_id": …, "campaign_message_id": …, "flow_id": …, "flow_message_id": …,
 "flow_message_variation_id": …}``, or NULL; the package follows ``attributed_event_id`` to the
 touch event and credits that event's ``campaign_id`` or ``flow_id``. A touch event (an opened
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..db import CHOSEN_ATTRIBUTION
 from ..errors import UsageError
 from . import Source, _q
 
@@ -36,11 +38,11 @@ _SYNCED = "(SELECT max(finished_at) FROM sync_runs WHERE status = 'ok')"
 def _event(attributions: bool) -> tuple[str, list[tuple[str, str]], tuple[str, ...]]:
     msg = "CASE WHEN json_valid(e.properties) THEN json_extract(e.properties, '$.\"$message\"') END"
     if attributions:
-        attribution = """(SELECT json_object('attributed_event_id', a.attributed_event_id,
+        attribution = f"""(SELECT json_object('attributed_event_id', a.attributed_event_id,
                    'campaign_id', a.campaign_id, 'campaign_message_id', a.campaign_message_id,
                    'flow_id', a.flow_id, 'flow_message_id', a.flow_message_id,
                    'flow_message_variation_id', a.flow_message_variation_id)
-                 FROM event_attributions a WHERE a.event_id = e.id ORDER BY a.id LIMIT 1)"""
+                 FROM event_attributions a WHERE a.id = ({CHOSEN_ATTRIBUTION.format(event="e.id")}))"""
         variation = "t.flow_message_variation_id"
         touch = "LEFT JOIN temp.klaviyo_export_touch t ON t.id = e.id"
         campaign, flow, flow_message = "t.campaign_id", "t.flow_id", "t.flow_message_id"
