@@ -7,9 +7,11 @@ import pytest
 
 from klaviyo_sync import db as store
 from klaviyo_sync.streams.events import EventSlice, contiguous_mark, plan_slices, sync_events
-from klaviyo_sync.timeutil import Window, iso
+from klaviyo_sync.timeutil import Window
 
 from .conftest import BASE
+from .e2e_helpers import iso  # the test's own formatting, not the product's timeutil.iso
+from .openapi_check import request_problems
 
 EVENTS = f"{BASE}/api/events"
 UTC = timezone.utc
@@ -29,7 +31,12 @@ def make_event(i, dt, metric="M1", profile="P1"):
 
 
 class EventsApi:
-    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages."""
+    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages.
+
+    Kept beside the fake (which the end-to-end tests use) because these are unit tests of the
+    events engine in-process, with a clock that only moves when the code sleeps and pages the
+    fake does not serve (hand-built events with edge cases, a 400 on the n-th call); every request
+    it receives is checked against Klaviyo's OpenAPI spec, so it enforces the API's rules too."""
 
     def __init__(self, events, page_size=None, fail_on_call=None):
         self.events = sorted(events, key=lambda e: (e["attributes"]["datetime"], e["id"]))
@@ -39,6 +46,8 @@ class EventsApi:
 
     def __call__(self, request):
         self.calls.append(request.url)
+        parts = urlsplit(request.url)
+        assert request_problems("GET", parts.path, parts.query, None) == []
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             return 400, {}, json.dumps({"errors": [{"detail": "Invalid cursor provided."}]})
         q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
@@ -277,16 +286,18 @@ def test_event_without_datetime_falls_back_to_timestamp():
 
 
 def test_seen_cache_skips_unchanged_and_is_bounded():
-    from klaviyo_sync.streams.events import _SeenCache
+    from klaviyo_sync.streams.events_fetch import SeenCache
 
-    cache = _SeenCache(limit=3)
+    cache = SeenCache(limit=3)
     p = {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c"}}
     assert cache.fresh(p) and not cache.fresh(dict(p))
     assert cache.fresh({**p, "attributes": {"email": "new@b.c"}})  # a change is written again
     assert cache.fresh({"type": "metric", "id": "P1", "attributes": {"email": "new@b.c"}})  # types kept apart
+    changed = {**p, "attributes": {"email": "new@b.c"}}
+    assert not cache.fresh(changed)  # remembered...
     for i in range(10):
         cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
-    assert len(cache._seen) <= 3
+    assert cache.fresh(changed)  # ...until ten others pushed it out: the cache holds at most 3
 
 
 def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatch):
@@ -330,19 +341,19 @@ def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repair
 
 
 def test_autoscale_grows_while_waiting_on_the_network_and_stops_when_it_does_not_help():
-    from klaviyo_sync.streams.events import _Autoscale
+    from klaviyo_sync.streams.autoscale import Autoscale
 
-    fast = _Autoscale(12, now=0.0, network_wait=0.0)
+    fast = Autoscale(12, now=0.0, network_wait=0.0)
     assert fast.target == 2
     # CPU-bound: fetchers wait 20% of the time -> stay at 2, keep watching.
     assert fast.tick(1.0, events=20_000, network_wait=0.4, active=2) == 2 and not fast.frozen
-    slow = _Autoscale(12, now=0.0, network_wait=0.0)
+    slow = Autoscale(12, now=0.0, network_wait=0.0)
     # Latency-bound: 90% waiting -> 4, then the rate doubled -> 8, then no gain -> frozen at 8.
     assert slow.tick(1.0, events=5_000, network_wait=1.8, active=2) == 4
     assert slow.tick(2.0, events=15_000, network_wait=5.4, active=4) == 8
     assert slow.tick(3.0, events=25_500, network_wait=12.6, active=8) == 8 and slow.frozen
     assert slow.tick(9.0, events=90_000, network_wait=60.0, active=8) == 8
-    assert _Autoscale(1, now=0.0, network_wait=0.0).target == 1
+    assert Autoscale(1, now=0.0, network_wait=0.0).target == 1
 
 
 def test_fetchers_alone_hand_every_page_then_each_slice_end_then_their_own_end(mocked, client):

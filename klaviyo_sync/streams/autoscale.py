@@ -12,7 +12,7 @@ GROW_MIN_GAIN = 1.15  # ... and the last step raised the event rate at least thi
 TICK_SECONDS = 1.0
 
 
-class _Autoscale:
+class Autoscale:
     """How many fetchers to run, from what the run measures (the tool cannot know in advance
     whether the API answers in 5 ms or 300 ms): start with ``START_WORKERS``; once a second,
     if the fetchers spent most of their time waiting for answers (latency-bound), double them,
