@@ -383,3 +383,25 @@ def test_fivetran_without_attributions_leaves_property_attribution_null(src, tmp
     export(src, target, "duckdb", schema="fivetran")
     con = duckdb.connect(str(target), read_only=True)
     assert con.execute('SELECT count(*), count(property_attribution) FROM klaviyo.klaviyo.event').fetchone() == (4, 0)
+
+
+@needs_duckdb
+def test_fivetran_keeps_the_attribution_attributed_conversions_keeps(src, tmp_path):
+    _attributions(src)
+    conn = sqlite3.connect(src)
+    with conn:
+        # E2's second attribution has the smaller id but a touch we do not hold (counts as earliest);
+        # E3's second one points at a later stored touch (E4 at 00:00 beats E1 at 09:00 the day before).
+        conn.execute("INSERT INTO event_attributions VALUES ('A0', 'E2', 'E-gone', 'C0', 'CM0', NULL, NULL, NULL)")
+        conn.execute("INSERT INTO event_attributions VALUES ('A3', 'E3', 'E1', 'C1', 'CM1', NULL, NULL, NULL)")
+    conn.close()
+    target = tmp_path / "f.duckdb"
+    export(src, target, "duckdb", schema="fivetran")
+    con = duckdb.connect(str(target), read_only=True)
+    got = {r[0]: json.loads(r[1])["attributed_event_id"] for r in con.execute(
+        "SELECT id, property_attribution FROM klaviyo.event WHERE property_attribution IS NOT NULL").fetchall()}
+    assert got == {"E2": "E1", "E3": "E4"}
+    conn = sqlite3.connect(src)
+    assert dict(conn.execute("SELECT event_id, attributed_event_id FROM attributed_conversions "
+                             "WHERE attributed_event_id IS NOT NULL").fetchall()) == got
+    conn.close()

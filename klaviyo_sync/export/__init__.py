@@ -16,6 +16,7 @@ file that DuckDB reads with explicit column types (no DuckDB extension, nothing 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
 import shutil
@@ -282,7 +283,7 @@ def duck_select(columns: list[tuple[str, str]], csv_path: Path) -> str:
     path = str(csv_path).replace("'", "''")
     return (f"SELECT {', '.join(exprs)} FROM read_csv('{path}', header = true, columns = {{{spec}}}, "
             f"quote = '\"', escape = '\"', nullstr = '', allow_quoted_nulls = false, "
-            f"auto_detect = false, delim = ',', new_line = '\\n')")
+            f"auto_detect = false, delim = ',', new_line = '\\n', buffer_size = {DUCK_CSV_BUFFER})")
 
 
 def require_duckdb():
@@ -293,13 +294,24 @@ def require_duckdb():
     return duckdb
 
 
-def _duck_connect(duckdb, path: str = ":memory:"):
+# DuckDB's share of an export's memory (peak RSS: about 65 MB of Python and SQLite, 15 MB of
+# DuckDB's library, then this): one thread, no insertion order to keep, a 4 MB CSV read buffer and
+# Parquet row groups of 30,000 rows; what does not fit spills to the export's temporary directory.
+# Measured (benchmarks/bench_export.py): 256 MB and two threads peaked at 274-370 MB.
+DUCK_MEMORY = "24MB"
+DUCK_CSV_BUFFER = 2 * 1024 * 1024  # DuckDB's max_line_size (2 MB): the longest row it reads
+PARQUET_ROW_GROUP = 10_000
+DUCK_CHUNK = 100_000  # rows per INSERT into a DuckDB file
+
+
+def _duck_connect(duckdb, path: str, spill: Path):
     con = duckdb.connect(path)
-    # UTC for the TIMESTAMPTZ -> TIMESTAMP cast; two threads and a memory cap keep the peak flat.
+    # UTC for the TIMESTAMPTZ -> TIMESTAMP cast; the rest keeps the peak flat and low.
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET threads = 2")
-    con.execute("SET memory_limit = '256MB'")
+    con.execute("SET threads = 1")
+    con.execute(f"SET memory_limit = '{DUCK_MEMORY}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
     return con
 
 
@@ -400,11 +412,12 @@ def _export_files(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) -
     except OSError as exc:
         raise UsageError(f"--to: cannot create {to}: {exc.strerror}") from None
     ext = _file_name(fmt)
-    duck = _duck_connect(duckdb) if fmt == "parquet" else None
     report = Report()
     record = dict(before)
     tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=to))
+    duck = None
     try:
+        duck = _duck_connect(duckdb, ":memory:", tmpdir / "spill") if fmt == "parquet" else None
         for src in sources:
             fp = fps[src.name]
             write, same, gone = _plan(src, fp, before)
@@ -427,7 +440,7 @@ def _export_files(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) -
                     n = write_csv(staged, src.columns, rows)
                     out = str(tmp).replace("'", "''")
                     duck.execute(f"COPY ({duck_select(src.columns, staged)}) TO '{out}' "
-                                 f"(FORMAT parquet, COMPRESSION zstd)")
+                                 f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {PARQUET_ROW_GROUP})")
                     staged.unlink()
                 target_dir.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
@@ -446,9 +459,9 @@ def _export_files(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) -
         if fmt == "csv":
             _write_schema_sql(to, record)
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
         if duck is not None:
             duck.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return report
 
 
@@ -480,9 +493,11 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
     if not to.parent.exists():
         raise UsageError(f"--to: directory {to.parent} does not exist")
     existed = to.exists()
+    tmpdir = Path(tempfile.mkdtemp(prefix=".klaviyo-export-", dir=to.parent))
     try:
-        duck = _duck_connect(duckdb, str(to))
+        duck = _duck_connect(duckdb, str(to), tmpdir / "spill")
     except duckdb.Error as exc:
+        shutil.rmtree(tmpdir, ignore_errors=True)
         raise DatabaseError(f"--to: cannot open {to}: {str(exc).splitlines()[0]}") from None
     # Names qualified with the catalog: a file named klaviyo.duckdb is also a catalog "klaviyo".
     catalog = _q(duck.execute("SELECT current_database()").fetchone()[0])
@@ -495,15 +510,16 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
             previous = orjson.loads(duck.execute(f"SELECT manifest FROM {manifest_table}").fetchone()[0])
         elif duck.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]:
             duck.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
             raise UsageError(f"--to: {to} holds tables but no klaviyo-sync export ({MANIFEST_TABLE})")
     try:
         before = _check_previous(previous, fmt, schema, str(to))
     except UsageError:
         duck.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     report = Report()
     record = dict(before)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".klaviyo-export-", dir=to.parent))
     try:
         # One DuckDB transaction: a failed or killed export leaves the file as it was.
         duck.execute("BEGIN TRANSACTION")
@@ -529,9 +545,17 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
                 duck.execute(f"DELETE FROM {table}")
             for part in write:
                 staged = tmpdir / "rows.csv"
-                n = write_csv(staged, src.columns, rows_of(conn, src, part))
-                duck.execute(f"INSERT INTO {table} {duck_select(src.columns, staged)}")
-                staged.unlink()
+                rows = rows_of(conn, src, part)
+                n = 0
+                # In chunks: one INSERT of a whole big table (Fivetran's event) grows DuckDB's peak.
+                while True:
+                    got = write_csv(staged, src.columns, itertools.islice(rows, DUCK_CHUNK))
+                    if got or not n:
+                        duck.execute(f"INSERT INTO {table} {duck_select(src.columns, staged)}")
+                    staged.unlink()
+                    n += got
+                    if got < DUCK_CHUNK:
+                        break
                 parts[part] = {"fp": fp[part], "rows": n}
                 if progress:
                     progress(src.name, part)
@@ -552,6 +576,6 @@ def _export_duckdb(duckdb, conn, sources, fps, to: Path, fmt, schema, progress) 
             pass
         raise
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
         duck.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return report
