@@ -132,7 +132,7 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
                    "--since", since, "--until", until, "--db", str(db), "--mode", args.baseline_mode, *args.baseline_arg]
             env = None
         else:
-            cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers), "-q"]
+            cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers)]  # no -q: its summary says how the fetchers grew
             env = tool_env(fake.url, db)
         m = run_measured(cmd, env=env, cwd=REPO, timeout=args.timeout)
         fake_cpu = fake.cpu_seconds() - cpu0
@@ -151,11 +151,15 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
     if m.rc != 0:
         row["error"] = (m.stderr.strip() or m.stdout.strip())[-2000:]
         print(f"  !! {row['run']} exited {m.rc}: {row['error']}", file=sys.stderr)
-    if kind == "baseline":
-        try:
-            row["self_report"] = json.loads(m.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            pass
+    row["events_per_cpu_s"] = round(n / max(m.user_s + m.sys_s, 0.001))
+    try:
+        report = json.loads(m.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        report = None
+    if kind == "baseline" and report is not None:
+        row["self_report"] = report
+    elif isinstance(report, dict):  # the tool's summary: when its fetcher count changed
+        row["fetchers_over_time"] = report.get("fetchers_over_time")
     if kind == "baseline" and args.baseline_mode != "full":
         row["stored"] = None
     else:
@@ -235,7 +239,9 @@ def main(argv=None) -> int:
                     row = one_run(kind, w, n, args, workdir, rep)
                     print(f"  N={n:,} {row['run']:<12} rep {rep}: {row['wall_s']:.2f} s, {row['events_per_s']:,.0f} events/s, "
                           f"peak RSS {row['peak_rss_mb']:.1f} MB, {row['http_429']} x 429, fake CPU {row['fake_cpu_pct']}%, "
-                          f"other load {row['other_cpu_pct']}% of a core",
+                          f"other load {row['other_cpu_pct']}% of a core, CPU {row['cpu_s']:.1f} s "
+                          f"({row['events_per_cpu_s']:,} events per CPU-s)"
+                          + (f", fetchers [s, n] {row['fetchers_over_time']}" if row.get("fetchers_over_time") else ""),
                           flush=True)
                     per_size.append(row)
             # verification: every stored db holds exactly the N ids, and the same ids as the reference
@@ -276,6 +282,7 @@ def main(argv=None) -> int:
         med = lambda k: statistics.median(x[k] for x in rs)  # noqa: E731
         summary.append({"events": n, "run": run, "kind": rs[0]["kind"], "workers": rs[0]["workers"], "runs": len(rs),
                         "wall_s": round(med("wall_s"), 3), "events_per_s": round(med("events_per_s"), 1),
+                        "events_per_cpu_s": round(med("events_per_cpu_s")),
                         "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rs), 1), "cpu_s": round(med("cpu_s"), 2),
                         "fake_cpu_pct": round(med("fake_cpu_pct")), "other_cpu_pct": round(med("other_cpu_pct")),
                         "requests": max(x["requests"] for x in rs),
@@ -291,6 +298,7 @@ def main(argv=None) -> int:
     print(table(summary, [("events", "N", ","), ("run", "run", ""), ("wall_s", "wall s", ".2f"),
                           ("events_per_s", "events/s", ",.0f"), ("ratio", "tool/base", ".2f"),
                           ("peak_rss_mb", "peak RSS MB", ".1f"), ("cpu_s", "CPU s", ".1f"),
+                          ("events_per_cpu_s", "events/CPU-s", ",d"),
                           ("fake_cpu_pct", "fake CPU %", "d"), ("other_cpu_pct", "other load %", "d"),
                           ("requests", "requests", ","),
                           ("http_429", "429s", ",")]))
