@@ -54,7 +54,7 @@ def test_first_sync_every_profile_then_only_the_changed_ones(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=200, n_profiles=250, n_quiet_profiles=60, now=NOW) as fake:
         env = cli_env(fake, db)
-        first = run_cli(["sync-profiles"], env)
+        first = run_cli(["sync-profiles", "--workers", "1"], env)  # sequential (test_profiles_parallel.py: in ranges)
         assert first.returncode == 0, first.describe()
         everyone = fake.live_profile_ids()
         assert ids(db, "profiles") == everyone and len(everyone) == 310

@@ -7,6 +7,7 @@ import typer
 
 from ..streams.audience import (
     GROUPS,
+    PROFILE_WORKERS,
     SYNC_GROUPS,
     SYNC_PROFILES,
     fetch_counts,
@@ -39,6 +40,7 @@ def sync_profiles_cmd(
     full: FullOpt = False,
     predictive: Annotated[bool, typer.Option("--predictive", help="Also fetch predictive analytics (CLV, churn); the endpoint then allows only 10 requests/s.")] = False,
     wait: WaitOpt = 0.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=32, help="Parallel ranges of `updated` when there is more than one page to read.")] = PROFILE_WORKERS,
 ) -> None:
     """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
     marks the profiles deleted in Klaviyo.
@@ -46,11 +48,11 @@ def sync_profiles_cmd(
     Example: klaviyo-sync sync-profiles
     """
     client = settings.client()
-    with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
+    with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive, "workers": workers,
                                                    "base_url": settings.base_url}, wait) as run:
         run["client"] = client
         with denied_as(SYNC_PROFILES):
-            sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"])
+            sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"], workers=workers)
     _report(settings, run)
 
 
