@@ -31,6 +31,9 @@ from .engine import Cursor, Stream, SyncResult, Table, run_stream
 REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
 SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
 SETTLE = timedelta(days=5)  # attribution is revised for about 5 days after a send
+# A day still settling is read again once its statistics are this old, not on every (hourly)
+# run: the report quota (2/min, 225/day, shared with campaigns) is not spent on minutes-old figures.
+STATS_MAX_AGE = timedelta(hours=6)
 SEND_CHANNEL = {"send-email": "email", "send-sms": "sms", "send-push-notification": "mobile_push",
                 "send-whatsapp": "whatsapp"}
 DELAY_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60}
@@ -191,9 +194,10 @@ def window_days(window: Window, now: datetime) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime) -> dict[str, list[date]]:
+def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime,
+                     max_age: timedelta = STATS_MAX_AGE) -> dict[str, list[date]]:
     """{flow id: days of ``days`` whose statistics are missing, for another conversion metric,
-    or read before the day's attribution settled}."""
+    or read before the day's attribution settled and more than ``max_age`` ago}."""
     if not days:
         return {}
     flows = [r[0] for r in db.execute("SELECT id FROM flows WHERE deleted_at IS NULL ORDER BY id")]
@@ -203,12 +207,13 @@ def flow_days_needed(db: Database, days: list[date], metric_id: str, now: dateti
             [days[0].isoformat(), days[-1].isoformat()]):
         have[(flow_id, day)] = (metric, fetched)
     out: dict[str, list[date]] = {}
+    stale = iso(now - max_age)
     for flow_id in flows:
         need = []
         for d in days:
             got = have.get((flow_id, d.isoformat()))
             settled = iso(datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + timedelta(days=1) + SETTLE)
-            if got is None or got[0] != metric_id or got[1] < settled:
+            if got is None or got[0] != metric_id or (got[1] < settled and got[1] < stale):
                 need.append(d)
         if need:
             out[flow_id] = need
