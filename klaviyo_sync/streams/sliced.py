@@ -4,17 +4,19 @@ commits pages with a mark that never passes a range not yet finished.
 
 A run reads its first page exactly as a sequential run would (``op(field, mark - lookback)``,
 sorted by the field): when little changed that one request is the whole run. Only when that
-page has a next page is the rest, from the first page's newest value to ten minutes before the run's
-start, cut into ``4 x workers`` ranges ``[lo, hi)`` (``greater-than(field, lo - 1 s)`` and
-``less-than(field, hi)``: the values are whole seconds), plus one open range from there on, where whatever
-changes meanwhile lands. A range whose first pages show it holds many more is split
-again while a fetcher has nothing to take, so an account whose profiles all changed last week
-is not read by one fetcher. The mark after each page is the instant below which every range is
+page has a next page is the rest, from the first page's newest value to ten minutes before the
+run's start, cut into ranges ``[lo, hi)`` (``greater-than(field, lo - 1 s)`` and
+``less-than(field, hi)``: the values are whole seconds) of about three pages each by the first
+page's density (at most ``4 x workers``), plus one open range from there on, where whatever
+changes meanwhile lands. A range whose first pages show it holds many more is split again
+while a fetcher has nothing to take, so an account whose profiles all changed last week is not
+read by one fetcher. The mark after each page is the instant below which every range is
 complete (``contiguous_mark``), so a run killed at any moment resumes from there, like events.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from ..timeutil import iso, normalize_iso, parse_datetime, utcnow
 
 SLICES_PER_WORKER = 4
 SPLIT_MIN_PAGES = 4
+PAGES_PER_SLICE = 3  # planned ranges hold about this many pages, by the first page's density
 # The bounded ranges end this long before the run's start: a profile changed during the run gets
 # the server's "now" as its `updated`, which lands in the open range even if the server's clock
 # is a few minutes behind ours, never in a bounded range that may already be finished.
@@ -170,13 +173,17 @@ class SlicedPages:
             return
         start = parse_datetime(newest)
         yield page, newest
-        self._plan(start)
+        # As many ranges as the first page's density suggests pages left, a few pages each
+        # (a small account is not read in 32 near-empty requests), at most 4 per worker.
+        span = max((start - parse_datetime(min(values))).total_seconds(), 1.0)
+        pages_left = len(page.data) / span * max((self.end - start).total_seconds(), 0.0) / max(len(page.data), 1)
+        self._plan(start, max(1, min(SLICES_PER_WORKER * self.workers, math.ceil(pages_left / PAGES_PER_SLICE))))
         yield from self._run(newest)
 
-    def _plan(self, start: datetime) -> None:
+    def _plan(self, start: datetime, count: int) -> None:
         end = max(self.end, start)
         if end > start:
-            count = max(1, min(SLICES_PER_WORKER * self.workers, int((end - start).total_seconds())))
+            count = max(1, min(count, int((end - start).total_seconds())))
             bounds = [(start + (end - start) * i / count).replace(microsecond=0) for i in range(count)] + [end]
             for a, b in zip(bounds, bounds[1:]):
                 if b > a:
