@@ -7,12 +7,15 @@ the endpoint and carries the API's own ``errors[].detail``, never the key.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import gc
+import ipaddress
 import http.client
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +46,13 @@ DEFAULT_BASE_URL = "https://a.klaviyo.com"
 DEFAULT_REVISION = "2026-07-15"
 REVISION_WARN_DAYS = 548  # ~18 months; Klaviyo retires a revision about two years after its date
 JSONAPI = "application/vnd.api+json"
+# The overall deadline of one request, connect to last byte (KLAVIYO_REQUEST_DEADLINE): the
+# slowest real answer (a 1,000-event page, a report) takes seconds; 120 s leaves a wide margin.
+DEFAULT_DEADLINE = 120.0
+# The largest answer read for one request: Klaviyo's largest pages (1,000 events with included
+# profiles, 100 profiles with predictive analytics) are a few MB; a 100 MB answer would cost
+# ~7x its size in memory once decoded.
+MAX_BODY_BYTES = 50 * 2**20
 
 
 @dataclass
@@ -171,6 +181,9 @@ class KlaviyoClient:
         base_url: str = DEFAULT_BASE_URL,
         revision: str = DEFAULT_REVISION,
         timeout: tuple[float, float] = (10.0, 60.0),
+        deadline: float = DEFAULT_DEADLINE,
+        max_body: int = MAX_BODY_BYTES,
+        allow_http: bool = False,
         max_attempts: int = 6,
         max_retry_wait: float = 120.0,
         max_rate_limit_wait: float = 300.0,
@@ -192,9 +205,18 @@ class KlaviyoClient:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"invalid base URL {base_url!r}: expected e.g. https://a.klaviyo.com")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("the base URL holds credentials (user:password@): the API key is the only "
+                             "credential sent; remove them from KLAVIYO_BASE_URL / --base-url")
+        if parts.scheme == "http" and not allow_http and not _loopback(parts.hostname or ""):
+            raise ValueError(f"the base URL {base_url!r} is plain http:// to a host that is not this machine: "
+                             "the API key would cross the network unencrypted (use https://, or pass "
+                             "--allow-http for a trusted proxy)")
         self._origin = (parts.scheme, parts.netloc.lower())
         self.revision = revision
         self.timeout = timeout
+        self.deadline = deadline
+        self.max_body = max_body
         self.max_attempts = max_attempts
         self.max_retry_wait = max_retry_wait
         self.max_rate_limit_wait = max_rate_limit_wait
@@ -206,6 +228,8 @@ class KlaviyoClient:
         self._read_gate = threading.BoundedSemaphore(concurrent_reads)
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        # Pools that tell the request's watchdog which connection it uses (see _Watch).
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # The key goes on each request after the host check, never on the Session itself.
@@ -231,9 +255,14 @@ class KlaviyoClient:
 
     # -- one request, retried -----------------------------------------------------------------
     def request(self, method: str, path_or_url: str, *, params: dict | None = None,
-                json_body: dict | None = None, parse: Callable[[dict], object] | None = None):
+                json_body: dict | None = None, parse: Callable[[dict], object] | None = None,
+                expect: str = "data"):
         """One request, retried; returns the decoded body, or ``parse(body)`` computed while
-        the body is the only copy in memory."""
+        the body is the only copy in memory.
+
+        ``expect`` is the shape of the answer's ``data``: "object" (a single resource or a
+        report), "list" (a page of a list endpoint) or "data" (either). A 200 without it is a malformed answer,
+        retried like a truncated body and then an ApiError (exit 3): never read as "nothing"."""
         url = self.url_for(path_or_url)
         path = self.check_origin(url)
         key = endpoint_key(path, urlsplit(url).query + "&" + urlencode(params or {}))
@@ -265,7 +294,7 @@ class KlaviyoClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, json_body, key, label, parse)
+            return retrying(self._send_once, method, url, params, json_body, key, label, parse, expect)
         except _Retryable as exc:
             if budget.rate_limit_exhausted:
                 raise ApiError(
@@ -277,7 +306,7 @@ class KlaviyoClient:
             ) from None
 
     def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str,
-                   label: str, parse: Callable[[dict], object] | None):
+                   label: str, parse: Callable[[dict], object] | None, expect: str = "data"):
         waited = self.limiter.acquire(key)
         if waited:
             self.stats.add(throttle_wait_s=waited)
@@ -287,6 +316,8 @@ class KlaviyoClient:
             headers["Content-Type"] = JSONAPI
             data = json.dumps(json_body)
         self.stats.add(requests=1)
+        watch = _Watch(self.deadline)
+        _current.watch = watch
         try:
             sent = time.monotonic()
             resp = self.session.request(
@@ -300,25 +331,44 @@ class KlaviyoClient:
             with self._read_gate:
                 # One read of the whole body: resp.content would take 10 KB chunks, each a
                 # round through the GIL that the writer thread is waiting for.
-                content = resp.raw.read(decode_content=True)  # a dropped connection raises here
+                content = resp.raw.read(self.max_body + 1, decode_content=True)  # a dropped connection raises here
+                if len(content) > self.max_body:
+                    resp.close()
+                    raise ApiError(f"{label}: the answer is larger than {self.max_body // 2**20} MB, the most "
+                                   "this tool reads for one page (a malformed answer)", endpoint=urlsplit(url).path)
                 with gc_paused():
                     body = self._checked_body(resp, content, url, label)
                     del content
+                    _check_data(body, expect, resp.status_code)
                     if parse is None:
                         return body
                     item = parse(body)
                     del body  # freed here, by reference count, before the collector resumes
                 return item
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, OSError) as exc:
+            if not watch.expired:
+                raise self._send_error(exc, label) from None
+            raise _Retryable(f"no complete answer within the {self.deadline:g} s deadline per request") from None
+        finally:
+            watch.stop()
+            _current.watch = None
+
+    def _send_error(self, exc: BaseException, label: str) -> Exception:
+        try:
+            raise exc
         except requests.exceptions.Timeout as exc:
-            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+            return _Retryable(f"timed out ({type(exc).__name__})")
         except urllib3.exceptions.ReadTimeoutError as exc:
-            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+            return _Retryable(f"timed out ({type(exc).__name__})")
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError,
                 http.client.HTTPException, ConnectionError) as exc:
-            raise _Retryable(f"connection error ({type(exc).__name__})") from None
+            return _Retryable(f"connection error ({type(exc).__name__})")
         except requests.exceptions.RequestException as exc:
-            raise ApiError(f"{label}: {redact(str(exc), self._api_key)}") from None
+            return ApiError(f"{label}: {redact(str(exc), self._api_key)}")
+        except OSError as exc:
+            return _Retryable(f"connection error ({type(exc).__name__})")
 
     def _checked_body(self, resp: requests.Response, content: bytes, url: str, label: str) -> dict:
         """The decoded JSON object of a 2xx answer; anything else raises the matching error."""
@@ -370,21 +420,37 @@ class KlaviyoClient:
         that a decoded page never outlives its transformation."""
         url: str | None = self.url_for(path)
         first = True
+        seen: set[str] = set()  # every page URL read in this pass: a cursor seen twice is a loop
         while url:
             parse = functools.partial(self._parse_page, url, transform)
-            item, url = self.request("GET", url, params=params if first else None, parse=parse)
+            item, next_url = self.request("GET", url, params=params if first else None, parse=parse,
+                                          expect="list")
             first = False
+            if next_url is not None:
+                if next_url in seen or next_url == url:
+                    raise ApiError(f"GET {urlsplit(url).path}: links.next points back at a page already "
+                                   "read in this pass (a cursor loop): the answer is malformed",
+                                   endpoint=urlsplit(url).path)
+                seen.add(url)
+            url = next_url
             yield item
             del item
+
+    @staticmethod
+    def check_cursor(seen: set, url: str) -> None:
+        """Raise when ``url`` (a links.next) was already followed in this pass: a cursor loop."""
+        if url in seen:
+            path = urlsplit(url).path
+            raise ApiError(f"{path}: links.next points back at a page already read in this pass "
+                           "(a cursor loop): the answer is malformed", endpoint=path)
+        seen.add(url)
 
     def _parse_page(self, url: str, transform: Callable[[Page], object] | None, body: dict) -> tuple:
         page = self._page(body, url)
         return (transform(page) if transform else page), page.next_url
 
     def _page(self, body: dict, url: str) -> Page:
-        data = body.get("data") or []
-        if isinstance(data, dict):
-            data = [data]
+        data = body["data"]  # a list: checked by request(expect="list")
         next_url = (body.get("links") or {}).get("next") or None
         if next_url:
             next_url = urljoin(url, next_url)  # absolute in practice; a relative one is resolved
@@ -396,6 +462,96 @@ class KlaviyoClient:
 
 
 _INVALID = object()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+_current = threading.local()
+
+
+class _Watch:
+    """The overall deadline of one request (connect, headers and body together): a read timeout
+    restarts with every byte, so a server trickling a byte every few seconds would hold a run
+    (and its lock) for ever. When the deadline passes, the request's socket is shut down, which
+    ends the blocked read at once; the attempt then counts as a failure and is retried."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._stopped = False
+        self.conn = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, conn) -> None:
+        with self._lock:
+            self.conn = conn
+            if self.expired:
+                _shutdown(conn)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:  # the answer was read in time; the connection may be reused
+                return
+            self.expired = True
+            if self.conn is not None:
+                _shutdown(self.conn)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._timer.cancel()
+
+
+def _shutdown(conn) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.attach(conn)
+        return conn
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.attach(conn)
+        return conn
+
+
+def _check_data(body: dict, expect: str, status: int) -> None:
+    """A 200 whose ``data`` is missing, null or of the wrong shape is malformed: retried, never
+    read as an empty page (which would tombstone every profile on a --full pass)."""
+    if status == 204 or expect is None:
+        return
+    data = body.get("data")
+    if expect == "list" and not isinstance(data, list):
+        raise _Retryable(f"HTTP {status} without a data array (data: {_shape(data, 'data' in body)})")
+    if expect == "data" and not isinstance(data, (dict, list)):
+        raise _Retryable(f"HTTP {status} without data (data: {_shape(data, 'data' in body)})")
+    if expect == "object" and not isinstance(data, dict):
+        raise _Retryable(f"HTTP {status} without a data object (data: {_shape(data, 'data' in body)})")
+
+
+def _shape(value: object, present: bool) -> str:
+    if not present:
+        return "missing"
+    return "null" if value is None else type(value).__name__
 _gc_lock = threading.Lock()
 _gc_holders = 0
 
@@ -437,10 +593,20 @@ def _decode(content: bytes, ctype: str) -> object:
         return _INVALID
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def _parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait: ``Retry-After`` as seconds, or as an HTTP date (RFC 9110)."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value.strip()))
+        seconds = float(value.strip())
     except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
         return None
+    return max(0.0, seconds)

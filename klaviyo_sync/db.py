@@ -7,8 +7,10 @@ old file brings it up to date and opening a current one changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -25,13 +27,29 @@ try:
     def to_json(value) -> str | None:
         if value is None:
             return None
-        return orjson.dumps(value).decode()
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:
+            # orjson stops at 255 levels of nesting, the decoder at 1024: an event nested 300
+            # levels deep is valid JSON and must not block the sync for good. The standard
+            # library writes it; one it cannot write either is stored as a marker, not lost
+            # silently (see _unstorable).
+            return _fallback_json(value)
 except ImportError:  # pragma: no cover
 
     def to_json(value) -> str | None:
         if value is None:
             return None
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fallback_json(value) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (RecursionError, ValueError, TypeError) as exc:
+        logging.getLogger("klaviyo_sync").warning(
+            "warning: a value could not be stored as JSON (%s): stored as a marker", type(exc).__name__)
+        return json.dumps({"klaviyo_sync_unstorable": f"{type(exc).__name__}: nested too deeply or not JSON"})
 
 
 METRIC_COLUMNS = ["id", "name", "created", "updated", "integration_id", "integration_key",
@@ -237,6 +255,25 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
+def _check_ours(path: Path) -> None:
+    """Refuse (exit 8) a file that is not a klaviyo-sync database: another application's SQLite
+    file must not be switched to WAL or get our tables. Opened read-only for the check."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        ours = False
+        if migrations.migrations_table in tables:
+            ours = conn.execute(f"SELECT count(*) FROM [{migrations.migrations_table}] WHERE migration_set = ?",
+                                [migrations.name]).fetchone()[0] > 0
+    finally:
+        conn.close()
+    if tables and not ours:
+        names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise DatabaseError(f"cannot open database {path}: it is not a klaviyo-sync database (it holds "
+                            f"{names}); refusing to change it: pass another --db")
+
+
 def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
     """Open (creating owner-only if new) the database in WAL mode with a busy timeout."""
     path = Path(path)
@@ -244,6 +281,10 @@ def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
         if str(path) != ":memory:":
             if path.parent and not path.parent.exists():
                 raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
+            if path.exists() and not path.is_file():
+                raise DatabaseError(f"cannot open database {path}: not a regular file")
+            if path.exists() and path.stat().st_size > 0:
+                _check_ours(path)  # read-only, before anything (WAL, migrations) changes it
             _create_private(path)
         # isolation_level=None: no implicit transactions; every write is inside db.atomic().
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)

@@ -1,11 +1,13 @@
 """What each table and column of the database means, for tools that show it (Datasette's
-metadata.json): ``datasette_metadata`` walks the actual schema of a database and attaches these
-descriptions, so a column added by a migration shows up even before it is described here
-(tests/test_describe.py fails until it is)."""
+metadata.json, with the canned queries and dashboard of dashboard.py): ``datasette_metadata``
+walks the actual schema of a database and attaches these descriptions, so a column added by a
+migration shows up even before it is described here (tests/test_describe.py fails until it is)."""
 
 from __future__ import annotations
 
 from sqlite_utils import Database
+
+from . import dashboard
 
 TITLE = "Klaviyo (klaviyo-sync)"
 
@@ -276,9 +278,11 @@ def datasette_metadata(db: Database, name: str) -> dict:
         if columns:
             entry["columns"] = columns
         tables[table] = entry
+    charts = dashboard.available(db)  # canned queries and charts for what this database has
     return {"title": TITLE,
             "description": "A copy of a Klaviyo account made by klaviyo-sync. Datetimes are UTC text.",
-            "databases": {name: {"tables": tables}}}
+            "databases": {name: {"tables": tables, "queries": dashboard.canned_queries(charts)}},
+            "plugins": {"datasette-dashboards": dashboard.dashboard(charts, name)}}
 
 
 def undescribed(db: Database) -> list[str]:

@@ -11,10 +11,14 @@ Exit codes (documented in the README):
   7  `status --max-age`: a sync is stale
   8  the database file cannot be opened or written
   9  `verify`: a settled day's event count differs from Klaviyo's
+  10 a full pass would remove more than half the stored rows: refused without --allow-removals
   130, 141, 143  interrupted (Ctrl-C), stdout closed early, terminated (SIGTERM)
 """
 
 from __future__ import annotations
+
+import json
+from urllib.parse import quote, quote_plus
 
 OK = 0
 INTERNAL = 1
@@ -26,6 +30,7 @@ PARTIAL = 6
 STALE = 7
 DATABASE = 8
 DIFFERS = 9
+REMOVALS = 10
 INTERRUPTED = 130  # Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout closed early (`| head`)
 TERMINATED = 143  # 128 + SIGTERM
@@ -74,15 +79,50 @@ class DatabaseError(KlaviyoSyncError):
     exit_code = DATABASE
 
 
+class RemovalsRefused(KlaviyoSyncError):
+    """A full pass would remove more of the stored rows than a sync ever should on its own."""
+
+    exit_code = REMOVALS
+
+
 class StaleError(KlaviyoSyncError):
     exit_code = STALE
 
 
+def secret_forms(secret: str | None) -> list[str]:
+    """Every spelling of a secret that a message can carry: as given and stripped of surrounding
+    whitespace; escaped as repr() and json.dumps() write it (a trailing newline becomes ``\\n``);
+    URL-encoded (quote and quote_plus). Longest first, so no form leaves part of a longer one.
+    A real key is long: forms shorter than 8 characters are left alone, since replacing a one-
+    or two-letter typo would mangle every message."""
+    if not secret:
+        return []
+    forms: set[str] = set()
+    for s in {secret, secret.strip()}:
+        forms.update({s, repr(s)[1:-1], s.encode("unicode_escape").decode("ascii"),
+                      json.dumps(s)[1:-1], quote(s, safe=""), quote(s), quote_plus(s)})
+    return sorted((f for f in forms if len(f) >= 8), key=len, reverse=True)
+
+
 def redact(text: str, secret: str | None) -> str:
-    """Remove the API key from a message."""
+    """Remove the API key, in every form it can be spelt (``secret_forms``), from a message."""
     if not text:
         return text
-    # A real key is long; replacing a one- or two-letter typo would mangle every message.
-    if secret and len(secret) >= 8:
-        text = text.replace(secret, "[REDACTED]")
+    for form in secret_forms(secret):
+        text = text.replace(form, "[REDACTED]")
     return text
+
+
+def check_api_key(key: str) -> str:
+    """The key stripped of surrounding whitespace (a secret read from a file, a CRLF env file);
+    UsageError for a character a Klaviyo key cannot hold (control characters, spaces, anything
+    outside printable ASCII). The message never shows the key."""
+    key = key.strip()
+    for i, ch in enumerate(key):
+        if not 33 <= ord(ch) <= 126:
+            what = ("a control character" if ord(ch) < 32 or 127 <= ord(ch) < 160
+                    else "a space" if ch.isspace() else "a non-ASCII character")
+            raise UsageError(f"the API key contains {what} (U+{ord(ch):04X}) at position {i + 1} of "
+                             f"{len(key)}: a Klaviyo private key is pk_ followed by letters and digits "
+                             "(check how KLAVIYO_API_KEY is set)")
+    return key

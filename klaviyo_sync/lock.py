@@ -21,7 +21,8 @@ class SyncLock:
 
     def acquire(self, wait: float = 0.0, poll: float = 0.2) -> "SyncLock":
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            # O_NOFOLLOW: a symlink planted at <db>.lock must not get its target truncated.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         except OSError as exc:
             raise DatabaseError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
         deadline = time.monotonic() + max(wait, 0.0)

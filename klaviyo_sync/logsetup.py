@@ -24,7 +24,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets=()):
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.secrets = [s for s in secrets if s]  # redact() removes every form of each
 
     def scrub(self, text: str) -> str:
         for secret in self.secrets:

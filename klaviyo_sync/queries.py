@@ -72,7 +72,19 @@ def status_report(db: Database, now: datetime, runs: int = 10) -> dict:
         row = dict(zip(cols, r))
         row["rows_written"] = json.loads(row["rows_written"]) if row["rows_written"] else {}
         recent.append(row)
-    return {"tables": counts, "marks": marks, "last_success": last, "runs": recent}
+    account = marks.pop("account.id", None)  # the account this database holds: not a mark
+    return {"account": account, "tables": counts, "marks": marks, "last_success": last, "runs": recent}
+
+
+def events_per_day(db: Database, today: date, days: int = 14) -> list[dict]:
+    """Events stored per UTC day for the ``days`` days ending with ``today``, days without events
+    included (0)."""
+    first = today - timedelta(days=days - 1)
+    counts = dict(db.execute(
+        "SELECT substr(datetime, 1, 10), count(*) FROM events WHERE datetime >= ? AND datetime < ? GROUP BY 1",
+        [f"{first.isoformat()}T00:00:00Z", f"{(today + timedelta(days=1)).isoformat()}T00:00:00Z"]).fetchall())
+    return [{"day": d, "events": counts.get(d, 0)}
+            for d in ((first + timedelta(days=i)).isoformat() for i in range(days))]
 
 
 def stale_commands(report: dict, max_age: timedelta, commands: list[str] | None = None) -> list[str]:

@@ -37,6 +37,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, int]] = {
     "flows": (3, 60),
     "templates": (75, 750),
     "reports": (1, 2),  # campaign and flow values/series reports share one quota
+    "accounts": (1, 15),  # GET /api/accounts: read once per run to check the account
     "other": (3, 60),
 }
 ALIASES = {"campaign-values-reports": "reports"}
@@ -58,6 +59,7 @@ _ENDPOINT_PATTERNS = [
     (re.compile(r"^/api/(flows|flow-actions|flow-messages)(/.*)?$"), "flows"),
     (re.compile(r"^/api/templates(/.*)?$"), "templates"),
     (re.compile(r"^/api/(campaign|flow)-(values|series)-reports/?$"), "reports"),
+    (re.compile(r"^/api/accounts(/.*)?$"), "accounts"),
 ]
 
 

@@ -53,7 +53,9 @@ def parse_datetime(value: str) -> datetime:
 
 def iso(dt: datetime) -> str:
     """The one textual form of a datetime in the database and in API filters."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = dt.astimezone(UTC)
+    # strftime's %Y drops leading zeros of years before 1000 on glibc ("1-01-01"): four digits always.
+    return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}Z"
 
 
 def normalize_iso(value: str | None) -> str | None:
@@ -70,15 +72,24 @@ def normalize_iso(value: str | None) -> str | None:
         return value
 
 
+# Klaviyo was founded in 2012: it holds nothing older, and no duration or range needs to reach
+# further back than that (a larger one would overflow datetime arithmetic or run for hours).
+EARLIEST = datetime(2012, 1, 1, tzinfo=timezone.utc)
+MAX_DURATION = timedelta(days=3660)  # ten years
+
+
 def parse_duration(value: str) -> timedelta:
-    """``90s``, ``15m``, ``3h``, ``2d``, ``1w``: a positive duration."""
+    """``90s``, ``15m``, ``3h``, ``2d``, ``1w``: a positive duration, at most ten years."""
     m = _DURATION.match(value or "")
     if not m:
         raise ValueError(f"invalid duration {value!r}: use a number and a unit, e.g. 30m, 3h, 2d, 1w")
     n = int(m.group(1))
     if n <= 0:
         raise ValueError(f"invalid duration {value!r}: must be greater than zero")
-    return timedelta(seconds=n * _UNITS[m.group(2).lower()])
+    seconds = n * _UNITS[m.group(2).lower()]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"invalid duration {value!r}: at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
 
 
 def humanize_age(seconds: float) -> str:
@@ -108,8 +119,33 @@ _DATE = r"(\d{4}-\d{2}-\d{2})"
 _ABS_RANGE = re.compile(rf"^{_DATE}\.\.{_DATE}?$")
 
 
-def parse_range(value: str, now: datetime | None = None) -> Window:
-    """Parse an analyst's range into a Window. Raises ValueError listing the accepted forms."""
+def parse_range(value: str, now: datetime | None = None, max_days: int | None = None,
+                limit_reason: str = "") -> Window:
+    """Parse an analyst's range into a Window. Raises ValueError listing the accepted forms, and
+    for a range that starts before 2012 (Klaviyo holds nothing older) or, with ``max_days``,
+    spans more days than that (``limit_reason`` says why)."""
+    window = _parse_range(value, now)
+    if window.start < EARLIEST:
+        raise ValueError(f"invalid range {value!r}: it starts before {EARLIEST:%Y-%m-%d}, and Klaviyo "
+                         "holds nothing older")
+    if max_days is not None and window.end - window.start > timedelta(days=max_days):
+        raise ValueError(f"invalid range {value!r}: at most {max_days} days{limit_reason}")
+    return window
+
+
+# Campaign and flow reports: Klaviyo's report timeframe is at most a year, and the account's
+# report quota (225 a day, shared) could not pay for much more.
+REPORT_MAX_DAYS = 366
+VERIFY_MAX_DAYS = 731  # verify: two years of daily counts per metric in one run
+
+
+def report_range(value: str, now: datetime | None = None) -> Window:
+    """A --range of a campaign or flow command: at most a year."""
+    return parse_range(value, now, REPORT_MAX_DAYS, " (a Klaviyo report covers at most a year, and the "
+                                                    "account's report quota is 225 requests a day)")
+
+
+def _parse_range(value: str, now: datetime | None = None) -> Window:
     now = floor_second(now or utcnow())
     text = (value or "").strip()
     m = _DURATION.match(text)
@@ -117,7 +153,11 @@ def parse_range(value: str, now: datetime | None = None) -> Window:
         n = int(m.group(1))
         if n <= 0:
             raise ValueError(f"invalid range {value!r}: must be greater than zero")
-        return Window(now - timedelta(seconds=n * _UNITS[m.group(2).lower()]), now, text)
+        seconds = n * _UNITS[m.group(2).lower()]
+        if seconds > (now - EARLIEST).total_seconds():
+            raise ValueError(f"invalid range {value!r}: it starts before {EARLIEST:%Y-%m-%d}, and Klaviyo "
+                             "holds nothing older")
+        return Window(now - timedelta(seconds=seconds), now, text)
     m = _ABS_RANGE.match(text)
     if m:
         try:

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from .client import KlaviyoClient
 from .errors import ApiError, AuthError, UsageError
-from .timeutil import Window, iso, parse_datetime, parse_range
+from .timeutil import VERIFY_MAX_DAYS, Window, iso, parse_datetime, parse_range
 
 AGGREGATES_PATH = "/api/metric-aggregates"
 MAX_WINDOW_DAYS = 180  # ~253 days at interval=day has worked [obs]; stay well inside
@@ -67,7 +67,7 @@ def plan_days(range_text: str, zone: ZoneInfo, now: datetime, settle: int) -> tu
     An absolute range (``2026-11-01..2026-11-20``) names local days in the zone; a relative one
     (``30d``) covers the local days from the one holding its start to yesterday."""
     try:
-        window = parse_range(range_text, now)
+        window = parse_range(range_text, now, VERIFY_MAX_DAYS, " per run (split a longer check into several runs)")
     except ValueError as exc:
         raise UsageError(f"--range: {exc}") from None
     today = local_day(now, zone)
@@ -100,7 +100,7 @@ def fetch_counts(client: KlaviyoClient, metric_id: str, start: datetime, end: da
                  interval: str) -> dict[datetime, int]:
     """{UTC bucket start: Klaviyo's count} for [start, end); ``data: []`` means zeros."""
     doc = client.request("POST", AGGREGATES_PATH,
-                         json_body=aggregate_body(metric_id, start, end, zone, interval))
+                         json_body=aggregate_body(metric_id, start, end, zone, interval), expect="object")
     attrs = (doc.get("data") or {}).get("attributes") or {}
     dates = [parse_datetime(d) for d in attrs.get("dates") or []]
     rows = attrs.get("data") or []

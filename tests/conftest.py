@@ -41,9 +41,17 @@ def fixture_json():
     return load
 
 
+ACCOUNT_ID = "AbC123"
+ACCOUNT_BODY = {"data": [{"type": "account", "id": ACCOUNT_ID, "attributes": {"timezone": "UTC"},
+                          "links": {"self": f"{BASE}/api/accounts/{ACCOUNT_ID}/"}}],
+                "links": {"self": f"{BASE}/api/accounts/"}}
+
+
 @pytest.fixture
 def mocked():
+    """Mocked Klaviyo; every command that syncs first reads the key's account (GET /api/accounts)."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        rsps.get(f"{BASE}/api/accounts", json=ACCOUNT_BODY)
         yield rsps
 
 

@@ -10,7 +10,7 @@ from klaviyo_sync import db as store
 from klaviyo_sync.streams.metrics import sync_metrics
 from klaviyo_sync.transform import metric_row
 
-from .conftest import API_KEY, BASE
+from .conftest import ACCOUNT_BODY, API_KEY, BASE
 
 METRICS = f"{BASE}/api/metrics"
 
@@ -223,6 +223,7 @@ def test_verbose_logs_retries_on_stderr_and_quiet_run_does_not(mocked, cli):
     loud = cli("sync-metrics", "-v")
     assert loud.exit_code == 0 and "retrying after HTTP 503: busy" in loud.stderr
     mocked.reset()
+    mocked.get(f"{BASE}/api/accounts", json=ACCOUNT_BODY)
     mocked.get(METRICS, status=503, json={"errors": [{"detail": "busy"}]})
     serve_metric_pages(mocked, [[metric(1)]])
     quiet = cli("sync-metrics", "-q")

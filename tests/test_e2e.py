@@ -392,7 +392,7 @@ def test_metric_filter_hours_and_resume(events_fake, tmp_path):
     assert ids(db, "events", "metric_id") == set(wanted)
     assert ids(db, "metrics") == fake.metric_ids()  # names were resolved by syncing metrics
     assert dict(query(db, "SELECT key, value FROM sync_state")) == {
-        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL)}
+        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL), "account.id": fake.account()["id"]}
 
     # An explicit window, then a resume with no window option: [mark - 1h, now).
     db = tmp_path / "resume.db"
@@ -653,6 +653,14 @@ def test_demo(tmp_path):
     # Profile, list and flow ids are made from creation times relative to the fake's now: count.
     assert count(db, "profiles") == len(twin.live_profile_ids())  # quiet ones too: sync-profiles ran
     assert count(db, "flows") == len(twin.flow_ids()) and count(db, "lists") == len(twin.list_ids())
+    # Memberships are filled too (ids relative to the fake's now: counted per list and segment).
+    want = sorted(len(twin.members(g)) for g in twin.list_ids())
+    assert sorted(n for (n,) in query(db, "SELECT count(*) FROM list_members GROUP BY list_id")) == \
+        [n for n in want if n]
+    want = sorted(len(twin.members(g)) for g in twin.segment_ids())
+    assert sorted(n for (n,) in query(db, "SELECT count(*) FROM segment_members GROUP BY segment_id")) == \
+        [n for n in want if n]
+    assert count(db, "list_members") > 0 and count(db, "segment_members") > 0
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
         (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
                             "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images")]

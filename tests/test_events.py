@@ -14,8 +14,8 @@ from .conftest import BASE
 EVENTS = f"{BASE}/api/events"
 UTC = timezone.utc
 T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
-FILTER = re.compile(r"^greater-or-equal\(datetime,([^)]+)\),less-than\(datetime,([^)]+)\)"
-                    r"(?:,equals\(metric_id,\"([^\"]+)\"\))?$")
+FILTER = re.compile(r"^and\(greater-or-equal\(datetime,([^)]+)\),less-than\(datetime,([^)]+)\)"
+                    r"(?:,equals\(metric_id,\"([^\"]+)\"\))?\)$")
 
 
 def make_event(i, dt, metric="M1", profile="P1"):
@@ -89,7 +89,7 @@ def test_window_boundaries_start_in_end_out(mocked, client, db):
     result = sync_events(client, db, Window(start, end))
     assert ids(db) == {"E00001", "E00002", "E00003"}
     q = parse_qs(urlsplit(api.calls[0]).query)
-    assert q["filter"] == ["greater-or-equal(datetime,2026-11-20T10:00:00Z),less-than(datetime,2026-11-20T12:00:00Z)"]
+    assert q["filter"] == ["and(greater-or-equal(datetime,2026-11-20T10:00:00Z),less-than(datetime,2026-11-20T12:00:00Z))"]
     assert q["page[size]"] == ["1000"] and q["fields[event]"] == ["datetime,event_properties,timestamp,uuid"]
     assert result.rows["events"] == 3
 

@@ -688,7 +688,7 @@ def test_no_two_resource_families_define_the_same_name():
     clashes = []
     for family in RESOURCES:
         for name in vars(family):
-            if name.startswith("__") or name in ("ROUTES", "build"):
+            if name.startswith("__") or name in ("ROUTES", "OPTIONS", "build"):
                 continue
             if name in owners:
                 clashes.append(f"{name}: {owners[name]} and {family.__name__}")

@@ -41,6 +41,9 @@ def _echo(kind: str, auth: str):
         return 403, "text/html", f"<html><body>Blocked. Your header: {auth}</body></html>", {}
     if kind == "200-truncated":
         return 200, "application/vnd.api+json", '{"data": [{"id": "' + auth, {}
+    if kind == "account":
+        body = {"data": [{"type": "account", "id": "EcH001", "attributes": {}, "links": {"self": "x"}}]}
+        return 200, "application/vnd.api+json", json.dumps(body), {}
     if kind == "ok":
         body = {"data": [{"type": "metric", "id": "M1", "attributes": {"name": "Placed Order"}}],
                 "links": {"self": "x", "next": None}}
@@ -60,7 +63,9 @@ class EchoServer:
             def do_GET(self):  # noqa: N802 - http.server's naming
                 auth = self.headers.get("Authorization", "")
                 owner.seen.append(auth)
-                kind = owner.script.pop(0) if owner.script else "ok"
+                # The account check (GET /api/accounts) is answered, not scripted.
+                kind = "account" if self.path.startswith("/api/accounts") else \
+                    owner.script.pop(0) if owner.script else "ok"
                 status, ctype, body, headers = _echo(kind, auth)
                 data = body.encode()
                 self.send_response(status)

@@ -6,16 +6,24 @@ its scope) or failing against the API is reported by name and the other steps st
 command then exits with the code of the first failure (4 for a missing scope). An optional step
 (the streams added after the core eight) refused with 403 is ``skipped``: said on stderr, in the
 summary and in sync_runs (`status`), and sync-all still exits 0, so a cron job does not start
-failing after an upgrade. ``--only`` / ``--skip`` choose steps."""
+failing after an upgrade. ``--only`` / ``--skip`` choose steps. Any other failure of a step (the
+database, the removal guard, a bug) is reported the same way and the other steps still run (exit
+1 for a bug); Ctrl-C, SIGTERM and a key of another account stop it at once."""
 
+import logging
+import sqlite3
 import sys
 from typing import Annotated, Optional
 
 import typer
 
 from .. import errors
-from ..errors import ApiError, AuthError, UsageError
+from ..account import AccountMismatch
+from ..errors import AuthError, KlaviyoSyncError, UsageError
+from .audience import AllowRemovalsOpt, allow_removals
 from .base import (
+    _STATE,
+    Interrupted,
     PROG,
     SYNC_ALL_STEPS,
     Settings,
@@ -49,10 +57,21 @@ def _step_names(value: str | None, option: str) -> set[str]:
     return names
 
 
+def _exit_code(exc: Exception) -> int:
+    if isinstance(exc, KlaviyoSyncError):
+        return exc.exit_code
+    if isinstance(exc, sqlite3.Error):
+        return errors.DATABASE
+    return errors.INTERNAL
+
+
+log = logging.getLogger("klaviyo_sync")
+
+
 @app.command("sync-all")
 @common
 def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt = "auto",
-                 only: StepsOpt = None, skip: SkipOpt = None) -> None:
+                 only: StepsOpt = None, skip: SkipOpt = None, allow_removals_: AllowRemovalsOpt = False) -> None:
     """Sync the whole account, every stream in order, from one cron line.
 
     Example: klaviyo-sync sync-all --wait 600
@@ -60,8 +79,11 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
     _check_summary_format(fmt)
     chosen, left_out = _step_names(only, "--only"), _step_names(skip, "--skip")
     steps = [s for s in SYNC_ALL_STEPS if (not chosen or s.command in chosen) and s.command not in left_out]
-    failures: list[tuple[str, ApiError]] = []
+    allow_removals(allow_removals_)
+    failures: list[tuple[str, int]] = []
     partial: list[str] = []
+    # The key's account is checked once, before the first step writes anything (exit 4 on another account's key).
+    settings.client().close()
     with locked_db(settings, wait) as database:
         for step in steps:
             client = settings.client()
@@ -79,13 +101,20 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
                 print_summary(settings, {"command": step.command, "status": "skipped", "scope": step.scope,
                                          "reason": str(exc)}, fmt)
                 continue
-            except ApiError as exc:
-                failures.append((step.command, exc))
+            except (Interrupted, AccountMismatch):
+                raise  # Ctrl-C, SIGTERM, another account's key: stop here
+            except Exception as exc:  # any step's failure: the other steps still run
+                failures.append((step.command, _exit_code(exc)))
                 if isinstance(exc, AuthError) and exc.status == 403:
                     message = f"{step.command}: permission denied: the API key lacks the {step.scope} scope"
-                else:
+                elif isinstance(exc, KlaviyoSyncError):
                     message = f"{step.command}: {exc}"
-                print(f"{PROG}: error: {errors.redact(message, settings.api_key)}", file=sys.stderr)
+                elif isinstance(exc, sqlite3.Error):
+                    message = f"{step.command}: database error: {exc}"
+                else:
+                    log.debug("sync-all step %s failed", step.command, exc_info=True)
+                    message = f"{step.command}: unexpected error: {type(exc).__name__}: {exc}"
+                print(f"{PROG}: error: {errors.redact(message, _STATE['api_key'] or settings.api_key)}", file=sys.stderr)
                 continue
             finally:
                 client.close()
@@ -98,6 +127,6 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
         names = ", ".join(name for name, _ in failures)
         print(f"{PROG}: error: sync-all: {len(failures)} of {len(steps)} steps failed ({names}); "
               "the others ran", file=sys.stderr)
-        raise typer.Exit(failures[0][1].exit_code)
+        raise typer.Exit(failures[0][1])
     if partial:
         raise typer.Exit(errors.PARTIAL)

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..streams.audience import (
+    ALLOW_REMOVALS,
     GROUPS,
     PROFILE_WORKERS,
     SYNC_GROUPS,
@@ -20,7 +21,9 @@ from ..streams.audience import (
 from ..timeutil import parse_duration
 from .base import (
     Settings,
+    SummaryFormatOpt,
     WaitOpt,
+    _check_summary_format,
     _parse,
     _report,
     app,
@@ -33,13 +36,24 @@ COUNTS_PER_MINUTE = 15  # profile_count: Klaviyo's XS tier, 1/s and 15/m
 FullOpt = Annotated[bool, typer.Option("--full", help="Read everything again instead of what changed since the mark.")]
 
 
+AllowRemovalsOpt = Annotated[bool, typer.Option(
+    "--allow-removals", help="Let a full pass remove more than half of the stored profiles, lists, segments "
+                             "or a group's members (refused otherwise, exit 10).")]
+
+
+def allow_removals(allowed: bool) -> None:
+    ALLOW_REMOVALS.set(allowed)  # set either way: an in-process caller may run several commands
+
+
 @app.command("sync-profiles")
 @common
 def sync_profiles_cmd(
     settings: Settings,
     full: FullOpt = False,
     predictive: Annotated[bool, typer.Option("--predictive", help="Also fetch predictive analytics (CLV, churn); the endpoint then allows only 10 requests/s.")] = False,
+    allow_removals_: AllowRemovalsOpt = False,
     wait: WaitOpt = 0.0,
+    fmt: SummaryFormatOpt = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, max=32, help="Parallel ranges of `updated` when there is more than one page to read.")] = PROFILE_WORKERS,
 ) -> None:
     """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
@@ -47,13 +61,15 @@ def sync_profiles_cmd(
 
     Example: klaviyo-sync sync-profiles
     """
+    _check_summary_format(fmt)
+    allow_removals(allow_removals_)
     client = settings.client()
     with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive, "workers": workers,
                                                    "base_url": settings.base_url}, wait) as run:
         run["client"] = client
         with denied_as(SYNC_PROFILES):
             sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"], workers=workers)
-    _report(settings, run)
+    _report(settings, run, fmt)
 
 
 def _counts(settings: Settings, client, db, group: str, result) -> None:
@@ -87,9 +103,13 @@ def _group_command(group: str):
         members: Annotated[Optional[list[str]], typer.Option("--members", metavar="NAME_OR_ID", help=f"Also sync the members of this {group} (repeatable), or 'all'.")] = None,
         full: Annotated[bool, typer.Option("--full", help="Full membership pass: also removes members who left.")] = False,
         full_every: Annotated[str, typer.Option("--full-every", metavar="DURATION", help="Full membership pass when the last one is older than this.")] = "7d",
+        allow_removals_: AllowRemovalsOpt = False,
         wait: WaitOpt = 0.0,
+        fmt: SummaryFormatOpt = "auto",
     ) -> None:
+        _check_summary_format(fmt)
         every = _parse(parse_duration, full_every, "--full-every")
+        allow_removals(allow_removals_)
         client = settings.client()
         arguments = {"counts": counts, "members": members or [], "full": full, "full_every": full_every,
                      "base_url": settings.base_url}
@@ -106,7 +126,7 @@ def _group_command(group: str):
                 with denied_as(decl, members_stream.scope):
                     for gid in ids:
                         sync_members(client, db, group, gid, full=full, full_every=every, result=result)
-        _report(settings, run)
+        _report(settings, run, fmt)
 
     run_group.__doc__ = (f"Sync every {group} of the account; with --members, also their members "
                          f"(incremental, and a full pass every --full-every).\n\n"

@@ -22,7 +22,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from .. import __version__, errors
 from ..errors import KlaviyoSyncError, redact
 from .options import (  # noqa: F401 - re-exported for the command modules
-    _COMMON, BaseUrlOpt, ConversionOpt, DbOpt, KeyOpt, QuietOpt, RateLimitOpt, RevisionOpt, RowsFormatOpt,
+    _COMMON, BaseUrlOpt, ChartFormatOpt, ConversionOpt, DbOpt, KeyOpt, QuietOpt, RateLimitOpt, RevisionOpt,
+    RowsFormatOpt,
     SummaryFormatOpt, VerboseOpt, WaitOpt, _parse, common,
 )
 from .report import (  # noqa: F401

@@ -18,6 +18,7 @@ from ..timeutil import (
     parse_datetime,
     parse_duration,
     parse_range,
+    report_range,
     utcnow,
 )
 from .base import (
@@ -78,7 +79,7 @@ def sync_campaigns_cmd(
     """Sync campaigns of every channel (archived too) with their messages, and the statistics
     of those sent in --range."""
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     run = _campaign_sync(settings, window, _channels(channel), stats, conversion_metric, max_age, wait)
     _report(settings, run, fmt)
@@ -102,7 +103,7 @@ def campaigns_cmd(
 
     Example: klaviyo-sync campaigns --range 30d
     """
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     check_format(fmt)
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     channels = _channels(channel)

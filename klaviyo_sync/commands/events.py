@@ -9,6 +9,7 @@ from ..errors import UsageError
 from ..streams.events import resume_window, sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
 from ..timeutil import (
+    EARLIEST,
     Window,
     ceil_second,
     floor_second,
@@ -67,6 +68,9 @@ def sync_events_cmd(
         raise UsageError("--hours cannot be combined with --since/--until")
     if hours is not None and not hours > 0:
         raise UsageError(f"--hours must be greater than zero (got {hours:g})")
+    if hours is not None and not hours * 3600 <= (now - EARLIEST).total_seconds():
+        raise UsageError(f"--hours {hours:g} reaches back before {EARLIEST:%Y-%m-%d}: Klaviyo holds nothing "
+                         "older (use --since for a long backfill)")
     if until is not None and since is None:
         raise UsageError("--until needs --since")
     overlap_td = _parse(parse_duration, overlap, "--overlap")
@@ -75,6 +79,7 @@ def sync_events_cmd(
         window = Window(now - timedelta(seconds=round(hours * 3600)), now, f"last {hours:g} h")
     elif since is not None:
         start = _parse(parse_datetime, since, "--since")
+        start = max(start, EARLIEST)  # Klaviyo holds nothing older: --since 0001-01-01 means "everything"
         end = _parse(parse_datetime, until, "--until") if until else now
         if end > now:
             end = now  # never past now: the mark must not move into the future

@@ -10,9 +10,9 @@ from .. import errors, output, queries
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
-from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, utcnow
-from .base import (PROG, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format,
-                   _parse, _report, app, check_format, common, recorded_run)
+from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, report_range, utcnow
+from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
+                   _check_summary_format, _parse, _report, app, check_format, common, recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole UTC days): {RANGE_FORMS}.")]
@@ -48,7 +48,7 @@ def sync_flows_cmd(
     """Sync every flow (archived too), the definition (actions, messages) of each flow that
     changed, and per-day statistics of the days of --range not read since they settled."""
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     _report(settings, _flow_sync(settings, window, stats, conversion_metric, wait), fmt)
 
 
@@ -63,7 +63,7 @@ def sync_flow_stats_cmd(
 ) -> None:
     """Per-day flow statistics only (for flows already synced by sync-flows)."""
     _check_summary_format(fmt)
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     _report(settings, _flow_sync(settings, window, True, conversion_metric, wait, command="sync-flow-stats"), fmt)
 
 
@@ -110,7 +110,7 @@ def flows_cmd(
 
     Example: klaviyo-sync flows --range 30d --by message
     """
-    window = _parse(parse_range, range_, "--range")
+    window = _parse(report_range, range_, "--range")
     check_format(fmt)
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
@@ -148,18 +148,20 @@ def revenue_cmd(
     settings: Settings,
     range_: RangeOpt = "30d",
     by: Annotated[Optional[str], typer.Option("--by", help="day or channel (default: one total row).")] = None,
-    fmt: RowsFormatOpt = "auto",
+    fmt: ChartFormatOpt = "auto",
     metric: Annotated[str, typer.Option("--metric", metavar="NAME_OR_ID", help="The order metric of the events.")] = DEFAULT_CONVERSION_METRIC,
 ) -> None:
     """Order revenue from the events next to the revenue attributed to campaigns and flows
     (database only; run sync-events, sync-campaigns and sync-flows first).
 
-    Example: klaviyo-sync revenue --range 30d --by day
+    Example: klaviyo-sync revenue --range 30d --by day --format chart
     """
     window = _parse(parse_range, range_, "--range")
-    check_format(fmt)
+    check_format(fmt, output.CHART_FORMATS)
     if by not in (None, "day", "channel"):
         raise UsageError(f"--by: {by!r} is not one of day, channel")
+    if fmt == "chart" and by != "day":
+        raise UsageError("--format chart draws revenue over time: add --by day")
     if not settings.db.exists():
         raise UsageError(f"no database at {settings.db}: run sync-events, sync-campaigns and sync-flows first")
     database = store.open_db(settings.db)
@@ -183,7 +185,7 @@ def revenue_cmd(
         database.close()
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.REVENUE_CHANNEL_TABLE if by == "channel" else queries.REVENUE_TABLE,
-                      title=f"Revenue {first} .. {last} (UTC days)")
+                      title=f"Revenue {first} .. {last} (UTC days)", chart=("period", "revenue"))
     if not settings.quiet:
         for need in needs:
             print(f"{PROG}: missing data: run {need}", file=sys.stderr)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..client import DEFAULT_BASE_URL, DEFAULT_REVISION
+from ..client import DEFAULT_BASE_URL, DEFAULT_DEADLINE, DEFAULT_REVISION
 from ..errors import UsageError
 from ..logsetup import setup_logging
 from .settings import _STATE, Settings
@@ -27,6 +27,12 @@ RateLimitOpt = Annotated[Optional[str], typer.Option(
     "--rate-limit", envvar="KLAVIYO_RATE_LIMITS", metavar="ENDPOINT=S/M,...", show_envvar=True,
     help="Lower this client's request budget, e.g. events=100/1000 (per second/per minute); "
          "default: Klaviyo's published limits less 10%.")]
+DeadlineOpt = Annotated[float, typer.Option(
+    "--request-deadline", envvar="KLAVIYO_REQUEST_DEADLINE", metavar="SECONDS", show_envvar=True,
+    min=1, max=3600, help="Give up on one request (connect to last byte) after SECONDS, then retry it.")]
+AllowHttpOpt = Annotated[bool, typer.Option(
+    "--allow-http", envvar="KLAVIYO_ALLOW_HTTP", show_envvar=True,
+    help="Allow a plain http:// base URL to a host other than this machine (the key then crosses the network unencrypted).")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing on success.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Log requests and retries; tracebacks on errors.")]
 SummaryFormatOpt = Annotated[str, typer.Option(
@@ -39,6 +45,10 @@ RowsFormatOpt = Annotated[str, typer.Option(
     help="auto (a table on a terminal, JSON when piped), json, jsonl, csv or table.")]
 WaitOpt = Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS",
                                         help="Wait up to SECONDS for another sync to finish instead of exiting.")]
+ChartFormatOpt = Annotated[str, typer.Option(
+    "--format", metavar="FORMAT",
+    help="auto (a table on a terminal, JSON when piped), json, jsonl, csv, table, "
+         "or chart (bars, for answers over time).")]
 
 _COMMON = [
     ("db", DbOpt, Path("klaviyo.db")),
@@ -48,6 +58,8 @@ _COMMON = [
     ("quiet", QuietOpt, False),
     ("verbose", VerboseOpt, False),
     ("rate_limit", RateLimitOpt, None),
+    ("request_deadline", DeadlineOpt, DEFAULT_DEADLINE),
+    ("allow_http", AllowHttpOpt, False),
 ]
 
 
@@ -60,16 +72,42 @@ def common(fn):
 
     @functools.wraps(fn)
     def wrapper(**kwargs):
+        _check_text(kwargs)
         shared = {name: kwargs.pop(name) for name, _, _ in _COMMON}
         settings = Settings(**shared)
         _STATE["verbose"] = settings.verbose
+        # As given: redact() removes it and its stripped and escaped forms from every message.
         _STATE["api_key"] = settings.api_key
-        setup_logging(settings.verbose, [settings.api_key])
+        if settings.api_key is not None:
+            settings.api_key = settings.api_key.strip() or None
+        setup_logging(settings.verbose, [_STATE["api_key"]])
+        _check_db_path(settings.db)
         return fn(settings, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params)
     wrapper.__annotations__ = {**{p.name: p.annotation for p in params}}
     return wrapper
+
+
+def _check_text(kwargs: dict) -> None:
+    """Every text option must be valid UTF-8 (a non-UTF-8 byte arrives as a lone surrogate and
+    would fail later, as exit 1): exit 2 naming the option, without echoing the value."""
+    for name, value in kwargs.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, (str, Path)):
+                try:
+                    str(v).encode("utf-8")
+                except UnicodeEncodeError:
+                    option = "--" + name.rstrip("_").replace("_", "-")
+                    raise UsageError(f"{option}: not valid UTF-8") from None
+
+
+def _check_db_path(db: Path) -> None:
+    """--db must name a regular file (or one to create): "" and /dev/null are refused (exit 2)
+    before anything (a lock file, a WAL) is created beside them."""
+    if str(db) in ("", ".") or (db.exists() and not db.is_file()):
+        raise UsageError(f"--db {str(db)!r}: not a database file path (a regular file, e.g. klaviyo.db)")
 
 
 def _parse(parser, value, option: str):

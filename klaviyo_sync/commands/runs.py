@@ -14,7 +14,7 @@ from ..streams import declarations
 from ..streams.declare import Declaration
 from ..streams.engine import SyncResult
 from .report import _summary
-from .settings import Settings
+from .settings import _STATE, Settings, ensure_account
 
 
 class Interrupted(KlaviyoSyncError):
@@ -31,6 +31,7 @@ def locked_db(settings: Settings, wait: float):
     with SyncLock(settings.db).acquire(wait):
         database = store.open_db(settings.db)
         try:
+            ensure_account(settings, database, record=False)
             yield database
         finally:
             database.close()
@@ -39,14 +40,16 @@ def locked_db(settings: Settings, wait: float):
 @contextmanager
 def run_record(settings: Settings, database, command: str, arguments: dict):
     """A sync_runs row for one sync, finished whatever happens (failed, interrupted, partial)."""
+    ensure_account(settings, database, record=False)  # another account's key: refused before any write
     run_id = store.start_run(database, command, arguments)
     run = {"id": run_id, "db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
     try:
+        ensure_account(settings, database)  # a failure to check (401, network) is this run's failure
         yield run
     except BaseException as exc:
         status = ("interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted))
                   else "skipped" if isinstance(exc, Skipped) else "failed")
-        message = redact(str(exc) or type(exc).__name__, settings.api_key)
+        message = redact(str(exc) or type(exc).__name__, _STATE["api_key"] or settings.api_key)
         store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
         raise
     else:

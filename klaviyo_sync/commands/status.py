@@ -11,6 +11,7 @@ from .. import errors, output, queries
 from ..client import DEFAULT_REVISION, revision_age_warning
 from ..errors import UsageError
 from ..streams.events import sync_events
+from ..streams.audience import group_ids, sync_members
 from ..timeutil import Window, floor_second, parse_duration, parse_range, utcnow
 from ..verify import last_verify
 from .base import (
@@ -47,8 +48,10 @@ def status_cmd(
         raise errors.DatabaseError(f"no database at {settings.db}: run a sync first (or pass --db)")
     database = store.open_db(settings.db)
     try:
-        report = queries.status_report(database, utcnow(), runs)
+        now = utcnow()
+        report = queries.status_report(database, now, runs)
         report["last_verify"] = last_verify(database)
+        report["events_per_day"] = queries.events_per_day(database, now.date())
     finally:
         database.close()
     # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
@@ -67,8 +70,14 @@ def status_cmd(
 
 
 def _status_tables(report: dict) -> None:
+    title = f"Tables (Klaviyo account {report['account']})" if report.get("account") else "Tables"
     output.write_table([{"table": k, "rows": v} for k, v in report["tables"].items()],
-                       [("table", "Table", "text"), ("rows", "Rows", "int")], "Tables")
+                       [("table", "Table", "text"), ("rows", "Rows", "int")], title)
+    per_day = report.get("events_per_day")
+    if per_day:
+        counts = [d["events"] for d in per_day]
+        print(f"Events per day {per_day[0]['day']} .. {per_day[-1]['day']} (UTC): {output.sparkline(counts)}  "
+              f"busiest {max(counts):,}, {sum(counts):,} in all")
     if report["marks"]:
         output.write_table([{"key": k, "value": v} for k, v in report["marks"].items()],
                            [("key", "Mark", "text"), ("value", "Synced up to", "text")], "High-water marks")
@@ -95,7 +104,8 @@ def datasette_metadata_cmd(
     settings: Settings,
     out: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Datasette's metadata.json (table and column descriptions), generated from the database's schema.
+    """Datasette's metadata.json (table and column descriptions, canned queries, a dashboard for
+    datasette-dashboards), generated from the database's schema.
 
     Example: klaviyo-sync datasette-metadata -o metadata.json && datasette klaviyo.db -m metadata.json
     """
@@ -141,6 +151,15 @@ def demo_cmd(
 
                 def run_step(c, d, r):
                     sync_events(c, d, Window(now - timedelta(days=7), now, "last 7 days"), workers=workers, result=r)
+            elif step.command in ("sync-lists", "sync-segments"):
+                # A newcomer should see memberships too: every list's and segment's members.
+                group = step.command[len("sync-"):-1]
+                arguments = {**arguments, "members": ["all"]}
+
+                def run_step(c, d, r, group=group, inner=step.run):
+                    inner(c, d, r)
+                    for gid in group_ids(d, group):
+                        sync_members(c, d, group, gid, result=r)
             client = settings.client(pool_size=max(16, workers * 2))
             with recorded_run(settings, step.command, {**arguments, "demo": True}, 0.0) as run:
                 run["client"] = client

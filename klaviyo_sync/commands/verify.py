@@ -1,12 +1,17 @@
 """verify: is the copy complete? Per metric and day, the local count against Klaviyo's."""
 
+import sqlite3
 import sys
 import time
+from urllib.parse import quote
 from typing import Annotated, Optional
 
 import typer
+from sqlite_utils import Database
 
+from .. import db as store
 from .. import errors, output
+from ..errors import UsageError
 from .. import verify as v
 from ..streams.events import sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
@@ -24,6 +29,31 @@ def _metrics(client, db, wanted: list[str] | None) -> list[tuple[str, str]]:
     ids = resolve_metrics(client, db, wanted) if wanted else None
     rows = db.execute("SELECT id, coalesce(name, id) FROM metrics ORDER BY name, id").fetchall()
     return [(i, n) for i, n in rows if ids is None or i in ids]
+
+
+def _validate_metrics(settings: Settings, client, wanted: list[str] | None) -> None:
+    """An unknown --metric exits 2 before the lock is taken or a run recorded: looked up in the
+    database (read-only), else in the account's metric list read into memory."""
+    if not wanted:
+        return
+    path = settings.db
+    if path.is_file() and path.stat().st_size:
+        conn = None
+        try:
+            conn = sqlite3.connect("file:" + quote(str(path.resolve())) + "?mode=ro", uri=True)
+            resolve_metrics(None, Database(conn), wanted)
+            return
+        except (UsageError, sqlite3.Error):
+            pass  # not all known locally: ask the account
+        finally:
+            if conn is not None:
+                conn.close()
+    memory = store.open_db(":memory:")
+    try:
+        sync_metrics(client, memory)
+        resolve_metrics(None, memory, wanted)
+    finally:
+        memory.close()
 
 
 def _shown(rows: list[dict], show_all: bool, repaired: bool) -> list[dict]:
@@ -79,6 +109,7 @@ def verify_cmd(
     now = utcnow()
     days, unsettled_from = v.plan_days(range_, zone, now, settle)
     client = settings.client()
+    _validate_metrics(settings, client, metric)
     arguments = {"range": range_, "timezone": zone.key, "settle": settle, "metric": metric or [],
                  "repair": do_repair, "base_url": settings.base_url}
     started = time.monotonic()

@@ -13,6 +13,7 @@ concatenates them (see ``account.py``).
 from __future__ import annotations
 
 import http.server
+import json
 import math
 import re
 import socket
@@ -282,6 +283,15 @@ class FakeServer(_Hosted):
         self.truncate_every = 0
         self.html_403_every = 0
         self.next_link_base = None
+        # malformed answers: ``bad_body`` (bytes) replaces every 200 body on paths starting
+        # with ``bad_body_path`` (e.g. b'{"data": null}' or b'{}'); ``cursor_loop`` = "self"
+        # makes links.next of ``cursor_loop_path`` point at the page itself, "back" makes every
+        # later page's links.next point at the first page (A -> B -> A).
+        self.bad_body = None
+        self.bad_body_path = "/api/"
+        self.cursor_loop = None
+        self.cursor_loop_path = "/api/"
+        self._loop_first: dict[str, str] = {}
         self.enforce_limits = False
         self.report_daily_quota = 225
         # hold_after = N: answer N requests, then park every later one until release() (or
@@ -414,6 +424,8 @@ class FakeServer(_Hosted):
                 status = 500
                 payload = error_body(500, "error", "A server error occurred.",
                                       f"Internal error in the fake: {type(e).__name__}: {e}")
+            if status == 200:
+                payload = self._malformed(path, h.path, payload)
             if self._every(self.drop_every, n):
                 cut = max(0, len(payload) // 2 - 1) if len(payload) > 1 else 0
             elif self._every(self.truncate_every, n) and status == 200:
@@ -426,6 +438,21 @@ class FakeServer(_Hosted):
             self.requests.append(rec)
             self._by_path[path] = self._by_path.get(path, 0) + 1
         h._write(status, ctype, payload, extra, cut)
+
+    def _malformed(self, path: str, full: str, payload: bytes) -> bytes:
+        if self.bad_body is not None and path.startswith(self.bad_body_path):
+            return self.bad_body
+        if self.cursor_loop and path.startswith(self.cursor_loop_path):
+            doc = json.loads(payload)
+            links = doc.get("links") or {}
+            first = self._loop_first.setdefault(path, self.base_url + full)
+            if self.cursor_loop == "self":
+                links["next"] = self.base_url + full
+            elif links.get("next") is None or "page%5Bcursor%5D" in full or "page[cursor]" in full:
+                links["next"] = first
+            doc["links"] = links
+            return dumps(doc).encode()
+        return payload
 
     @staticmethod
     def _throttle_body(seconds: int) -> bytes:

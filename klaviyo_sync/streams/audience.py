@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Iterable
 from datetime import timedelta
@@ -23,7 +24,7 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient
 from ..db import to_json
-from ..errors import UsageError
+from ..errors import RemovalsRefused, UsageError
 from ..timeutil import iso, normalize_iso, parse_datetime, utcnow
 from ..transform import profile_row
 from .declare import LISTS_READ, PROFILES_READ, SEGMENTS_READ, Declaration, declare, flag
@@ -33,8 +34,10 @@ PROFILE_PAGE_SIZE = 100
 PERSONAL_COLUMNS = [c for c in store.PROFILE_COLUMNS if c not in ("id", "created", "updated")] + [
     *store.PROFILE_AUDIENCE_COLUMNS, "predictive_analytics"]
 
+# The account's own listing restores a tombstoned profile that reappears (events' included
+# profiles, streams/events.py, never do).
 PROFILES_TABLE = Table("profiles", (*store.PROFILE_COLUMNS, *store.PROFILE_AUDIENCE_COLUMNS),
-                       newer="updated", tombstone="deleted_at")
+                       newer="updated", tombstone="deleted_at", restores=True)
 PREDICTIVE_TABLE = dataclasses.replace(PROFILES_TABLE, columns=(*PROFILES_TABLE.columns, "predictive_analytics"))
 LISTS_TABLE = Table("lists", tuple(store.LIST_COLUMNS))
 SEGMENTS_TABLE = Table("segments", tuple(store.SEGMENT_COLUMNS))
@@ -128,11 +131,31 @@ SEGMENT_MEMBERS = _members_stream("segment")
 GROUPS = {"list": (LISTS, LIST_MEMBERS), "segment": (SEGMENTS, SEGMENT_MEMBERS)}
 
 
+# -- the removal guard -------------------------------------------------------------------------
+# A full pass that would remove more than REMOVAL_SHARE of the stored rows (when more than
+# REMOVAL_FLOOR are stored) stops before removing anything: an account emptied by mistake (a
+# wrong key, a broken answer) must not empty the database. --allow-removals lets it through.
+REMOVAL_SHARE = 0.5
+REMOVAL_FLOOR = 10
+ALLOW_REMOVALS: contextvars.ContextVar[bool] = contextvars.ContextVar("allow_removals", default=False)
+
+
+def guard_removals(what: str, removing: int, stored: int) -> None:
+    if ALLOW_REMOVALS.get() or stored <= REMOVAL_FLOOR or removing <= stored * REMOVAL_SHARE:
+        return
+    raise RemovalsRefused(
+        f"this full pass would remove {removing} of the {stored} stored {what} (more than "
+        f"{REMOVAL_SHARE:.0%}); nothing was removed. If the account really lost them, run again with "
+        "--allow-removals")
+
+
 # -- profiles ---------------------------------------------------------------------------------
 def _tombstone_missing(db: Database, seen: str) -> int:
     """Profiles the account no longer has: personal data removed, the row kept."""
     sets = ", ".join(f"{c} = NULL" for c in PERSONAL_COLUMNS)
     gone = f"deleted_at IS NULL AND id NOT IN (SELECT id FROM {seen})"
+    guard_removals("profiles", db.execute(f"SELECT count(*) FROM profiles WHERE {gone}").fetchone()[0],
+                   db.execute("SELECT count(*) FROM profiles WHERE deleted_at IS NULL").fetchone()[0])
     db.execute(f"DELETE FROM list_members WHERE profile_id IN (SELECT id FROM profiles WHERE {gone})")
     db.execute(f"DELETE FROM segment_members WHERE profile_id IN (SELECT id FROM profiles WHERE {gone})")
     return db.execute(f"UPDATE profiles SET {sets}, deleted_at = ? WHERE {gone}", [iso(utcnow())]).rowcount
@@ -163,6 +186,9 @@ def sync_groups(client: KlaviyoClient, db: Database, group: str, *, result: Sync
     result = SyncResult.begin(result, [stream.table.name])
 
     def remove_missing(db: Database, seen: str) -> int:
+        guard_removals(f"{group}s", db.execute(f"SELECT count(*) FROM {stream.table.name} WHERE id NOT IN "
+                                               f"(SELECT id FROM {seen})").fetchone()[0],
+                       db.execute(f"SELECT count(*) FROM {stream.table.name}").fetchone()[0])
         db.execute(f"DELETE FROM {members.table.name} WHERE {group}_id NOT IN (SELECT id FROM {seen})")
         return db.execute(f"DELETE FROM {stream.table.name} WHERE id NOT IN (SELECT id FROM {seen})").rowcount
 
@@ -180,7 +206,7 @@ def fetch_counts(client: KlaviyoClient, db: Database, group: str, ids: Iterable[
                  on_count: Callable[[int], None] | None = None) -> None:
     """``profile_count`` of each list or segment: one call each on a 1/s, 15/m endpoint."""
     for n, gid in enumerate(ids, 1):
-        body = client.request("GET", f"/api/{group}s/{gid}", params={f"additional-fields[{group}]": "profile_count"})
+        body = client.request("GET", f"/api/{group}s/{gid}", params={f"additional-fields[{group}]": "profile_count"}, expect="object")
         count = ((body.get("data") or {}).get("attributes") or {}).get("profile_count")
         with db.atomic():
             db.execute(f"UPDATE {group}s SET profile_count = ?, profile_count_at = ? WHERE id = ?",
@@ -220,6 +246,10 @@ def sync_members(client: KlaviyoClient, db: Database, group: str, gid: str, *, f
     table, column = stream.table.name, f"{group}_id"
 
     def remove_left(db: Database, seen: str) -> int:
+        guard_removals(f"members of {group} {gid}",
+                       db.execute(f"SELECT count(*) FROM {table} WHERE {column} = ? AND profile_id NOT IN "
+                                  f"(SELECT profile_id FROM {seen} WHERE {column} = ?)", [gid, gid]).fetchone()[0],
+                       db.execute(f"SELECT count(*) FROM {table} WHERE {column} = ?", [gid]).fetchone()[0])
         return db.execute(f"DELETE FROM {table} WHERE {column} = ? AND profile_id NOT IN "
                           f"(SELECT profile_id FROM {seen} WHERE {column} = ?)", [gid, gid]).rowcount
 

@@ -135,12 +135,14 @@ def fetch_and_save_stats(client: KlaviyoClient, db: Database, campaigns: list[tu
         url: str | None = "/api/campaign-values-reports"
         results: list[dict] = []
         body: dict | None = report_body(ids, start, end, metric_id)
+        seen: set[str] = set()
         while url:  # the spec declares only links.self, but a links.next is followed if sent
-            resp = client.request("POST", url, json_body=body)
+            resp = client.request("POST", url, json_body=body, expect="object")
             results.extend(((resp.get("data") or {}).get("attributes") or {}).get("results") or [])
             url = (resp.get("links") or {}).get("next")
             if url:
                 client.check_origin(url)
+                client.check_cursor(seen, url)
         rows = []
         seen = set()
         wanted = set(ids)

@@ -60,7 +60,9 @@ class SyncResult:
 class Table:
     """A table rows are upserted into. ``newer`` names a column (ISO text) that must not go
     backwards: a row is never replaced by an older version of itself. ``tombstone`` names a
-    column that, once set (e.g. ``deleted_at``), freezes the row: no upsert rewrites it."""
+    column that, once set (e.g. ``deleted_at``), freezes the row: no upsert rewrites it, unless
+    the table ``restores``: then a row written again (the record reappeared in the account's own
+    listing) clears the tombstone and gets its data back."""
 
     name: str
     columns: tuple[str, ...]
@@ -68,6 +70,7 @@ class Table:
     newer: str | None = None
     immutable: bool = False
     tombstone: str | None = None
+    restores: bool = False
 
     @property
     def upsert(self) -> str:
@@ -94,7 +97,11 @@ def _upsert_sql(table: Table) -> str:
                 # NULL in the stored row (e.g. a profile first seen without `updated`) never blocks.
                 t, n = store.quote(table.name), store.quote(table.newer)
                 guards.append(f"({t}.{n} IS NULL OR excluded.{n} >= {t}.{n})")
-            if table.tombstone:
+            if table.tombstone and table.restores:
+                tomb = store.quote(table.tombstone)
+                head += f", {tomb} = NULL"
+                differs += f" OR {store.quote(table.name)}.{tomb} IS NOT NULL"
+            elif table.tombstone:
                 guards.append(f"{store.quote(table.name)}.{store.quote(table.tombstone)} IS NULL")
             if guards:
                 sql = f"{head} WHERE {' AND '.join(guards)} AND ({differs})"

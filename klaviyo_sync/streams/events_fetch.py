@@ -73,11 +73,12 @@ def contiguous_mark(slices: list[EventSlice], start: datetime) -> datetime:
 
 
 def events_params(s: EventSlice, page_size: int = EVENT_PAGE_SIZE) -> dict:
-    flt = f"greater-or-equal(datetime,{iso(s.start)}),less-than(datetime,{iso(s.end)})"
+    # and(...): the form Klaviyo's filtering documentation gives for several conditions.
+    conditions = [f"greater-or-equal(datetime,{iso(s.start)})", f"less-than(datetime,{iso(s.end)})"]
     if s.metric_id:
-        flt += f',equals(metric_id,"{s.metric_id}")'
+        conditions.append(f'equals(metric_id,"{s.metric_id}")')
     return {
-        "filter": flt,
+        "filter": f"and({','.join(conditions)})",
         "include": "metric,profile",
         "fields[event]": EVENT_FIELDS,
         "fields[profile]": PROFILE_FIELDS,

@@ -138,7 +138,7 @@ def flows_needing_definitions(db: Database) -> list[tuple[str, str]]:
 
 def fetch_and_save_definition(client: KlaviyoClient, db: Database, flow_id: str, result: SyncResult) -> None:
     try:
-        doc = client.request("GET", f"/api/flows/{flow_id}", params={"additional-fields[flow]": "definition"})
+        doc = client.request("GET", f"/api/flows/{flow_id}", params={"additional-fields[flow]": "definition"}, expect="object")
     except ApiError as exc:
         if exc.status != 404:
             raise
@@ -274,14 +274,16 @@ def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: lis
         url: str | None = "/api/flow-series-reports"
         body: dict | None = series_body(ids, first, last, metric_id)
         results, date_times = [], []
+        seen: set[str] = set()
         while url:  # the spec declares only links.self; a links.next is followed if sent
-            resp = client.request("POST", url, json_body=body)
+            resp = client.request("POST", url, json_body=body, expect="object")
             attrs = (resp.get("data") or {}).get("attributes") or {}
             results.extend(attrs.get("results") or [])
             date_times = attrs.get("date_times") or date_times
             url = (resp.get("links") or {}).get("next")
             if url:
                 client.check_origin(url)
+                client.check_cursor(seen, url)
         days = [normalize_iso(d)[:10] for d in date_times]
         wanted = set(ids)
         rows = []

@@ -236,6 +236,13 @@ class AudienceResource(Resource):
                 g.members.pop(self._profile_index[pid], None)
         self._bump()
 
+    def restore_profiles(self, ids) -> None:
+        """Deleted profiles reappear, unchanged (their ``updated`` stays): e.g. a listing that
+        missed them for a while. Their list and segment memberships stay gone."""
+        for pid in ids:
+            self._deleted.discard(self._profile_index[pid])
+        self._bump()
+
     def join(self, group_id: str, profile_ids, at: int | None = None) -> None:
         """Profiles join a list or segment now (or at epoch ``at``); a rejoin moves joined_group_at."""
         ts = self._bump() if at is None else at
