@@ -8,7 +8,7 @@ page has a next page is the rest, from the first page's newest value to ten minu
 run's start, cut into ranges ``[lo, hi)`` (``greater-than(field, lo - 1 s)`` and
 ``less-than(field, hi)``: the values are whole seconds) of about three pages each by the first
 page's density (at most ``4 x workers``), plus one open range from there on, where whatever
-changes meanwhile lands. A range whose first pages show it holds many more is split again
+changes meanwhile lands, read last (so a full pass sees a profile that moved there). A range whose first pages show it holds many more is split again
 while a fetcher has nothing to take, so an account whose profiles all changed last week is not
 read by one fetcher. The mark after each page is the instant below which every range is
 complete (``contiguous_mark``), so a run killed at any moment resumes from there, like events.
@@ -188,12 +188,16 @@ class SlicedPages:
             for a, b in zip(bounds, bounds[1:]):
                 if b > a:
                     self.slices.append(Slice(a, b, iso(a)))
-        self.slices.append(Slice(end, None, iso(end)))
         for s in self.slices:
             self.work.put(s)
+        # The open range is read last, by the caller's thread, once every bounded range is done:
+        # a profile changed during the run moves into it, so a full pass still sees it (a pass
+        # that missed it would take it for deleted).
+        self.open = Slice(end, None, iso(end))
+        self.slices.append(self.open)
 
     def _run(self, start_mark: str) -> Iterator[tuple[Page, str]]:
-        for _ in range(min(self.workers, len(self.slices))):
+        for _ in range(min(self.workers, self.work.qsize())):
             t = threading.Thread(target=self._fetch, name=f"slice-{len(self.threads)}", daemon=True)
             self.threads.append(t)
             t.start()
@@ -218,10 +222,21 @@ class SlicedPages:
                             s.done_until = max(s.done_until, top)
                             s.newest = max(s.newest or top, top)
                     mark = contiguous_mark(self.slices, start_mark)
-                if page is not None:
-                    yield page, mark
-                else:
-                    yield None, mark
+                yield page, mark
+            s = self.open
+            for page in self.client.paginate(self.path, self._params(s.lo, None)):
+                values = _page_values(self.field, page)
+                with self.lock:
+                    if values:
+                        top = max(values)
+                        s.done_until = max(s.done_until, top)
+                        s.newest = max(s.newest or top, top)
+                    mark = contiguous_mark(self.slices, start_mark)
+                yield page, mark
+            with self.lock:
+                s.complete = True
+                mark = contiguous_mark(self.slices, start_mark)
+            yield None, mark
         finally:
             self.stopping.set()
             for t in self.threads:
