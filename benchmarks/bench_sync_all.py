@@ -79,7 +79,7 @@ def main() -> int:
     a = ap.parse_args()
 
     src, meta = cached_db(a.db_events, 1000, False)
-    db = CACHE / "work" / "sync_all.db"
+    db = CACHE / "work" / f"sync_all-{os.getpid()}.db"
     db.parent.mkdir(exist_ok=True)
     remove_db(db)
     fresh_copy(src, db)
