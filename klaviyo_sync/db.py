@@ -525,3 +525,139 @@ def m004_verify(db: Database) -> None:
         foreign_keys=[("run_id", "sync_runs", "id")],
     )
     db["verify_results"].create_index(["metric_id", "day"], index_name="idx_verify_results_metric_id_day")
+
+
+# -- Klaviyo's attribution of events, and the analytics views over it (migration m007) ---------
+ATTRIBUTION_COLUMNS = ["id", "event_id", "attributed_event_id", "campaign_id", "campaign_message_id",
+                       "flow_id", "flow_message_id", "flow_message_variation_id"]
+# The session model's touches (dbt_klaviyo's klaviyo__eligible_attribution_events) and windows
+# (klaviyo__email_attribution_lookback / klaviyo__sms_attribution_lookback, in hours).
+SESSION_TOUCH_METRICS = ("Opened Email", "Clicked Email", "Clicked SMS")
+SESSION_EMAIL_HOURS = 120
+SESSION_SMS_HOURS = 24
+# conversion_lag's buckets: [from, to) hours after the touch; the last one is open.
+LAG_BUCKETS = [(0, 1), (1, 2), (2, 4), (4, 8), (8, 12), (12, 24), (24, 48), (48, 72), (72, 96), (96, 120),
+               (120, None)]
+
+_CHANNEL_OF_METRIC = ("CASE WHEN {m} LIKE '%SMS%' THEN 'sms' WHEN {m} LIKE '%Push%' THEN 'mobile_push' "
+                      "WHEN {m} LIKE '%Email%' THEN 'email' END")
+_EPOCH = "CAST(strftime('%s', {d}) AS INTEGER)"
+
+
+def _prop(table: str, key: str) -> str:
+    """An event property, NULL (not an error) when the row's properties are not JSON."""
+    return (f"CASE WHEN json_valid({table}.properties) "
+            f"THEN json_extract({table}.properties, '$.\"{key}\"') END")
+
+
+def _lag_bucket_sql(seconds: str) -> str:
+    cases = " ".join(f"WHEN {seconds} < {hi * 3600} THEN '{lo}-{hi}h'" for lo, hi in LAG_BUCKETS if hi)
+    return f"CASE WHEN {seconds} IS NULL THEN NULL {cases} ELSE '{LAG_BUCKETS[-1][0]}h+' END"
+
+
+@migrations()
+def m007_attributions(db: Database) -> None:
+    # One row per attribution Klaviyo returned (GET /api/events?include=attributions), written
+    # with its event. Usually one per event; attributed_conversions picks one when there are more.
+    db["event_attributions"].create(
+        {"id": TEXT, "event_id": TEXT, "attributed_event_id": TEXT, "campaign_id": TEXT,
+         "campaign_message_id": TEXT, "flow_id": TEXT, "flow_message_id": TEXT,
+         "flow_message_variation_id": TEXT},
+        pk="id", not_null={"event_id"},
+        foreign_keys=[("event_id", "events", "id")],
+    )
+    db["event_attributions"].create_index(["event_id"], index_name="idx_event_attributions_event_id")
+    # Every event with Klaviyo's attribution: the campaign or flow message it credits, the touch
+    # (attributed event) and its channel; all NULL for an organic event. Of several attributions
+    # of one event, the one whose touch is latest (a touch not stored counts as earliest), then
+    # the smallest attribution id.
+    db.create_view("attributed_conversions", f"""
+        SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
+               substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
+               a.attributed_event_id, t.datetime AS touch_datetime,
+               a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id,
+               a.flow_message_variation_id,
+               coalesce(a.campaign_message_id, a.flow_message_id) AS message_id,
+               CASE WHEN coalesce(a.campaign_id, a.campaign_message_id, a.flow_id, a.flow_message_id) IS NULL
+                    THEN NULL
+                    ELSE coalesce(cm.channel, c.channel, fm.channel, {_CHANNEL_OF_METRIC.format(m='tm.name')})
+               END AS channel
+        FROM events e
+        LEFT JOIN metrics m ON m.id = e.metric_id
+        LEFT JOIN event_attributions a ON a.id = (
+            SELECT a2.id FROM event_attributions a2
+            LEFT JOIN events t2 ON t2.id = a2.attributed_event_id
+            WHERE a2.event_id = e.id
+            ORDER BY t2.datetime IS NULL, t2.datetime DESC, a2.id LIMIT 1)
+        LEFT JOIN events t ON t.id = a.attributed_event_id
+        LEFT JOIN metrics tm ON tm.id = t.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = a.campaign_message_id
+        LEFT JOIN campaigns c ON c.id = a.campaign_id
+        LEFT JOIN flow_messages fm ON fm.id = a.flow_message_id""")
+    # The touches that start a session in dbt_klaviyo's model: opened or clicked emails and
+    # clicked SMS whose $message is a stored campaign message (or campaign) or flow message, or
+    # that name a $flow.
+    names = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS)
+    msg = _prop("e", "$message")
+    db.create_view("session_touches", f"""
+        SELECT e.id AS event_id, e.profile_id, e.datetime, m.name AS metric_name,
+               {_CHANNEL_OF_METRIC.format(m='m.name')} AS channel,
+               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
+               coalesce(fm.flow_id, {_prop("e", "$flow")}) AS flow_id,
+               fm.id AS flow_message_id
+        FROM events e
+        JOIN metrics m ON m.id = e.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = {msg}
+        LEFT JOIN campaigns c ON c.id = {msg}
+        LEFT JOIN flow_messages fm ON fm.id = {msg}
+        WHERE m.name IN ({names})
+          AND coalesce(cm.campaign_id, c.id, fm.flow_id, {_prop("e", "$flow")}) IS NOT NULL""")
+    # dbt_klaviyo's session model: an event inherits the latest session touch of its profile at
+    # or before it (same second included) if no more than 120 hours have passed since that
+    # touch (24 when it is an SMS); a newer touch starts a new session, so an expired newer
+    # session is not replaced by an older one.
+    # (The touch is joined as a plain events row, not through session_touches, so that SQLite
+    # looks it up by primary key instead of materializing every touch of the account.)
+    sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
+    smsg = _prop("s", "$message")
+    db.create_view("session_attributed_conversions", f"""
+        SELECT e.id AS event_id, e.profile_id, e.metric_id, m.name AS metric_name, e.datetime,
+               substr(e.datetime, 1, 10) AS day, coalesce(e.value, 0.0) AS value,
+               s.id AS attributed_event_id, s.datetime AS touch_datetime,
+               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
+               coalesce(fm.flow_id, {_prop("s", "$flow")}) AS flow_id,
+               fm.id AS flow_message_id, NULL AS flow_message_variation_id,
+               coalesce(cm.id, fm.id) AS message_id,
+               CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
+        FROM events e
+        LEFT JOIN metrics m ON m.id = e.metric_id
+        LEFT JOIN events s ON s.id = (
+            SELECT t.event_id FROM session_touches t
+            WHERE t.profile_id = e.profile_id AND t.datetime <= e.datetime
+            ORDER BY t.datetime DESC, t.event_id DESC LIMIT 1)
+          AND {_EPOCH.format(d='e.datetime')} - {_EPOCH.format(d='s.datetime')}
+              <= CASE WHEN s.metric_id IN (SELECT id FROM metrics WHERE name IN ({sms}))
+                      THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END
+        LEFT JOIN metrics sm ON sm.id = s.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = {smsg}
+        LEFT JOIN campaigns c ON c.id = {smsg}
+        LEFT JOIN flow_messages fm ON fm.id = {smsg}""")
+    # How long after its touch each attributed event came, under either model (model column).
+    lag = f"{_EPOCH.format(d='datetime')} - {_EPOCH.format(d='touch_datetime')}"
+    arm = f"""SELECT '{{model}}' AS model, event_id, profile_id, metric_id, metric_name, datetime, day, value,
+               attributed_event_id, touch_datetime, campaign_id, flow_id, message_id, channel,
+               {lag} AS lag_seconds, {_lag_bucket_sql(lag)} AS lag_bucket
+        FROM {{view}}
+        WHERE coalesce(campaign_id, flow_id, message_id) IS NOT NULL"""
+    db.create_view("conversion_lag", arm.format(model="klaviyo", view="attributed_conversions")
+                   + "\n        UNION ALL\n        " + arm.format(model="session", view="session_attributed_conversions"))
+
+
+@migrations()
+def m008_analytics(db: Database) -> None:
+    # The analyst's views (customer_summary, customer_rfm, cohort_retention,
+    # message_deliverability, customer_timeline), made from the rules in analytics.py; and
+    # event_attributions, which they read, if m007_attributions has not created it yet.
+    from .analytics import create_views
+
+    create_views(db)

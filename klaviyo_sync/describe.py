@@ -40,6 +40,19 @@ TABLES: dict[str, str] = {
     "profile_lists": "Each profile's email with its lists.",
     "event_details": "Events with their metric's name and their profile's email.",
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
+    "event_attributions": "Klaviyo's attribution of events (GET /api/events?include=attributions): which campaign "
+                          "or flow message, through which touch (attributed event), earned the event. Written with "
+                          "the event; an event without a row is organic (or was synced before attributions were kept).",
+    "attributed_conversions": "Every event with Klaviyo's stored attribution (one per event: of several, the one "
+                              "whose touch is latest, then the smallest id); the attribution columns are empty for "
+                              "an organic event. `attribution --model klaviyo` reads it.",
+    "session_touches": "Opened or clicked emails and clicked SMS that carry a stored campaign or flow message "
+                       "($message, $flow): the touches that start a session in dbt_klaviyo's model.",
+    "session_attributed_conversions": "Every event attributed by dbt_klaviyo's session model: the latest session "
+                                      "touch of its profile at or before it, if at most 120 hours old (24 for an "
+                                      "SMS); a newer touch starts a new session. `attribution --model session` reads it.",
+    "conversion_lag": "Attributed events of either model (model column) with the time from their touch to them "
+                      "and its hour bucket. `conversion-lag` reads it.",
 }
 
 _COMMON = {
@@ -146,7 +159,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "error": "The error, redacted (failed or partial runs).",
     },
     "sync_state": {
-        "key": "events.mark, or events.mark:metric=... for --metric runs.",
+        "key": "events.mark, or events.mark:metric=... for --metric runs; attributions.covered: the windows "
+               "(JSON [start, end) pairs) whose events were fetched with their attributions.",
         "value": "The mark (UTC): every event before it is stored.",
         "updated_at": "When the mark last moved (UTC).",
     },
@@ -234,6 +248,41 @@ COLUMNS["campaign_performance"] = {
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
 
+_ATTRIBUTION = {
+    "event_id": "The attributed event (events.id), e.g. a Placed Order.",
+    "attributed_event_id": "The touch that earned it (events.id): the opened or clicked email, the clicked or "
+                           "received SMS, the opened push. May not be stored (outside the synced window).",
+    "campaign_id": "The campaign credited (campaigns.id); empty for a flow.",
+    "campaign_message_id": "The campaign message credited (campaign_messages.id).",
+    "flow_id": "The flow credited (flows.id); empty for a campaign.",
+    "flow_message_id": "The flow message credited (flow_messages.id).",
+    "flow_message_variation_id": "The flow message's A/B variation credited, when Klaviyo names one.",
+}
+COLUMNS["event_attributions"] = {"id": "Klaviyo's attribution id (primary key).", **_ATTRIBUTION}
+_CONVERSION = {
+    **_ATTRIBUTION,
+    "event_id": "The event (events.id).",
+    "attributed_event_id": "The touch that earned it (events.id); empty when organic.",
+    "metric_name": "The event's metric (metrics.name).",
+    "day": "The event's UTC day, YYYY-MM-DD.",
+    "value": "The event's $value (revenue), 0 when it has none.",
+    "touch_datetime": "When the touch happened (UTC); empty when organic or the touch is not stored.",
+    "message_id": "The campaign or flow message credited.",
+    "channel": "The credited message's channel: email, sms or mobile_push; empty when organic.",
+}
+COLUMNS["attributed_conversions"] = dict(_CONVERSION)
+COLUMNS["session_attributed_conversions"] = {
+    **_CONVERSION, "flow_message_variation_id": "Always empty: the session model does not know variations."}
+COLUMNS["session_touches"] = {
+    "event_id": "The touch (events.id).", "metric_name": "Opened Email, Clicked Email or Clicked SMS.",
+    "channel": "email or sms.", "campaign_id": "The campaign its $message names (campaigns.id).",
+    "campaign_message_id": "The campaign message its $message names.",
+    "flow_id": "The flow of its $message, or its $flow.", "flow_message_id": "The flow message its $message names."}
+COLUMNS["conversion_lag"] = {
+    **_CONVERSION, "model": "klaviyo (stored attribution) or session (dbt_klaviyo's session model).",
+    "lag_seconds": "Seconds from the touch to the event; empty when the touch is not stored.",
+    "lag_bucket": "The hour bucket of the lag: 0-1h, 1-2h, 2-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h, "
+                  "72-96h, 96-120h or 120h+; empty when the touch is not stored."}
 
 
 def _declared() -> None:
@@ -295,3 +344,72 @@ def undescribed(db: Database) -> list[str]:
             missing.append(name)
         missing += [f"{name}.{c.name}" for c in db[name].columns if column_description(name, c.name) is None]
     return missing
+
+
+# -- the analytics views (migration m008_analytics; their rules: klaviyo_sync/analytics.py) ---------
+TABLES.setdefault("event_attributions", "Klaviyo's attribution of an event (a conversion) to the campaign or flow "
+                                        "message that earned it, kept by sync-events.")
+COLUMNS.setdefault("event_attributions", {
+    "event_id": "The attributed event (the conversion): events.id.",
+    "attributed_event_id": "The touch it is attributed to (an open, click or receipt): events.id.",
+    "campaign_id": "The campaign: campaigns.id.", "campaign_message_id": "The campaign message: campaign_messages.id.",
+    "flow_id": "The flow: flows.id.", "flow_message_id": "The flow message: flow_messages.id.",
+    "flow_message_variation_id": "The flow message's A/B variation.",
+})
+TABLES.update({
+    "customer_summary": "One row per conversion metric (Placed Order, and the metrics the stored statistics were "
+                        "read for) and profile with at least one of its events: what `customers` answers.",
+    "customer_rfm": "Recency, frequency and monetary scores (1-3) and Klaviyo's RFM group of each customer of the "
+                    "last 365 days, per conversion metric: what `rfm --range 365d` answers.",
+    "cohort_retention": "Per conversion metric, cohort (month of a customer's first conversion) and month after it: "
+                        "the cohort's size and how many converted again that month: what `cohorts` answers.",
+    "message_deliverability": "Per campaign message and flow message (all stored days): open, click, bounce, "
+                              "unsubscribe and spam-complaint rates with Klaviyo's band for email.",
+    "customer_timeline": "Every event of a profile with its metric and, for an attributed conversion, the campaign or "
+                         "flow and message that earned it: what `customer` answers.",
+})
+_BAND = "Klaviyo's band for email: great, proficient, room for improvement or critical (NULL for SMS and push)."
+COLUMNS.update({
+    "customer_summary": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "orders": "Conversions (events of the metric).", "revenue": "Their value summed (events.value, $value).",
+        "first_order": "The first conversion (UTC).", "last_order": "The latest conversion (UTC).",
+        "attributed_revenue": "Revenue of the conversions with a row in event_attributions.",
+        "organic_revenue": "Revenue of the others: revenue - attributed_revenue.",
+    },
+    "customer_rfm": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "recency_days": "Whole days from the last conversion to now.", "frequency": "Conversions in the last 365 days.",
+        "monetary": "Their revenue.", "last_order": "The latest conversion (UTC).",
+        "recency_score": "1-3: fewer days scores higher; 1 + floor(3 * (rank - 1) / customers), ties share a rank.",
+        "frequency_score": "1-3: more conversions scores higher (same cut).",
+        "monetary_score": "1-3: more revenue scores higher (same cut).",
+        "rfm_score": "recency, frequency and monetary scores as one number, e.g. 321.",
+        "rfm_group": "Champions, Loyal, Recent, Needs attention, At risk or Inactive.",
+    },
+    "cohort_retention": {
+        "metric": "The conversion metric's name.", "metric_id": "The conversion metric: metrics.id.",
+        "cohort": "The UTC month (YYYY-MM) of the customers' first conversion.",
+        "months_after": "Months after the cohort's month (0: the cohort's own month).",
+        "month": "That month, YYYY-MM.", "cohort_size": "Customers in the cohort.",
+        "customers": "Of them, how many converted in that month (month 0: all).",
+        "share": "customers / cohort_size (a fraction 0-1).",
+    },
+    "message_deliverability": {
+        "source": "campaign or flow.", "parent_id": "The campaign or flow: campaigns.id or flows.id.",
+        "parent_name": "The campaign's or flow's name.", "message_id": "campaign_messages.id or flow_messages.id.",
+        "message_name": "The message's label or name.", "channel": "email, sms or mobile_push.",
+        "first_send": "A campaign's send time; a flow message's first day with statistics.",
+        "last_send": "A campaign's send time; a flow message's last day with statistics.",
+        "open_band": _BAND, "click_band": _BAND, "bounce_band": _BAND, "unsubscribe_band": _BAND,
+        "spam_complaint_band": _BAND,
+        "unsubscribe_rate": "unsubscribes / delivered (a fraction 0-1).",
+    },
+    "customer_timeline": {
+        "event_id": "The event: events.id.", "metric": "The event's metric (metrics.name).",
+        "attributed_event_id": "The touch Klaviyo attributed the conversion to: events.id.",
+        "campaign_name": "The campaign's name.", "flow_name": "The flow's name.",
+        "message_id": "The campaign or flow message: campaign_messages.id or flow_messages.id.",
+        "message_name": "The message's label or name.", "channel": "The message's channel: email, sms or mobile_push.",
+    },
+})

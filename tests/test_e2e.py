@@ -142,7 +142,7 @@ def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_e
                      "--until", UNTIL.astimezone(plus2).isoformat()], cli_env(fake, db4))
     assert again.returncode == 0, again.describe()
     assert again.summary["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
-    assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0}
+    assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0, "attributions": 0}
     assert again.summary["pages"] >= 1 and again.summary["requests"] >= again.summary["pages"]
     assert dump(db4) == dump1
 

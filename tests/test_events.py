@@ -46,7 +46,7 @@ class EventsApi:
         assert m, q["filter"]
         start, end, metric = m.groups()
         assert start.endswith("Z") and end.endswith("Z")
-        assert q["include"] == "metric,profile" and q["sort"] == "datetime"
+        assert q["include"] == "metric,profile,attributions" and q["sort"] == "datetime"
         size = self.page_size or int(q["page[size]"])
         rows = [e for e in self.events
                 if start <= e["attributes"]["datetime"][:19] + "Z" < end

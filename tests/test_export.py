@@ -230,7 +230,10 @@ def test_second_export_rewrites_only_what_changed(src, tmp_path, fmt):
     assert (third.written["events"], third.unchanged["events"], third.removed["events"]) == (2, 1, 1)
     rewritten = {p.relative_to(out).as_posix() for p in out.rglob(f"*.{ext}") if p.stat().st_mtime_ns != 1}
     assert rewritten == {f"events/day=2024-02-27/events.{ext}", f"events/day=2024-03-01/events.{ext}",
-                         f"campaigns.{ext}", f"campaign_performance.{ext}"}
+                         f"campaigns.{ext}", f"campaign_performance.{ext}",
+                         # the analytics views read events or campaigns (m008_analytics)
+                         f"customer_summary.{ext}", f"customer_rfm.{ext}", f"cohort_retention.{ext}",
+                         f"message_deliverability.{ext}"}
     assert not (out / "events/day=2024-03-03").exists()
     assert sorted(manifest(out)["sources"]["events"]["parts"]) == ["2024-02-27", "2024-03-01", "2024-03-02"]
     assert third.rows["events"] == 4
@@ -335,8 +338,9 @@ DUCK = {"boolean": "BOOLEAN", "timestamp": "TIMESTAMP", "string": "VARCHAR", "fl
 def _attributions(src: Path) -> None:
     conn = sqlite3.connect(src)
     with conn:
-        conn.execute("""CREATE TABLE event_attributions (id TEXT PRIMARY KEY, event_id TEXT, attributed_event_id TEXT,
-            campaign_id TEXT, campaign_message_id TEXT, flow_id TEXT, flow_message_id TEXT,
+        # IF NOT EXISTS: migration m008_analytics creates it (empty) on a database without it.
+        conn.execute("""CREATE TABLE IF NOT EXISTS event_attributions (id TEXT PRIMARY KEY, event_id TEXT,
+            attributed_event_id TEXT, campaign_id TEXT, campaign_message_id TEXT, flow_id TEXT, flow_message_id TEXT,
             flow_message_variation_id TEXT)""")
         conn.execute("INSERT INTO event_attributions VALUES ('A1', 'E2', 'E1', 'C1', 'CM1', NULL, NULL, NULL)")
         conn.execute("INSERT INTO event_attributions VALUES ('A2', 'E3', 'E4', NULL, NULL, 'F1', 'FM1', 'V1')")

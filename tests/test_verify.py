@@ -148,7 +148,7 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     assert set(ids) <= {x for (x,) in rows_of(db, "SELECT id FROM events")}
     assert rows_of(db, "SELECT count(*) FROM events")[0][0] == events_before + 4
     assert rows_of(db, "SELECT value FROM sync_state WHERE key = 'events.mark'") == mark_before
-    assert rows_of(db, "SELECT key FROM sync_state ORDER BY key") == [("account.id",), ("events.mark",)]
+    assert rows_of(db, "SELECT key FROM sync_state ORDER BY key") == [("account.id",), ("attributions.covered",), ("events.mark",)]
     repairs = rows_of(db, "SELECT window_start, window_end, status FROM sync_runs WHERE command = 'sync-events' "
                           "AND arguments LIKE '%\"repair\":true%' ORDER BY window_start")
     assert repairs == [(f"{d2}T14:00:00Z", f"{d2}T15:00:00Z", "ok"), (f"{d2}T15:00:00Z", f"{d2}T16:00:00Z", "ok")]

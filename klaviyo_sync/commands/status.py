@@ -1,5 +1,6 @@
 """status and demo."""
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,6 +10,7 @@ import typer
 from .. import db as store
 from .. import errors, output, queries
 from ..client import DEFAULT_REVISION, revision_age_warning
+from ..streams.attributions import COVERED_KEY, refill_args, uncovered_events
 from ..errors import UsageError
 from ..streams.events import sync_events
 from ..streams.audience import group_ids, sync_members
@@ -25,6 +27,17 @@ from .base import (
     recorded_run,
     sync_commands,
 )
+
+
+def attribution_status(database, covered_raw: str | None) -> dict:
+    """Which event windows were fetched with Klaviyo's attributions, and the stored events that
+    were not (synced before attributions were kept: they look organic until re-synced)."""
+    return {"covered": json.loads(covered_raw) if covered_raw else [], "missing": uncovered_events(database)}
+
+
+def attribution_hint(missing: dict) -> str:
+    return (f"attributions: {missing['events']:,} events from {missing['first']} to {missing['last']} were synced "
+            f"before attributions were kept (they count as organic): run sync-events {refill_args(missing)}")
 
 
 @app.command("status")
@@ -51,6 +64,7 @@ def status_cmd(
         now = utcnow()
         report = queries.status_report(database, now, runs)
         report["last_verify"] = last_verify(database)
+        report["attributions"] = attribution_status(database, report["marks"].pop(COVERED_KEY, None))
         report["events_per_day"] = queries.events_per_day(database, now.date())
     finally:
         database.close()
@@ -91,6 +105,9 @@ def _status_tables(report: dict) -> None:
                                   ("unverifiable_metrics", "Unverifiable", "int")], "Last verify")
     for warning in report.get("warnings", []):
         print(warning)
+    missing = (report.get("attributions") or {}).get("missing")
+    if missing:
+        print(attribution_hint(missing))
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
                               ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),
@@ -178,5 +195,6 @@ def demo_cmd(
     output.write_rows(campaigns, "table", queries.CAMPAIGN_TABLE, title="klaviyo-sync campaigns --range 30d (synthetic)")
     print(f"Try: sqlite3 {db} 'SELECT metric, count(*) FROM event_details GROUP BY metric'")
     print(f"     klaviyo-sync flows --range 30d --db {db}")
+    print(f"     klaviyo-sync attribution --range 7d --by channel --db {db}")
 
 

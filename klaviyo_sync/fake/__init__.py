@@ -3,7 +3,7 @@
 Standard library only.  ``FakeKlaviyo`` serves a deterministic, synthetic account (metrics,
 profiles, events, campaigns, campaign messages, campaign-values reports) following the
 revision 2026-07-15 OpenAPI slices in shared/klaviyo-openapi/apis/ and the checklist in
-shared/klaviyo-api.md section 9.  Tests read its public ground truth (``event_ids``,
+shared/klaviyo-api.md section 9.  Tests read its public ground truth (``event_ids``, ``attribution``,
 ``campaign_statistics``, ``request_log`` ...), never its private attributes.
 
 Layout: ``data`` (ids, datetimes, catalogs), ``errors`` (JSON:API error bodies), ``filters``

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from .hosting import FAKE_API_KEY, FakeServer
 from .resources.aggregates import AggregatesResource
+from .resources.attribution import AttributionResource
 from .resources.audience import AudienceResource
 from .resources.campaigns import CampaignsResource
 from .resources.events import EventsResource
@@ -30,7 +31,8 @@ from . import resources as _resources
 
 # Build order: a family may use what the families before it built.
 CORE_RESOURCES = (MetricsResource, ProfilesResource, EventsResource, CampaignsResource, ReportsResource,
-                  AudienceResource, FlowsResource, FlowReportsResource, AggregatesResource)
+                  AudienceResource, FlowsResource, AttributionResource, FlowReportsResource,
+                  AggregatesResource)
 
 
 def _discovered() -> tuple:

@@ -21,6 +21,7 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient
 from ..timeutil import Window, floor_second, iso, parse_datetime, utcnow
+from .attributions import add_covered
 from .autoscale import BUSY_FETCHERS, GROW_MIN_GAIN, GROW_WAIT_SHARE, START_WORKERS, TICK_SECONDS, _Autoscale  # noqa: F401
 from .declare import EVENTS_READ, Declaration, declare
 from .engine import SyncResult
@@ -52,7 +53,7 @@ def sync_events(
     fetchers it runs: it starts with two and adds more while they wait on the network
     (``_Autoscale``). ``advance_mark=False``
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
-    result = SyncResult.begin(result, ["events", "profiles", "metrics"], window)
+    result = SyncResult.begin(result, ["events", "profiles", "metrics", "attributions"], window)
     slices = plan_slices(window, workers, metric_ids)
     key = mark_key(metric_ids)
     stored = store.get_state(db, key)
@@ -101,6 +102,8 @@ def sync_events(
                     if may_advance and (stored_mark is None or mark > stored_mark):
                         store.set_state(db, key, iso(mark))
                         stored_mark = mark
+                    if not metric_ids and mark > window.start:  # fetched with their attributions
+                        add_covered(db, iso(window.start), iso(mark))
                 if not scale.frozen and failure is None:
                     fetchers.start(scale.tick(time.monotonic(), result.extra.get("events_seen", 0),
                                               client.stats.network_wait_s, fetchers.running,

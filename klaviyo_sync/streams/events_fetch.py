@@ -15,6 +15,7 @@ from ..client import KlaviyoClient, Page
 from ..db import to_json
 from ..timeutil import Window, iso
 from ..transform import event_row, metric_row, profile_row
+from .attributions import attributed_event_ids, attribution_rows
 from .metrics import METRIC_FIELDS
 
 EVENT_FIELDS = "datetime,event_properties,timestamp,uuid"
@@ -79,7 +80,7 @@ def events_params(s: EventSlice, page_size: int = EVENT_PAGE_SIZE) -> dict:
         conditions.append(f'equals(metric_id,"{s.metric_id}")')
     return {
         "filter": f"and({','.join(conditions)})",
-        "include": "metric,profile",
+        "include": "metric,profile,attributions",
         "fields[event]": EVENT_FIELDS,
         "fields[profile]": PROFILE_FIELDS,
         "fields[metric]": METRIC_FIELDS,
@@ -97,6 +98,8 @@ class _Rows:
     metrics: list
     last_datetime: str | None
     dropped: int = 0
+    attributions: list = ()  # event_attributions rows, and the events they replace (attributions.py)
+    attributed: list = ()
 
 
 class _SeenCache:
@@ -139,7 +142,10 @@ def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
             if seen.fresh(inc):
                 metrics.append(metric_row(inc))
     last = max((e[3] for e in events), default=None)
-    return _Rows(events, profiles, metrics, last, len(page.data) - len(events))
+    kept = {e[0] for e in events}
+    attributions = [r for r in attribution_rows(page.included) if r[1] in kept]
+    attributed = [i for i in attributed_event_ids(page.data) if i in kept]
+    return _Rows(events, profiles, metrics, last, len(page.data) - len(events), attributions, attributed)
 
 
 _DONE = object()  # a slice's last page was handed over

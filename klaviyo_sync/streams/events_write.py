@@ -10,6 +10,7 @@ from sqlite_utils import Database
 
 from .. import db as store
 from ..timeutil import parse_datetime
+from .attributions import write_attributions
 from .engine import SyncResult, Table
 from .events_fetch import _DONE, EventSlice, _Rows
 from .metrics import METRICS_TABLE
@@ -78,6 +79,7 @@ def apply_page(db: Database, result: SyncResult, s: EventSlice, item) -> None:
     result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, rows.metrics))
     result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, rows.profiles))
     result.add_rows("events", store.write_rows(db, EVENT_UPSERT, rows.events))
+    result.add_rows("attributions", write_attributions(db, rows.attributed, rows.attributions))
     result.pages += 1
     result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(rows.events)
     if rows.dropped:

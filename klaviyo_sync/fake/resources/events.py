@@ -172,7 +172,7 @@ class EventsResource(Resource):
         k = bisect.bisect_left(self._sec, off)
         return self._cum[k]
 
-    def _props(self, m: int, i: int, h2: int, eid: str) -> str:
+    def _props(self, m: int, i: int, h2: int, eid: str, ts: int) -> str:
         kind = self._mkind[m]
         P = PRODUCTS
         if kind == "order":
@@ -195,15 +195,20 @@ class EventsResource(Resource):
             return f'{{"$event_id":"{1000000 + (h2 % (i + 1))}","FulfillmentStatus":"fulfilled"}}'
         if kind == "site":
             return f'{{"page":{PAGES[(h2 >> 8) % len(PAGES)]},"os":"{("iOS", "Android", "Mac OS X", "Windows")[h2 % 4]}"}}'
+        # Message events name their campaign or flow message (attribution.py picks it).
         if kind in ("email", "email_click"):
             sub = SUBJECTS[(h2 >> 8) % len(SUBJECTS)]
             extra = f',"URL":"https://shop.example.com/?utm_source=email&e={eid}"' if kind == "email_click" else ""
-            return (f'{{"Subject":{sub},"Campaign Name":"Campaign {(h2 >> 16) % 40}",'
-                    f'"Email Domain":"example.com","$message":"M{(h2 >> 24) % 999:03d}"{extra}}}')
+            msg = self._message_props(m, i, ts)
+            return f'{{"Subject":{sub},{msg + "," if msg else ""}"Email Domain":"example.com"{extra}}}'
         if kind == "sms":
-            return f'{{"Message Name":"SMS {(h2 >> 16) % 20}","Carrier":"{("Verizon", "T-Mobile", "AT&T")[h2 % 3]}"}}'
+            msg = self._message_props(m, i, ts)
+            return (f'{{"Message Name":"SMS {(h2 >> 16) % 20}",{msg + "," if msg else ""}'
+                    f'"Carrier":"{("Verizon", "T-Mobile", "AT&T")[h2 % 3]}"}}')
         if kind == "push":
-            return f'{{"Message Name":"Push {(h2 >> 16) % 20}","Platform":"{("ios", "android")[h2 % 2]}"}}'
+            msg = self._message_props(m, i, ts)
+            return (f'{{"Message Name":"Push {(h2 >> 16) % 20}",{msg + "," if msg else ""}'
+                    f'"Platform":"{("ios", "android")[h2 % 2]}"}}')
         if kind == "list":
             return f'{{"List":"Newsletter","$source":{(h2 >> 8) % 100}}}'
         return f'{{"source":"api","n":{h2 % 1000},"flag":{"true" if h2 & 1 else "false"}}}'
@@ -222,7 +227,7 @@ class EventsResource(Resource):
         if fe is None:
             u = mix((self._salt_u + i) & M64)
             hx = f"{u:016x}{h:016x}"
-            props = self._props(m, i, mix((self._salt_v + i) & M64), eid)
+            props = self._props(m, i, mix((self._salt_v + i) & M64), eid, ts)
             attrs = (f'"timestamp":{ts},"event_properties":{props},"datetime":"{iso(ts)}",'
                      f'"uuid":"{hx[:8]}-{hx[8:12]}-{hx[12:16]}-{hx[16:20]}-{hx[20:]}"')
         else:
@@ -231,7 +236,7 @@ class EventsResource(Resource):
                 if f == "timestamp":
                     pieces.append(f'"timestamp":{ts}')
                 elif f == "event_properties":
-                    props = self._props(m, i, mix((self._salt_v + i) & M64), eid)
+                    props = self._props(m, i, mix((self._salt_v + i) & M64), eid, ts)
                     pieces.append(f'"event_properties":{props}')
                 elif f == "datetime":
                     pieces.append(f'"datetime":"{iso(ts)}"')
@@ -242,8 +247,13 @@ class EventsResource(Resource):
             attrs = ",".join(dict.fromkeys(pieces))
         el = f"{base}/api/events/{eid}"
         pd = f'{{"type":"profile","id":"{self._pids[pidx]}"}}' if pidx >= 0 else "null"
-        at = (f',"attributions":{{"data":[],"links":{{"self":"{el}/relationships/attributions/",'
-              f'"related":"{el}/attributions/"}}}}') if with_attr else ""
+        if with_attr:
+            got = self._attribution_at(i)
+            ad = f'{{"type":"attribution","id":"{got[0]}"}}' if got else ""
+            at = (f',"attributions":{{"data":[{ad}],"links":{{"self":"{el}/relationships/attributions/",'
+                  f'"related":"{el}/attributions/"}}}}')
+        else:
+            at = ""
         s = (f'{{"type":"event","id":"{eid}","attributes":{{{attrs}}},"relationships":{{'
              f'"profile":{{"data":{pd},"links":{{"self":"{el}/relationships/profile/",'
              f'"related":"{el}/profile/"}}}},'
@@ -481,9 +491,13 @@ class EventsResource(Resource):
         ej = self._event_json
         ov = self._overlay()
         at = int if ov is None else ov[0].__getitem__
+        attrs_ = []
         for p in got:
-            s, pidx, m = ej(at(p), base, fe, with_attr)
+            i = at(p)
+            s, pidx, m = ej(i, base, fe, with_attr)
             parts_.append(s)
+            if with_attr and (a := self._attribution_json(i, base)) is not None:
+                attrs_.append(a)
             if inc_p and pidx >= 0:
                 pseen[pidx] = None
             if inc_m:
@@ -492,6 +506,7 @@ class EventsResource(Resource):
         if inc:
             included = [self._profile_json(k, base, fp) for k in pseen]
             included += [self._metric_json(k, base, fm) for k in mseen]
+            included += attrs_
             out += [',"included":[', ",".join(included), "]"]
         out += [',"links":', dumps(self._links(ctx, nxt, prv)), "}"]
         return 200, "".join(out).encode("utf-8"), []
@@ -516,6 +531,8 @@ class EventsResource(Resource):
                 included.append(self._profile_json(pidx, base, fp))
             if "metric" in inc:
                 included.append(self._metric_json(m, base, fm))
+            if "attributions" in inc and (a := self._attribution_json(i, base)) is not None:
+                included.append(a)
             out += [',"included":[', ",".join(included), "]"]
         out += [',"links":', dumps({"self": f"{base}{ctx.path}"}), "}"]
         return 200, "".join(out).encode("utf-8"), []

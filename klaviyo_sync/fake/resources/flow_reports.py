@@ -95,8 +95,6 @@ class FlowReportsResource(Resource):
             return dict.fromkeys(COUNTS, 0) | {"conversion_value": 0.0, "text_message_spend": 0.0}
         r = random.Random(hashlib.blake2b(f"{self.seed}|{message_id}|{day_ts}".encode(),
                                           digest_size=16).digest())
-        r2 = random.Random(hashlib.blake2b(f"{self.seed}|{message_id}|{day_ts}|{conversion_metric_id}"
-                                           .encode(), digest_size=16).digest())
         email = m["channel"] == "email"
         recipients = r.randint(0, 400) if email else r.randint(0, 60)
         bounced = int(recipients * r.uniform(0, 0.03)) if email else 0
@@ -111,9 +109,11 @@ class FlowReportsResource(Resource):
         unsub_u = int(delivered * r.uniform(0, 0.01))
         unsubs = unsub_u + int(unsub_u * r.uniform(0, 0.2))
         spam = int(delivered * r.uniform(0, 0.002)) if email else 0
-        conv_u = int(clicks_unique * r2.uniform(0.05, 0.4))
-        conversions = conv_u + int(conv_u * r2.uniform(0, 0.3))
-        value = round(conversions * r2.uniform(20, 150), 2)
+        # Conversions are the events attributed to this message, on the touch's day (attribution.py).
+        conversions, value, conv_u = self._attributed_counts(message_id, conversion_metric_id, day_ts)
+        if conversions and not delivered:  # it converted, so it reached someone that day
+            recipients = delivered = max(recipients, 1)
+            bounced = failed = 0
         segments = 0 if email else r.randint(1, 2) * delivered
         return {"recipients": recipients, "delivered": delivered, "bounced": bounced,
                 "failed": failed, "bounced_or_failed": bounced + failed, "opens": opens,

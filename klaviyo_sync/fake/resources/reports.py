@@ -145,8 +145,6 @@ class ReportsResource(Resource):
     def _msg_stats(self, m: dict, conv_mid: str) -> dict:
         digest = hashlib.blake2b(f"{self.seed}|{m['id']}".encode(), digest_size=16).digest()
         r = random.Random(digest)
-        r2 = random.Random(hashlib.blake2b(f"{self.seed}|{m['id']}|{conv_mid}".encode(),
-                                           digest_size=16).digest())
         ch = m["channel"]
         email, sms, push = ch == "email", ch == "sms", ch == "mobile_push"
         recipients = r.randint(500, 20000) if email else r.randint(50, 4000)
@@ -167,9 +165,8 @@ class ReportsResource(Resource):
         unsubscribe_uniques = int(delivered * r.uniform(0, 0.004))
         unsubscribes = unsubscribe_uniques + int(unsubscribe_uniques * r.uniform(0, 0.1))
         spam = int(delivered * r.uniform(0, 0.0008)) if email else 0
-        conversion_uniques = int(clicks_unique * r2.uniform(0.02, 0.3))
-        conversions = conversion_uniques + int(conversion_uniques * r2.uniform(0, 0.3))
-        conversion_value = round(conversions * r2.uniform(15, 180), 2)
+        # Conversions are the events attributed to this message (attribution.py).
+        conversions, conversion_value, conversion_uniques = self._attributed_counts(m["id"], conv_mid)
         segments = (r.randint(1, 3) * delivered) if sms else 0
         spend = round(segments * 0.0079, 2)
 
