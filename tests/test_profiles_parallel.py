@@ -9,7 +9,7 @@ from klaviyo_sync.fake import FakeKlaviyo
 from klaviyo_sync.streams.sliced import Slice, contiguous_mark
 
 from .e2e_helpers import cli_env, dump, floor_now, ids, mark, parse_iso, run_cli, start_cli, wait_for
-from .test_audience import expected_row, iso_minus_1s, profile_requests, stored_rows
+from .test_audience import answered_all_parked, expected_row, iso_minus_1s, profile_requests, stored_rows
 
 NOW = floor_now() - timedelta(minutes=1)
 
@@ -80,6 +80,7 @@ def test_parallel_first_sync_killed_halfway_resumes_exactly(tmp_path):
             if proc.poll() is None:
                 proc.kill()
             fake.release()
+        answered_all_parked(fake)
         killed_mark = mark(db, "profiles.mark")
         stored = ids(db, "profiles")
         assert 0 < len(stored) <= 1200
