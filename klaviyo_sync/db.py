@@ -661,3 +661,21 @@ def m008_analytics(db: Database) -> None:
     from .analytics import create_views
 
     create_views(db)
+
+
+@migrations()
+def m009_suppressions(db: Database) -> None:
+    # Who may not be emailed or texted, and why: one row per profile and channel whose marketing
+    # Klaviyo will not send (can_receive = 0), the reason being the suppression (email: HARD_BOUNCE,
+    # SPAM_COMPLAINT, USER_SUPPRESSED, ...) or else the consent (UNSUBSCRIBED, NEVER_SUBSCRIBED).
+    # Fivetran and Airbyte call this table global exclusions. Deleted profiles are left out.
+    db.create_view("suppressions", """
+        SELECT id AS profile_id, 'email' AS channel, email AS address,
+               coalesce(email_suppression, email_consent) AS reason, email_consent AS consent,
+               email_consent_at AS consent_at
+        FROM profiles
+        WHERE deleted_at IS NULL AND email IS NOT NULL AND email_can_receive = 0
+        UNION ALL
+        SELECT id, 'sms', phone_number, sms_consent, sms_consent, sms_consent_at
+        FROM profiles
+        WHERE deleted_at IS NULL AND phone_number IS NOT NULL AND sms_can_receive = 0""")

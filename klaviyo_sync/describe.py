@@ -40,6 +40,8 @@ TABLES: dict[str, str] = {
     "profile_lists": "Each profile's email with its lists.",
     "event_details": "Events with their metric's name and their profile's email.",
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
+    "suppressions": ("Who may not be emailed or texted, and why: one row per profile and channel Klaviyo will not "
+                     "send marketing to (global exclusions, as Fivetran and Airbyte call them; from sync-profiles)."),
     "event_attributions": "Klaviyo's attribution of events (GET /api/events?include=attributions): which campaign "
                           "or flow message, through which touch (attributed event), earned the event. Written with "
                           "the event; an event without a row is organic (or was synced before attributions were kept).",
@@ -240,6 +242,14 @@ COLUMNS["flow_message_daily"] = {"flow_name": "The flow's name (flows.name).",
                                  "message_name": "The message's name (flow_messages.name)."}
 COLUMNS["event_details"] = {"metric": "The metric's name (metrics.name).",
                             "email": "The profile's email (profiles.email)."}
+COLUMNS["suppressions"] = {
+    "profile_id": "The profile (profiles.id).", "channel": "email or sms.",
+    "address": "The email address or phone number that may not be messaged.",
+    "reason": "Why: the email suppression (HARD_BOUNCE, SPAM_COMPLAINT, USER_SUPPRESSED ...) or else the "
+              "consent (UNSUBSCRIBED, NEVER_SUBSCRIBED).",
+    "consent": "The channel's consent: SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED.",
+    "consent_at": "When that consent was given or changed (UTC).",
+}
 COLUMNS["campaign_performance"] = {
     "stats_fetched_at": "When its statistics were fetched (UTC); empty if never.",
     "recipients": "Recipients, summed over the campaign's messages.",

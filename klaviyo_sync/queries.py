@@ -223,3 +223,27 @@ def revenue(db: Database, window: Window, metric_id: str | None, by: str | None)
                  "flow_revenue": total(v for k, v in flows.items() if k[1] == ch)} for ch in channels]
         return rows + [{"channel": "all", **all_row}]
     return [{"period": f"{first}..{last}", **all_row}]
+
+
+def tagged(db_path, kind: str, tag: str) -> set[str]:
+    """The ids of the campaigns or flows (``kind``) carrying the tag named ``tag``, from
+    ``tag_links`` (sync-tags); a UsageError (exit 2) when no synced tag has that name."""
+    from pathlib import Path
+
+    from . import db as store
+    from .errors import UsageError
+
+    ids: set[str] | None = None
+    if Path(db_path).exists():
+        database = store.open_db(db_path)
+        try:
+            found = database.execute("SELECT id FROM tags WHERE name = ?", [tag]).fetchall()
+            if found:
+                ids = {r[0] for r in database.execute(
+                    f"SELECT resource_id FROM tag_links WHERE resource_type = ? AND tag_id IN "
+                    f"({','.join('?' for _ in found)})", [kind, *(r[0] for r in found)]).fetchall()}
+        finally:
+            database.close()
+    if ids is None:
+        raise UsageError(f"--tag: no tag named {tag!r} in the database (run sync-tags first)")
+    return ids

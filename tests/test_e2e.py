@@ -663,8 +663,10 @@ def test_demo(tmp_path):
     assert count(db, "list_members") > 0 and count(db, "segment_members") > 0
     assert [(r["command"], r["status"]) for r in sync_runs(db)] == [
         (c, "ok") for c in ("sync-metrics", "sync-profiles", "sync-events", "sync-lists", "sync-segments",
-                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images")]
+                            "sync-campaigns", "sync-flows", "sync-templates", "sync-flow-stats", "sync-images",
+                            "sync-tags", "sync-coupons", "sync-push-tokens", "sync-reviews", "sync-catalogs")]
     assert ids(db, "images") == twin.images.ids()
+    assert ids(db, "tags") == twin.tag_ids() and ids(db, "catalog_items") == twin.catalog_items.ids()
 
 
 # -- 11. the fake's own command line ----------------------------------------------------------

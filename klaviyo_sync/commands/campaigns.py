@@ -40,6 +40,7 @@ from .base import (
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE", help=f"Send-time range: {RANGE_FORMS}.")]
 StatsMaxAgeOpt = Annotated[str, typer.Option("--stats-max-age", help="Refetch statistics older than this.")]
+TagOpt = Annotated[Optional[str], typer.Option("--tag", metavar="NAME", help="Only those carrying this tag (sync-tags).")]
 
 
 def _channels(values: list[str] | None) -> list[str]:
@@ -97,6 +98,7 @@ def campaigns_cmd(
     conversion_metric: ConversionOpt = None,
     stats_max_age: StatsMaxAgeOpt = "6h",
     wait: WaitOpt = 0.0,
+    tag: TagOpt = None,
 ) -> None:
     """Campaigns sent in a range with their performance, newest first: from the local database,
     or from the API when the database has none for that range.
@@ -107,6 +109,7 @@ def campaigns_cmd(
     check_format(fmt)
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     channels = _channels(channel)
+    tagged = None if tag is None else queries.tagged(settings.db, "campaign", tag)
     rows: list[dict] = []
     if not refresh and settings.db.exists():
         database = store.open_db(settings.db)
@@ -133,8 +136,11 @@ def campaigns_cmd(
         if not settings.quiet:
             print(f"{len(rows)} campaign(s) fetched from the API", file=sys.stderr)
     kind = output.resolve_format(fmt)
+    if tagged is not None:
+        rows = [r for r in rows if r["id"] in tagged]
     output.write_rows(rows, kind, queries.CAMPAIGN_TABLE,
-                      title=f"Campaigns sent {iso(window.start)} .. {iso(window.end)}")
+                      title=f"Campaigns sent {iso(window.start)} .. {iso(window.end)}"
+                      + (f" tagged {tag}" if tag is not None else ""))
     if partial:
         print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)

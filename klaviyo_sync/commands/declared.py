@@ -27,17 +27,21 @@ FullOpt = Annotated[bool, typer.Option("--full", help="Read everything again ins
 def _run(settings: Settings, decl: Declaration, full: bool, wait: float, fmt: str) -> None:
     _check_summary_format(fmt)
     client = settings.client()
-    arguments = {"full": full, "base_url": settings.base_url} if decl.stream.cursor else {"base_url": settings.base_url}
+    cursor = decl.stream is not None and decl.stream.cursor
+    arguments = {"full": full, "base_url": settings.base_url} if cursor else {"base_url": settings.base_url}
     with recorded_run(settings, decl.command, arguments, wait) as run:
         run["client"] = client
         with denied_as(decl):
-            sync_declared(client, run["db"], decl, full=full, result=run["result"])
+            if decl.simple:
+                sync_declared(client, run["db"], decl, full=full, result=run["result"])
+            else:
+                decl.step(client, run["db"], run["result"])
     _report(settings, run, fmt)
 
 
 def generate(decl: Declaration) -> None:
-    """Register the Typer command of a simple stream."""
-    if decl.stream.cursor:
+    """Register the Typer command of a simple stream (or of a special engine declared with a help)."""
+    if decl.stream is not None and decl.stream.cursor:
         def command(settings: Settings, full: FullOpt = False, wait: WaitOpt = 0.0,
                     fmt: SummaryFormatOpt = "auto") -> None:
             _run(settings, decl, full, wait, fmt)
@@ -50,5 +54,5 @@ def generate(decl: Declaration) -> None:
 
 
 for _decl in declarations():
-    if _decl.simple:
+    if _decl.simple or _decl.help:
         generate(_decl)

@@ -104,6 +104,8 @@ def flows_cmd(
     refresh: Annotated[bool, typer.Option("--refresh", help="Fetch from the API first, even if the database has data.")] = False,
     conversion_metric: ConversionOpt = None,
     wait: WaitOpt = 0.0,
+    tag: Annotated[Optional[str], typer.Option("--tag", metavar="NAME",
+                                               help="Only flows carrying this tag (sync-tags).")] = None,
 ) -> None:
     """Flows that sent in a range with their performance, most revenue first: from the local
     database, or from the API when the database has no flow statistics for that range.
@@ -114,6 +116,7 @@ def flows_cmd(
     check_format(fmt)
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
+    tagged = None if tag is None else queries.tagged(settings.db, "flow", tag)
     covered, rows = (False, [])
     if not refresh and settings.db.exists():
         covered, rows = _query_flows(settings, window, by)
@@ -134,9 +137,11 @@ def flows_cmd(
         if not settings.quiet:
             print(f"{len(rows)} {by}(s) fetched from the API", file=sys.stderr)
     first, last = queries.day_bounds(window)
+    if tagged is not None:
+        rows = [r for r in rows if r["flow_id" if by == "message" else "id"] in tagged]
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.FLOW_MESSAGE_TABLE if by == "message" else queries.FLOW_TABLE,
-                      title=f"Flows that sent {first} .. {last} (UTC days)")
+                      title=f"Flows that sent {first} .. {last} (UTC days)" + (f" tagged {tag}" if tag else ""))
     if partial:
         print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)

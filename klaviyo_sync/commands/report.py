@@ -91,6 +91,8 @@ def human_summary(summary: dict) -> str:
         extras.append(f"{summary['rate_limited']} rate-limited, {summary.get('rate_limit_wait_s', 0):.1f} s waited")
     if summary.get("window"):
         extras.append(f"window {summary['window']['start']} .. {summary['window']['end']}")
+    if summary.get("note"):  # e.g. sync-reviews: Klaviyo Reviews is not available on this account
+        extras.append(summary["note"])
     return line + ("; " + "; ".join(extras) if extras else "")
 
 

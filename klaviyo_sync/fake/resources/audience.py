@@ -50,11 +50,13 @@ MEMBER_FILTERS = {"joined_group_at": {"single": ("greater-than", "greater-or-equ
 LIST_FIELDS = {"name", "created", "updated", "opt_in_process", "profile_count"}
 SEGMENT_FIELDS = {"name", "definition", "created", "updated", "is_active", "is_processing",
                   "is_starred", "profile_count"}
-# Lists and segments: at most 10 a page; `include` (tags, flows) is refused by this fake.
+# Lists and segments: at most 10 a page; `include=tags` serves their tags (fake/resources/tags.py),
+# `include=flow-triggers` an empty list.
+_FLOW_FIELDS = frozenset({"archived", "created", "id", "name", "status", "trigger_type", "updated"})
 GROUP_LISTS = {
     kind: ListEndpoint(kind, fields=frozenset(fields - {"profile_count"}), filters=filters,
                        sorts=("created", "id", "name", "updated"), page=(1, 10, 10), kind=kind[:2],
-                       extra=frozenset({"fields[flow]", "fields[tag]", "include"}))
+                       includes={"tags": ("tag", frozenset({"id", "name"})), "flow-triggers": ("flow", _FLOW_FIELDS)})
     for kind, fields, filters in (("list", LIST_FIELDS, GROUP_FILTERS), ("segment", SEGMENT_FIELDS, SEGMENT_FILTERS))
 }
 LIST_NAMES = ["Newsletter", "VIP Customers", "Back in Stock Alerts", "SMS Subscribers",
@@ -122,6 +124,7 @@ class _Group:
     def __init__(self, kind: str, gid: str, attrs: dict):
         self.kind, self.id, self.attrs = kind, gid, attrs
         self.members: dict[int, int] = {}
+        self.tag_ids: list[str] = []  # set by fake/resources/tags.py
 
 
 class AudienceResource(Resource):
@@ -396,12 +399,23 @@ class AudienceResource(Resource):
                 "links": {"self": f"{gl}/"}}
 
     def _h_groups(self, ctx, kind: str):
-        if "include" in dict(parse_qsl(ctx.query, keep_blank_values=True)):
-            raise bad("'include' is not supported by this fake.", "include")
+        tags = "tags" in (dict(parse_qsl(ctx.query, keep_blank_values=True)).get("include") or "").split(",")
+
+        def render(g, fields):
+            doc = self._group_doc(g, fields, False)
+            if tags:
+                doc["relationships"]["tags"] = {"data": [{"type": "tag", "id": t} for t in g.tag_ids]}
+            return doc
+
+        def included(page, inc, fieldsets):
+            if "tags" not in inc:
+                return []
+            ids = dict.fromkeys(t for g in page for t in g.tag_ids)
+            return [self.tag_resource(self._tag_by_id[t], fieldsets["tag"]) for t in ids]
+
         return GROUP_LISTS[kind].respond(
             self, ctx, [g for g in self._groups.values() if g.kind == kind],
-            value=lambda g, f: g.id if f == "id" else g.attrs[f],
-            render=lambda g, fields: self._group_doc(g, fields, False))
+            value=lambda g, f: g.id if f == "id" else g.attrs[f], render=render, included=included)
 
     def _h_group(self, ctx, kind: str, gid: str):
         params = query_params(ctx, {f"fields[{kind}]", f"additional-fields[{kind}]", "include",

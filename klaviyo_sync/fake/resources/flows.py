@@ -26,7 +26,7 @@ from . import Resource
 
 FLOW_FIELDS = {"archived", "created", "name", "status", "trigger_type", "updated"}
 FLOW_ACTION_FIELDS = {"action_type", "created", "settings", "status", "updated"}
-TAG_FIELDS = {"name"}
+TAG_FIELDS = {"id", "name"}
 TEMPLATE_FIELDS = {"amp", "created", "editor_type", "html", "name", "text", "updated"}
 _DT = ("equals", *CMP)
 FLOW_FILTERS = {
@@ -319,7 +319,7 @@ class FlowsResource(Resource):
                                     "include", "page[cursor]", "page[size]", "sort"})
         ff = fields_param(params, "fields[flow]", FLOW_FIELDS)
         fa = fields_param(params, "fields[flow-action]", FLOW_ACTION_FIELDS)
-        fields_param(params, "fields[tag]", TAG_FIELDS)
+        ft = fields_param(params, "fields[tag]", TAG_FIELDS)
         inc = include_param(params, {"flow-actions", "tags"})
         sort = params.get("sort")
         if sort is not None and sort not in FLOW_SORTS:
@@ -342,6 +342,11 @@ class FlowsResource(Resource):
                                    for f in page for a in f["definition"]["actions"]]
             elif inc:
                 doc["included"] = []
+            if "tags" in inc:  # fake/resources/tags.py tags flows
+                for f, res in zip(page, doc["data"]):
+                    res["relationships"]["tags"]["data"] = [{"type": "tag", "id": t} for t in f.get("tag_ids", ())]
+                tags = dict.fromkeys(t for f in page for t in f.get("tag_ids", ()))
+                doc["included"] += [self.tag_resource(self._tag_by_id[t], ft) for t in tags]
         return 200, dumps(doc).encode("utf-8"), []
 
     def _h_flow(self, ctx, flow_id):
