@@ -44,6 +44,9 @@ log = logging.getLogger("klaviyo_sync")
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 # The revision of the OpenAPI spec this tool was written against (../shared/klaviyo-openapi).
 DEFAULT_REVISION = "2026-07-15"
+# The oldest revision whose spec declares every request this tool builds (older ones declare no
+# page[size] on lists, segments and templates, which a strict server rejects): older is refused.
+OLDEST_REVISION = "2026-04-15"
 REVISION_WARN_DAYS = 548  # ~18 months; Klaviyo retires a revision about two years after its date
 JSONAPI = "application/vnd.api+json"
 # The overall deadline of one request, connect to last byte (KLAVIYO_REQUEST_DEADLINE): the
@@ -103,6 +106,8 @@ def revision_age_warning(revision: str, today: date | None = None) -> str | None
         rev_date = date.fromisoformat(revision.split(".")[0])
     except ValueError:
         return None
+    if rev_date < date.fromisoformat(OLDEST_REVISION):
+        return None  # refused with exit 2 instead (check_revision): one line, not two
     age = ((today or timeutil.today()) - rev_date).days
     if age > REVISION_WARN_DAYS:
         return (
@@ -110,6 +115,22 @@ def revision_age_warning(revision: str, today: date | None = None) -> str | None
             "about two years after their date: upgrade klaviyo-sync or pass a newer --revision"
         )
     return None
+
+
+def check_revision(revision: str) -> str:
+    """The revision if the requests this tool builds conform to it, else ValueError (exit 2)."""
+    day, dot, suffix = revision.partition(".")
+    try:
+        parsed = date.fromisoformat(day)
+        if len(day) != 10 or (dot and suffix != "pre"):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--revision: invalid revision {revision!r}: expected a date such as "
+                         f"{DEFAULT_REVISION} (optionally with .pre)") from None
+    if parsed < date.fromisoformat(OLDEST_REVISION):
+        raise ValueError(f"--revision: revision {revision} is not supported: the requests this tool "
+                         f"builds conform to revision {OLDEST_REVISION} and later (default {DEFAULT_REVISION})")
+    return revision
 
 
 def _error_detail(resp: requests.Response, body: object) -> str:
@@ -213,7 +234,7 @@ class KlaviyoClient:
                              "the API key would cross the network unencrypted (use https://, or pass "
                              "--allow-http for a trusted proxy)")
         self._origin = (parts.scheme, parts.netloc.lower())
-        self.revision = revision
+        self.revision = check_revision(revision)
         self.timeout = timeout
         self.deadline = deadline
         self.max_body = max_body

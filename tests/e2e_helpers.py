@@ -254,3 +254,37 @@ def assert_partial_run_sound(db: Path, fake, since: datetime, until: datetime) -
         assert not missing, (f"the mark {m} claims coverage, but {len(missing)} events before it "
                              f"are missing")
     return got
+
+
+# -- shared by the end-to-end test modules -------------------------------------------------
+# The fake accounts' "now": a minute back, so everything the fake holds is in the past of any
+# CLI run. No test may assume the CLI's clock reads NOW's day (midnight may pass in between):
+# they pass explicit windows or read the window a run reports; tests/clock/run_shifted.py runs
+# them at 00:00:30 UTC and at a month's last second to prove it.
+NOW = floor_now() - timedelta(minutes=1)
+# The headers of a request to the fake made by a test itself (not by the CLI).
+AUTH_HEADERS = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
+                "Accept": "application/vnd.api+json"}
+
+
+def fetch_pages(url: str, params: dict | None = None, *, session=None, headers: dict | None = None,
+                max_pages: int = 10_000) -> list[dict]:
+    """GET ``url`` (with ``params``), then follow ``links.next`` exactly as given, to the last
+    page; every page's JSON document (each must answer 200)."""
+    import requests
+
+    session = session or requests.Session()
+    pages: list[dict] = []
+    while url:
+        r = session.get(url, params=params, headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        pages.append(doc)
+        url, params = doc["links"].get("next"), None
+        assert len(pages) <= max_pages, f"more than {max_pages} pages"
+    return pages
+
+
+def walk(fake, path: str, **params) -> list[dict]:
+    """Every record of a listing of the fake, through all its pages."""
+    return [r for doc in fetch_pages(fake.base_url + path, params, headers=AUTH_HEADERS) for r in doc["data"]]

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 from klaviyo_sync.fake import FakeKlaviyo
 
 from .e2e_helpers import (
+    NOW,
     cli_env,
     dump,
-    floor_now,
     ids,
     mark,
     parse_iso,
@@ -22,7 +22,6 @@ from .e2e_helpers import (
     wait_for,
 )
 
-NOW = floor_now() - timedelta(minutes=1)
 AUDIENCE = ("profiles", "lists", "segments", "list_members", "segment_members")
 
 
@@ -292,5 +291,17 @@ def test_status_lists_the_audience_tables(tmp_path):
         assert run_cli(["sync-profiles"], env).returncode == 0
         st = run_cli(["status", "--format", "json"], env)
         assert st.returncode == 0, st.describe()
-        for table in AUDIENCE:
-            assert table in st.stdout
+        tables = json.loads(st.stdout)["tables"]
+        # Row counts, not only names (status lists every table whether or not anything synced).
+        assert {t: tables[t] for t in AUDIENCE} == {
+            "profiles": len(fake.live_profile_ids()), "lists": 0, "segments": 0, "list_members": 0,
+            "segment_members": 0}
+        assert run_cli(["sync-lists", "--members", "all"], env).returncode == 0
+        assert run_cli(["sync-segments", "--members", "all"], env).returncode == 0
+        tables = json.loads(run_cli(["status", "--format", "json"], env).stdout)["tables"]
+        assert {t: tables[t] for t in AUDIENCE} == {
+            "profiles": len(fake.live_profile_ids()), "lists": len(fake.list_ids()),
+            "segments": len(fake.segment_ids()),
+            "list_members": sum(len(fake.members(g)) for g in fake.list_ids()),
+            "segment_members": sum(len(fake.members(g)) for g in fake.segment_ids())}
+        assert tables["lists"] > 0 and tables["list_members"] > 0

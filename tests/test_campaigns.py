@@ -8,9 +8,11 @@ import pytest
 
 from klaviyo_sync import db as store
 from klaviyo_sync.streams.campaigns import report_batches, sync_campaigns
-from klaviyo_sync.timeutil import Window, iso, parse_range
+from klaviyo_sync.timeutil import Window, parse_range
 
 from .conftest import BASE
+from .e2e_helpers import iso  # the test's own formatting, not the product's timeutil.iso
+from .openapi_check import request_problems
 
 UTC = timezone.utc
 CAMPAIGNS = f"{BASE}/api/campaigns"
@@ -45,13 +47,19 @@ def days_ago(n):
 
 
 class CampaignsApi:
+    """/api/campaigns for unit tests of the campaigns stream: in-process, with hand-built
+    campaigns (no send time, archived, a channel per request) the fake does not produce on demand.
+    Each request is checked against Klaviyo's OpenAPI spec, as ReportsApi's bodies are."""
+
     def __init__(self, by_channel, page_size=2):
         self.by_channel = by_channel  # channel -> list of (campaign, message)
         self.page_size = page_size
         self.filters = []
 
     def __call__(self, request):
-        q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+        parts = urlsplit(request.url)
+        assert request_problems("GET", parts.path, parts.query, None) == []
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
         flt = q["filter"]
         self.filters.append(flt)
         channel = flt.split("equals(messages.channel,'")[1].split("'")[0]
@@ -76,6 +84,8 @@ class ReportsApi:
 
     def __call__(self, request):
         body = json.loads(request.body)
+        parts = urlsplit(request.url)
+        assert request_problems("POST", parts.path, parts.query, request.body) == []
         self.bodies.append(body)
         if self.status != 200:
             headers = {"Retry-After": str(self.retry_after)} if self.retry_after else {}

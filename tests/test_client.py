@@ -176,8 +176,10 @@ def test_revision_age_warning():
     from datetime import date
 
     assert revision_age_warning("2026-07-15", today=date(2026, 11, 26)) is None
-    warning = revision_age_warning("2024-01-15", today=date(2026, 11, 26))
-    assert warning and "2024-01-15" in warning and "months old" in warning
+    warning = revision_age_warning("2026-04-15", today=date(2027, 11, 26))
+    assert warning and "2026-04-15 is 19 months old" in warning
+    # A revision older than the supported ones is refused (exit 2), not warned about.
+    assert revision_age_warning("2024-01-15", today=date(2026, 11, 26)) is None
 
 
 def test_relative_next_link_is_resolved_against_the_api_host(mocked, client):
@@ -250,3 +252,18 @@ def test_gc_paused_nests_and_restores_the_collector():
         assert not gc.isenabled()  # a collector the program disabled stays disabled
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("retry_after, waits", [("120", True), ("120.0", True), ("121", False)])
+def test_the_120_second_retry_after_boundary(mocked, client, sleeps, retry_after, waits):
+    """README: a single Retry-After longer than 120 s fails fast; 120 s itself is waited out."""
+    mocked.get(METRICS, status=429, headers={"Retry-After": retry_after},
+               json={"errors": [{"status": 429, "code": "throttled", "detail": "Request was throttled."}]})
+    mocked.get(METRICS, json=page(["a"]))
+    if waits:
+        assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
+        assert len(mocked.calls) == 2 and 120.0 <= sum(sleeps) <= 121.0
+    else:
+        with pytest.raises(RateLimitExceeded, match="asks to wait 121 s, more than the 120 s this tool waits"):
+            client.request("GET", "/api/metrics")
+        assert len(mocked.calls) == 1 and sleeps == []

@@ -167,12 +167,43 @@ def test_key_is_absent_from_every_output_and_the_database_bytes(mocked, cli, db_
             assert API_KEY.encode() not in open(path, "rb").read()
 
 
-def test_an_old_revision_warns_once_on_stderr(mocked, cli):
+def test_an_old_revision_warns_once_on_stderr(mocked, cli, monkeypatch):
+    monkeypatch.setattr("klaviyo_sync.timeutil.today", lambda: date(2028, 1, 1))
     serve_metric_pages(mocked, [[metric(1)]])
-    result = cli("sync-metrics", "--revision", "2024-02-15")
+    result = cli("sync-metrics", "--revision", "2026-04-15")
     assert result.exit_code == 0
-    assert result.stderr.count("warning: API revision 2024-02-15") == 1
-    assert mocked.calls[0].request.headers["revision"] == "2024-02-15"
+    assert result.stderr.count("warning: API revision 2026-04-15 is 20 months old") == 1
+    assert mocked.calls[0].request.headers["revision"] == "2026-04-15"
+
+
+@pytest.mark.parametrize("revision", ["2025-07-15", "2026-04-14", "2023-01-24.pre"])
+def test_a_revision_older_than_the_requests_conform_to_is_refused(mocked, cli, db_path, revision):
+    """README: the requests conform to revision 2026-04-15 and later (older revisions declare no
+    page[size] on lists, segments and templates): an older one exits 2 before any request,
+    naming the oldest supported revision, in one line."""
+    for env in ({}, {"KLAVIYO_REVISION": revision}):
+        args = ["sync-metrics"] + ([] if env else ["--revision", revision])
+        result = cli(*args, env=env)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr == (f"klaviyo-sync: error: --revision: revision {revision} is not supported: the "
+                                 "requests this tool builds conform to revision 2026-04-15 and later "
+                                 "(default 2026-07-15)\n")
+    assert len(mocked.calls) == 0
+
+
+@pytest.mark.parametrize("revision", ["latest", "2026-7-15", "2026-07-15.beta", ""])
+def test_a_revision_that_is_not_a_date_is_refused(mocked, cli, revision):
+    result = cli("sync-metrics", "--revision", revision)
+    assert result.exit_code == 2 and result.stderr.startswith("klaviyo-sync: error: --revision: invalid revision")
+    assert len(result.stderr.splitlines()) == 1 and len(mocked.calls) == 0
+
+
+def test_supported_revisions_are_sent_as_given(mocked, cli):
+    for revision in ("2026-04-15", "2026-07-15.pre", "2026-10-15"):
+        serve_metric_pages(mocked, [[metric(1)]])
+        result = cli("sync-metrics", "-q", "--revision", revision)
+        assert result.exit_code == 0, result.stderr
+        assert mocked.calls[-1].request.headers["revision"] == revision
 
 
 def test_the_day_the_default_revision_turns_old(mocked, cli, monkeypatch):

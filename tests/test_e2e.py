@@ -21,14 +21,13 @@ import pytest
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 from .e2e_helpers import (
-    UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
+    AUTH_HEADERS, NOW, UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
     assert_partial_run_sound, cli_env, connect, count, dump, finish, floor_now, hours, ids, iso, mark,
     parse_iso, query, run_cli, start_cli, sync_runs, try_progress, wait_for,
 )
 
 # One instant for every fake of this module: fakes built with the same arguments serve the
 # same data, so a clean run and a faulted run can be compared row for row.
-NOW = floor_now() - timedelta(minutes=1)
 EVENTS_FAKE = dict(n_events=12_000, span_hours=24, n_profiles=300, now=NOW)  # ~500 events/hour
 SINCE, UNTIL = NOW - hours(20), NOW - hours(14)  # ~3,000 events: several pages of 1,000
 WRONG_KEY = "pk_wrong_5f4dcc3b5aa765d61d8327deb882cf99"
@@ -679,9 +678,7 @@ def test_fake_api_command_serves_and_terminates(tmp_path):
         assert sel.select(timeout=20), "no URL line within 20 s"
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and int(url.rsplit(":", 1)[1]) > 0
-        req = urllib.request.Request(url + "/api/metrics", headers={
-            "Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
-            "Accept": "application/vnd.api+json"})
+        req = urllib.request.Request(url + "/api/metrics", headers=AUTH_HEADERS)
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
             assert len(json.loads(resp.read())["data"]) == 12

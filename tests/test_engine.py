@@ -34,7 +34,11 @@ def thing(i: int, updated: str, name: str | None = None) -> dict:
 
 class Api:
     """Serves ``items`` sorted by updated, 2 a page, honouring greater-than(updated,X); records
-    every query. ``fail_on`` makes the n-th request (1-based) answer 400."""
+    every query. ``fail_on`` makes the n-th request (1-based) answer 400.
+
+    Not the fake, on purpose: the engine is tested on a made-up stream (``/api/things``), so
+    that what it does follows from the declaration alone, not from any real endpoint; the real
+    streams' requests are checked against Klaviyo's spec in test_openapi_conformance.py."""
 
     def __init__(self, mocked, items):
         self.items = items

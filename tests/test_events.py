@@ -7,9 +7,11 @@ import pytest
 
 from klaviyo_sync import db as store
 from klaviyo_sync.streams.events import EventSlice, contiguous_mark, plan_slices, sync_events
-from klaviyo_sync.timeutil import Window, iso
+from klaviyo_sync.timeutil import Window
 
 from .conftest import BASE
+from .e2e_helpers import iso  # the test's own formatting, not the product's timeutil.iso
+from .openapi_check import request_problems
 
 EVENTS = f"{BASE}/api/events"
 UTC = timezone.utc
@@ -29,7 +31,12 @@ def make_event(i, dt, metric="M1", profile="P1"):
 
 
 class EventsApi:
-    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages."""
+    """A callback for responses that answers /api/events like Klaviyo: filters, sorts and pages.
+
+    Kept beside the fake (which the end-to-end tests use) because these are unit tests of the
+    events engine in-process, with a clock that only moves when the code sleeps and pages the
+    fake does not serve (hand-built events with edge cases, a 400 on the n-th call); every request
+    it receives is checked against Klaviyo's OpenAPI spec, so it enforces the API's rules too."""
 
     def __init__(self, events, page_size=None, fail_on_call=None):
         self.events = sorted(events, key=lambda e: (e["attributes"]["datetime"], e["id"]))
@@ -39,6 +46,8 @@ class EventsApi:
 
     def __call__(self, request):
         self.calls.append(request.url)
+        parts = urlsplit(request.url)
+        assert request_problems("GET", parts.path, parts.query, None) == []
         if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
             return 400, {}, json.dumps({"errors": [{"detail": "Invalid cursor provided."}]})
         q = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
@@ -277,16 +286,18 @@ def test_event_without_datetime_falls_back_to_timestamp():
 
 
 def test_seen_cache_skips_unchanged_and_is_bounded():
-    from klaviyo_sync.streams.events import _SeenCache
+    from klaviyo_sync.streams.events_fetch import SeenCache
 
-    cache = _SeenCache(limit=3)
+    cache = SeenCache(limit=3)
     p = {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c"}}
     assert cache.fresh(p) and not cache.fresh(dict(p))
     assert cache.fresh({**p, "attributes": {"email": "new@b.c"}})  # a change is written again
     assert cache.fresh({"type": "metric", "id": "P1", "attributes": {"email": "new@b.c"}})  # types kept apart
+    changed = {**p, "attributes": {"email": "new@b.c"}}
+    assert not cache.fresh(changed)  # remembered...
     for i in range(10):
         cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
-    assert len(cache._seen) <= 3
+    assert cache.fresh(changed)  # ...until ten others pushed it out: the cache holds at most 3
 
 
 def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatch):
@@ -331,25 +342,25 @@ def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repair
 
 def test_autoscale_sizes_the_fetchers_from_latency_and_cpu_per_page():
     """Little's law: 2 busy fetchers, each request also waiting `latency`: 2 * (latency + cpu) / cpu."""
-    from klaviyo_sync.streams.events import _Autoscale
+    from klaviyo_sync.streams.autoscale import Autoscale
 
-    fast = _Autoscale(32, now=0.0, network_wait=0.0, requests=0)
+    fast = Autoscale(32, now=0.0, network_wait=0.0, requests=0)
     assert fast.target == 2 and fast.timeline == [(0.0, 2)]
     # Fast API: 2 fetchers, 0.5 s, 50 answers, 2 ms waiting each: 20 ms a page in all -> 2 * 20 / 18 -> 3.
     assert fast.tick(0.5, events=50_000, network_wait=0.1, active=2, requests=50) == 3
     # Too few answers in a tick to measure anything: no change.
     assert fast.tick(1.0, events=52_000, network_wait=0.2, active=3, requests=53) == 3
     assert not fast.frozen
-    slow = _Autoscale(32, now=0.0, network_wait=0.0, requests=0)
+    slow = Autoscale(32, now=0.0, network_wait=0.0, requests=0)
     # 100 ms a request, 20 ms a page besides: 2 * 120 / 20 = 12 at once.
     assert slow.tick(0.6, events=10_000, network_wait=1.0, active=2, requests=10) == 12
     assert slow.timeline == [(0.0, 2), (0.6, 12)]
     # It never shrinks, and stops at the limit: 300 ms a request, 20 ms besides -> 2 * 320 / 20 = 32.
     assert slow.tick(1.24, events=34_000, network_wait=1.0 + 7.2, active=12, requests=10 + 24) == 32
     assert slow.frozen and slow.tick(9.0, events=90_000, network_wait=60.0, active=32, requests=900) == 32
-    capped = _Autoscale(8, now=0.0, network_wait=0.0, requests=0)
+    capped = Autoscale(8, now=0.0, network_wait=0.0, requests=0)
     assert capped.tick(0.6, events=10_000, network_wait=1.0, active=2, requests=10) == 8 and capped.frozen
-    assert _Autoscale(1, now=0.0, network_wait=0.0).target == 1
+    assert Autoscale(1, now=0.0, network_wait=0.0).target == 1
 
 
 def test_fetchers_alone_hand_every_page_then_each_slice_end_then_their_own_end(mocked, client):

@@ -19,6 +19,8 @@ import requests
 
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
+from .e2e_helpers import fetch_pages
+
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 HEADERS = {
     "Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}",
@@ -50,17 +52,7 @@ def get(http, fake, path, **params):
 
 def follow(http, fake, path, params, max_pages=10_000):
     """Follow links.next; return the list of pages (parsed JSON)."""
-    pages = []
-    url = fake.base_url + path
-    while url:
-        r = http.get(url, params=params, timeout=10)
-        assert r.status_code == 200, r.text
-        params = None
-        doc = r.json()
-        pages.append(doc)
-        url = doc["links"].get("next")
-        assert len(pages) <= max_pages
-    return pages
+    return fetch_pages(fake.base_url + path, params, session=http, max_pages=max_pages)
 
 
 def assert_error(r, status, code=None, parameter=None):

@@ -9,6 +9,8 @@ import requests
 
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
+from .e2e_helpers import walk
+
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 HEADERS = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15"}
 
@@ -23,14 +25,6 @@ def get(fake, path, **params):
     return requests.get(fake.base_url + path, params=params, headers=HEADERS, timeout=10)
 
 
-def walk(fake, path, **params) -> list[dict]:
-    out, url, first = [], fake.base_url + path, True
-    while url:
-        r = requests.get(url, params=params if first else None, headers=HEADERS, timeout=10)
-        assert r.status_code == 200, r.text
-        out.extend(r.json()["data"])
-        url, first = r.json()["links"]["next"], False
-    return out
 
 
 @pytest.mark.parametrize("path,params,parameter", [

@@ -9,6 +9,8 @@ import requests
 
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
+from .e2e_helpers import walk
+
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 DAY = 86400
 H = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
@@ -25,15 +27,7 @@ def get(fake, path, **params):
     return requests.get(fake.base_url + path, headers=H, params=params, timeout=10)
 
 
-def all_pages(fake, path, **params):
-    out, r = [], get(fake, path, **params)
-    while True:
-        assert r.status_code == 200, r.text
-        out += r.json()["data"]
-        nxt = r.json()["links"]["next"]
-        if not nxt:
-            return out
-        r = requests.get(nxt, headers=H, timeout=10)
+all_pages = walk
 
 
 def error_of(r, status=400):

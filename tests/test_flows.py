@@ -8,14 +8,21 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from typer.testing import CliRunner
 
-from klaviyo_sync import db as store
 from klaviyo_sync.cli import app
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, ids, query, run_cli
+from .e2e_helpers import NOW, cli_env, ids, query, run_cli
 
 UTC = timezone.utc
-NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+# The fake's clock. The tests never assume the CLI's clock reads the same day as NOW (midnight may
+# pass in between: tests/clock/run_shifted.py runs them at 00:00:30 and at a month's last second):
+# they give the CLI explicit day ranges instead of "10d".
+LAST = NOW.date()
+
+
+def days(n: int) -> str:
+    """The n days before NOW's day and that day: ``YYYY-MM-DD..YYYY-MM-DD``."""
+    return f"{LAST - timedelta(days=n)}..{LAST}"
 FAST = "reports=50/500,flows=50/500"  # the real tiers would make each test wait minutes
 
 
@@ -42,6 +49,14 @@ def ok(args, env):
 
 def all_flow_ids(fake):
     return fake.flow_ids(archived=False) | fake.flow_ids(archived=True)
+
+
+# The statistics Klaviyo's flow series report returns, each a column of flow_stats_daily
+# (spelled out here, not read from the code under test).
+STATISTICS = ("recipients", "delivered", "delivery_rate", "opens", "opens_unique", "open_rate", "clicks",
+              "clicks_unique", "click_rate", "conversions", "conversion_uniques", "conversion_rate",
+              "conversion_value", "unsubscribes", "unsubscribe_rate", "bounced", "bounce_rate",
+              "spam_complaints", "spam_complaint_rate")
 
 
 def day_ts(d: date) -> int:
@@ -123,17 +138,17 @@ def test_failed_definition_request_fails_the_run_and_keeps_stored_flows(fake, en
 
 
 def test_statistics_equal_the_fake_for_every_statistic_and_day(fake, env):
-    run = ok(["sync-flows", "--range", "10d"], env)
+    run = ok(["sync-flows", "--range", days(10)], env)
     assert run.summary["report_requests"] == 1
     conv = fake.metric_id("Placed Order")
     rows = query(db_of(env), f"SELECT flow_id, flow_message_id, day, send_channel, "
-                             f"{', '.join(store.STAT_NAMES)} FROM flow_stats_daily")
+                             f"{', '.join(STATISTICS)} FROM flow_stats_daily")
     got = {(r[1], r[2]): r for r in rows}
-    first = (NOW - timedelta(days=10)).date()
+    first = LAST - timedelta(days=10)
     expected = 0
     for mid in fake.flow_message_ids():
         truth = fake.flow_message(mid)
-        for i in range((NOW.date() - first).days + 1):
+        for i in range(11):
             d = first + timedelta(days=i)
             want = fake.flow_daily_statistics(mid, day_ts(d), conv)
             if not want["recipients"]:
@@ -142,18 +157,18 @@ def test_statistics_equal_the_fake_for_every_statistic_and_day(fake, env):
             expected += 1
             row = got[(mid, d.isoformat())]
             assert row[:4] == (truth["flow_id"], mid, d.isoformat(), truth["channel"])
-            assert dict(zip(store.STAT_NAMES, row[4:])) == {k: want[k] for k in store.STAT_NAMES}
+            assert dict(zip(STATISTICS, row[4:])) == {k: want[k] for k in STATISTICS}
     assert expected == len(rows) > 0
 
 
 def test_flows_answers_from_the_database_without_requests(fake, env):
-    ok(["sync-flows", "--range", "10d"], env)
+    ok(["sync-flows", "--range", days(10)], env)
     n = len(fake.request_log())
-    run = ok(["flows", "--range", "10d", "--format", "json"], env)
+    run = ok(["flows", "--range", days(10), "--format", "json"], env)
     assert len(fake.request_log()) == n
     rows = json.loads(run.stdout)
     conv = fake.metric_id("Placed Order")
-    first, last = (NOW - timedelta(days=10)).date(), NOW.date()
+    first, last = LAST - timedelta(days=10), LAST
     by_flow: dict = {}
     for mid in fake.flow_message_ids():
         s = fake.flow_statistics(mid, day_ts(first), day_ts(last), conv)
@@ -168,7 +183,7 @@ def test_flows_answers_from_the_database_without_requests(fake, env):
         assert (r["recipients"], r["conversions"]) == (want[r["id"]]["recipients"], want[r["id"]]["conversions"])
         assert r["conversion_value"] == pytest.approx(want[r["id"]]["conversion_value"], abs=0.01)
         assert 0 <= r["click_rate"] <= 1
-    msgs = json.loads(ok(["flows", "--range", "10d", "--by", "message", "--format", "json"], env).stdout)
+    msgs = json.loads(ok(["flows", "--range", days(10), "--by", "message", "--format", "json"], env).stdout)
     assert len(fake.request_log()) == n
     sms = [m for m in msgs if m["channel"] == "sms"]
     assert sms and all(m["open_rate"] is None for m in sms)
@@ -215,14 +230,13 @@ def test_templates_incremental_and_no_html(fake, env):
 
 
 def test_revenue_matches_sums_from_the_ground_truth(fake, env):
-    since = NOW - timedelta(days=8)
-    ok(["sync-events", "--since", since.strftime("%Y-%m-%dT00:00:00Z")], env)
-    ok(["sync-campaigns", "--range", "8d"], env)
-    ok(["sync-flows", "--range", "8d"], env)
+    first, last = LAST - timedelta(days=8), LAST
+    ok(["sync-events", "--since", f"{first}T00:00:00Z"], env)
+    ok(["sync-campaigns", "--range", days(8)], env)
+    ok(["sync-flows", "--range", days(8)], env)
     n = len(fake.request_log())
-    got = json.loads(ok(["revenue", "--range", "8d", "--format", "json"], env).stdout)
+    got = json.loads(ok(["revenue", "--range", days(8), "--format", "json"], env).stdout)
     assert len(fake.request_log()) == n
-    first, last = since.date(), NOW.date()
     lo = datetime(first.year, first.month, first.day, tzinfo=UTC)
     hi = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
     order = fake.metric_id("Placed Order")
@@ -236,9 +250,9 @@ def test_revenue_matches_sums_from_the_ground_truth(fake, env):
     assert got[0]["revenue"] == pytest.approx(sum(values), abs=0.01)
     assert got[0]["campaign_revenue"] == pytest.approx(camp, abs=0.01)
     assert got[0]["flow_revenue"] == pytest.approx(flows, abs=0.01)
-    by_day = json.loads(ok(["revenue", "--range", "8d", "--by", "day", "--format", "json"], env).stdout)
+    by_day = json.loads(ok(["revenue", "--range", days(8), "--by", "day", "--format", "json"], env).stdout)
     assert sum(r["orders"] for r in by_day) == len(values)
-    by_channel = json.loads(ok(["revenue", "--range", "8d", "--by", "channel", "--format", "json"], env).stdout)
+    by_channel = json.loads(ok(["revenue", "--range", days(8), "--by", "channel", "--format", "json"], env).stdout)
     assert by_channel[-1]["flow_revenue"] == pytest.approx(flows, abs=0.01)
 
 

@@ -8,7 +8,6 @@ import os
 import pty
 import subprocess
 import sys
-from datetime import timedelta
 
 import pytest
 
@@ -16,10 +15,9 @@ from klaviyo_sync.commands.base import human_summary
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
 from .conftest import BASE
-from .e2e_helpers import base_env, floor_now, hours, iso
+from .e2e_helpers import NOW, base_env, hours, iso
 
 METRICS = f"{BASE}/api/metrics"
-NOW = floor_now() - timedelta(minutes=1)
 
 
 def metrics_page():

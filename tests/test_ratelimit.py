@@ -149,7 +149,7 @@ def test_endpoint_keys():
     assert endpoint_key("/api/templates") == "templates"
 
 
-def test_parse_limits_and_the_cli_option(cli):
+def test_parse_limits_and_the_cli_option(cli, tmp_path):
 
     from klaviyo_sync.cli import Settings
     from klaviyo_sync.ratelimit import parse_limits
@@ -158,7 +158,7 @@ def test_parse_limits_and_the_cli_option(cli):
     for bad in ("nope=1/2", "events=fast", "events=0/10"):
         with pytest.raises(ValueError):
             parse_limits(bad)
-    settings = Settings(db="x.db", api_key="pk_x", base_url="https://a.klaviyo.com", revision="2026-07-15",
+    settings = Settings(db=tmp_path / "x.db", api_key="pk_x", base_url="https://a.klaviyo.com", revision="2026-07-15",
                         quiet=True, verbose=False, rate_limit="events=100/1000")
     client = settings.client()
     # The limits given are used as they are (100 is large: 10 % headroom); the others stay.
@@ -188,3 +188,144 @@ def test_klaviyo_rate_limits_environment_variable(cli, mocked, monkeypatch):
     assert flag.exit_code == 0 and made[-1].budget("metrics") == (3, 14)  # the flag wins
     bad = cli("sync-metrics", env={"KLAVIYO_RATE_LIMITS": "metrics=lots"})
     assert bad.exit_code == 2 and "--rate-limit" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -- one budget per database: every process (and every client of one process) shares it -------
+def test_a_second_limiter_on_the_same_database_knows_what_the_first_spent(tmp_path):
+    """Two processes on one database share Klaviyo's per-account budget: the second knows the
+    first spent the minute's two report requests and waits for the minute, not from zero."""
+    clock = FakeTime()
+    db = tmp_path / "k.db"
+    first = RateLimiter(database=db, server="https://a.klaviyo.com", clock=clock.monotonic, sleep=clock.sleep)
+    assert first.acquire("reports") == 0.0
+    assert first.acquire("reports") == pytest.approx(1.1)  # 1/s, plus the window margin
+    first.close()
+    second = RateLimiter(database=db, server="https://a.klaviyo.com", clock=clock.monotonic, sleep=clock.sleep)
+    assert second.acquire("reports") == pytest.approx(59.9)  # 61 s after the first one
+    assert second.shared_path == tmp_path / "k.db.ratelimit"
+    # Another server (a `demo` fake on another port) is another account: its own budget.
+    other = RateLimiter(database=db, server="http://127.0.0.1:8999", clock=clock.monotonic, sleep=clock.sleep)
+    assert other.acquire("reports") == 0.0
+    # Without a database the budget is this process's own, as before.
+    alone = RateLimiter(clock=clock.monotonic, sleep=clock.sleep)
+    assert alone.acquire("reports") == 0.0 and alone.shared_path is None
+
+
+def test_a_pause_from_a_429_holds_every_process_on_the_database(tmp_path):
+    clock = FakeTime()
+    db = tmp_path / "k.db"
+    one = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.0)
+    two = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.0)
+    one.pause("metric-aggregates", 30)
+    assert two.paused_until("metric-aggregates") == 1030.0
+    assert two.acquire("metric-aggregates") == 30.0
+    assert two.acquire("metrics") == 0.0  # other endpoints are not held
+
+
+def test_a_refund_gives_the_slot_back_to_every_process(tmp_path):
+    clock = FakeTime()
+    db = tmp_path / "k.db"
+    one = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep)
+    two = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep)
+    one.acquire("reports")
+    one.acquire("reports")
+    one.refund("reports")  # the second was refused with a 429: the server did not count it
+    assert two.acquire("reports") == 0.0
+    assert two.acquire("reports") == pytest.approx(59.9)
+
+
+def test_the_daily_report_quota_is_shared_and_fails_fast_when_spent(tmp_path):
+    """225 report requests a day: a new process does not start from zero; once the day's quota is
+    spent, the request fails at once (RateLimitExceeded, as for a server's hours-long
+    Retry-After) instead of sleeping for hours."""
+    from klaviyo_sync.errors import RateLimitExceeded
+
+    clock = FakeTime()
+    db = tmp_path / "k.db"
+    first = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep, daily={"reports": 3})
+    for _ in range(3):
+        first.acquire("reports")
+    assert clock.now == pytest.approx(1061.0)  # the third waited for the minute
+    second = RateLimiter(database=db, clock=clock.monotonic, sleep=clock.sleep, daily={"reports": 3})
+    with pytest.raises(RateLimitExceeded, match="daily quota of 3 requests is spent") as caught:
+        second.acquire("reports")
+    assert caught.value.retry_after == pytest.approx(86401 - 61)
+    assert clock.now == pytest.approx(1061.0)  # it did not wait
+    clock.now += 86401 - 61  # a day after the first one
+    assert second.acquire("reports") == 0.0
+    # By default, Klaviyo's 225 a day.
+    default = RateLimiter(database=tmp_path / "d.db", clock=clock.monotonic, sleep=clock.sleep)
+    for _ in range(225):
+        default.acquire("reports")
+    with pytest.raises(RateLimitExceeded, match="daily quota of 225 requests"):
+        default.acquire("reports")
+
+
+def test_limiters_on_one_database_never_overshoot_together(tmp_path):
+    """Four limiters on one file (four SQLite connections, as four processes would hold), each
+    used by its own thread: every admission is one write transaction, so together they keep
+    the budget; the admission instants are the clock readings the limiters took."""
+    lock = threading.Lock()
+    now = [1000.0]
+    seen = threading.local()
+
+    def clock():
+        with lock:
+            seen.last = now[0]
+            return now[0]
+
+    def sleep(seconds):
+        with lock:
+            now[0] += seconds / 4
+
+    limiters = [RateLimiter({"other": (5, 40)}, headroom=1.0, database=tmp_path / "k.db", clock=clock, sleep=sleep)
+                for _ in range(4)]
+    stamps, errors = [], []
+
+    def worker(limiter):
+        try:
+            for _ in range(15):
+                limiter.acquire("other")
+                with lock:
+                    stamps.append(seen.last)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(lim,)) for lim in limiters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stamps.sort()
+    assert len(stamps) == 60
+    assert max_in_window(stamps, 1.1) <= 5 and max_in_window(stamps, 61.0) <= 40
+
+
+def test_no_database_file_means_no_shared_log(tmp_path):
+    from klaviyo_sync.ratelimit import shared_log_path
+
+    assert shared_log_path(tmp_path / "k.db") == tmp_path / "k.db.ratelimit"
+    assert shared_log_path(":memory:") is None and shared_log_path("") is None
+    assert shared_log_path("/dev/null") is None
+    # The file appears with the first request, not before.
+    limiter = RateLimiter(database=tmp_path / "k.db")
+    assert not (tmp_path / "k.db.ratelimit").exists()
+    limiter.acquire("metrics")
+    assert (tmp_path / "k.db.ratelimit").exists()
+
+
+def test_the_shared_log_is_owner_only_and_never_written_through_a_symlink(tmp_path, caplog):
+    import os
+    import stat
+
+    limiter = RateLimiter(database=tmp_path / "k.db")
+    limiter.acquire("metrics")
+    assert stat.S_IMODE(os.stat(tmp_path / "k.db.ratelimit").st_mode) == 0o600
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "other.db.ratelimit").symlink_to(target)
+    other = RateLimiter(database=tmp_path / "other.db")
+    assert other.acquire("metrics") == 0.0  # works, counting only its own requests
+    assert target.read_text() == "keep me"
+    assert "cannot share the request budget" in caplog.text

@@ -59,6 +59,8 @@ class EchoServer:
         self.seen = []
         owner = self
 
+        # Not the fake: this server misbehaves on purpose, echoing the Authorization header in
+        # its error bodies (some proxies do), which neither Klaviyo nor the fake ever does.
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
                 auth = self.headers.get("Authorization", "")

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, floor_now, ids, query, run_cli
+from .e2e_helpers import NOW, cli_env, floor_now, ids, parse_iso, query, run_cli
 
-NOW = floor_now() - timedelta(minutes=1)
 
 
 def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
         fake.enforce_limits = True
-        run = run_cli(["sync-all"], cli_env(fake, db))
+        t0 = floor_now()
+        run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db))
+        t1 = floor_now() + timedelta(seconds=1)
         assert run.returncode == 0, run.describe()
         commands = [r[0] for r in query(db, "SELECT command FROM sync_runs ORDER BY id")]
         statuses = {r[0] for r in query(db, "SELECT status FROM sync_runs")}
@@ -23,10 +25,14 @@ def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
         # The metrics come before the events that point at them, campaigns after.
         assert commands.index("sync-metrics") < commands.index("sync-events") < commands.index("sync-campaigns")
         assert ids(db, "metrics") == fake.metric_ids()
-        # A first run resumes nothing: events of the last 24 hours.
+        # A first run resumes nothing: events of the last 24 hours, exactly the fake's.
+        summaries = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+        assert [x["command"] for x in summaries] == commands
+        window = next(x["window"] for x in summaries if x["command"] == "sync-events")
+        start, end = parse_iso(window["start"]), parse_iso(window["end"])
+        assert t0 <= end <= t1 and end - start == timedelta(hours=24)
+        assert ids(db, "events") == fake.event_ids(start, end) and len(fake.event_ids(start, end)) > 100
         assert ids(db, "campaigns") == fake.campaign_ids()
-        summaries = [line for line in run.stdout.splitlines() if line.strip()]
-        assert len(summaries) == len(commands)
 
 
 def test_sync_all_with_the_report_quota_spent_keeps_everything_and_exits_6_quietly(tmp_path):

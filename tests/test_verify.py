@@ -10,20 +10,24 @@ import json
 import sqlite3
 from datetime import date, datetime, time, timedelta, timezone
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from klaviyo_sync import errors
 from klaviyo_sync.fake import FakeKlaviyo
-from klaviyo_sync.verify import day_start, plan_days, repair_windows, zone_for
+from klaviyo_sync.verify import day_start, plan_days, repair_windows
 
-from .e2e_helpers import cli_env, run_cli
+from .e2e_helpers import cli_env, query, run_cli
 
 UTC = timezone.utc
 NOW = datetime.combine(datetime.now(UTC).date() - timedelta(days=5), time(12), UTC)
 START = NOW - timedelta(days=12)
 D0, D1 = (START + timedelta(days=1)).date(), (NOW - timedelta(days=1)).date()  # whole days synced
 RANGE = f"{D0}..{D1}"
+NEW_YORK = ZoneInfo("America/New_York")
+# Days that are always in the future, whenever the suite runs.
+FUTURE = datetime.now(UTC).date() + timedelta(days=400)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +57,6 @@ def verify(env_, *args):
     return r, (json.loads(r.stdout) if r.stdout.strip().startswith("[") else None)
 
 
-def rows_of(db, sql, params=()):
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
-
-
 def at(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime.combine(day, time(hour, minute), UTC)
 
@@ -70,7 +66,7 @@ def test_a_complete_copy_verifies_clean(env):
     r, rows = verify(e, "--all")
     assert r.returncode == 0, r.describe()
     custom = fake.unaggregatable_metric_ids()
-    truth = fake.daily_counts(day_start(D0, zone_for("UTC")), day_start(D1 + timedelta(days=1), zone_for("UTC")))
+    truth = fake.daily_counts(at(D0, 0), at(D1 + timedelta(days=1), 0))
     names = fake.metric_names()
     ndays = (D1 - D0).days + 1
     assert len(rows) == len(names) * ndays
@@ -92,9 +88,9 @@ def test_a_complete_copy_verifies_clean(env):
                                    f"less-than(datetime,{D1 + timedelta(days=1)}T00:00:00Z)"]
     assert "0 differ" in r.stderr and "Active on Site" in r.stderr
     # stored: one row per metric and day for this run, and a verify run record
-    (run_id, status), = rows_of(db, "SELECT id, status FROM sync_runs WHERE command = 'verify'")
+    (run_id, status), = query(db, "SELECT id, status FROM sync_runs WHERE command = 'verify'")
     assert status == "ok"
-    assert rows_of(db, "SELECT count(*), count(DISTINCT run_id) FROM verify_results") == [(len(rows), 1)]
+    assert query(db, "SELECT count(*), count(DISTINCT run_id) FROM verify_results") == [(len(rows), 1)]
     # without --all only differing rows are printed: none
     r, rows = verify(e)
     assert r.returncode == 0 and rows == []
@@ -123,8 +119,8 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     po, rv = fake.metric_id("Placed Order"), fake.metric_id("Received Email")
     d2 = D0 + timedelta(days=2)
     ids = fake.add_late_events(po, at=at(d2, 14, 3), n=3) + fake.add_late_events(rv, at=at(d2, 15, 30), n=1)
-    mark_before = rows_of(db, "SELECT value FROM sync_state WHERE key = 'events.mark'")
-    events_before = rows_of(db, "SELECT count(*) FROM events")[0][0]
+    mark_before = query(db, "SELECT value FROM sync_state WHERE key = 'events.mark'")
+    events_before = query(db, "SELECT count(*) FROM events")[0][0]
     n_log = len(fake.request_log())
     r, rows = verify(e, "--repair")
     assert r.returncode == 0, r.describe()
@@ -145,11 +141,11 @@ def test_repair_fetches_only_the_affected_hours_then_verifies_clean(env):
     assert all(x["status"] == "ok" and x["repaired"] for x in rows)
     assert "2 of 2 differing days fixed, 0 still differ" in r.stderr
     # the late events are stored, nothing was deleted, the mark did not move, each window has its run
-    assert set(ids) <= {x for (x,) in rows_of(db, "SELECT id FROM events")}
-    assert rows_of(db, "SELECT count(*) FROM events")[0][0] == events_before + 4
-    assert rows_of(db, "SELECT value FROM sync_state WHERE key = 'events.mark'") == mark_before
-    assert rows_of(db, "SELECT key FROM sync_state ORDER BY key") == [("account.id",), ("attributions.covered",), ("events.mark",)]
-    repairs = rows_of(db, "SELECT window_start, window_end, status FROM sync_runs WHERE command = 'sync-events' "
+    assert set(ids) <= {x for (x,) in query(db, "SELECT id FROM events")}
+    assert query(db, "SELECT count(*) FROM events")[0][0] == events_before + 4
+    assert query(db, "SELECT value FROM sync_state WHERE key = 'events.mark'") == mark_before
+    assert query(db, "SELECT key FROM sync_state ORDER BY key") == [("account.id",), ("attributions.covered",), ("events.mark",)]
+    repairs = query(db, "SELECT window_start, window_end, status FROM sync_runs WHERE command = 'sync-events' "
                           "AND arguments LIKE '%\"repair\":true%' ORDER BY window_start")
     assert repairs == [(f"{d2}T14:00:00Z", f"{d2}T15:00:00Z", "ok"), (f"{d2}T15:00:00Z", f"{d2}T16:00:00Z", "ok")]
     r, rows = verify(e)
@@ -164,7 +160,7 @@ def test_extra_locally_is_not_repaired_away(env):
     r, rows = verify(e, "--repair")
     assert r.returncode == 9, r.describe()
     assert [(x["day"], x["difference"], x["status"]) for x in rows] == [(str(D1), 2, "extra_locally")]
-    assert set(gone) <= {x for (x,) in rows_of(db, "SELECT id FROM events")}  # nothing stored is deleted
+    assert set(gone) <= {x for (x,) in query(db, "SELECT id FROM events")}  # nothing stored is deleted
 
 
 def test_a_zone_buckets_both_sides_the_same_way(env):
@@ -180,11 +176,17 @@ def test_a_zone_buckets_both_sides_the_same_way(env):
     assert json.loads(post["body"])["data"]["attributes"]["timezone"] == "America/New_York"
     r, rows = verify(e)
     assert [(x["metric_id"], x["day"], x["difference"]) for x in rows] == [(po, str(d3), -2)]
-    # every local count is the fake's ground truth for that local day
-    ny = zone_for("America/New_York")
-    truth = fake.daily_counts(day_start(D0, ny), day_start(D1 + timedelta(days=1), ny), tz="America/New_York")
+    # Every count, local and Klaviyo's, is the fake's ground truth for that New York day (the
+    # database lacks the two late events, on the New York day before d3).
+    truth = fake.daily_counts(datetime.combine(D0, time(0), NEW_YORK),
+                              datetime.combine(D1 + timedelta(days=1), time(0), NEW_YORK), tz="America/New_York")
     r, rows = verify(e, "--timezone", "America/New_York", "--all", "--metric", "Placed Order")
+    assert [x["day"] for x in rows] == [str(D0 + timedelta(days=i)) for i in range((D1 - D0).days + 1)]
+    late_day = str(d3 - timedelta(days=1))
     assert {x["day"]: x["klaviyo"] for x in rows} == {x["day"]: truth.get((po, x["day"]), 0) for x in rows}
+    assert {x["day"]: x["local"] for x in rows} == {
+        x["day"]: truth.get((po, x["day"]), 0) - (2 if x["day"] == late_day else 0) for x in rows}
+    assert sum(x["local"] for x in rows) > 0
 
 
 def test_unsettled_days_never_fail_the_run(env):
@@ -200,7 +202,7 @@ def test_unsettled_days_never_fail_the_run(env):
 
 @pytest.mark.parametrize("args, message", [
     (["--range", "soon"], "--range"),
-    (["--range", "2030-01-01..2030-01-05"], "no whole day before today"),
+    (["--range", f"{FUTURE}..{FUTURE + timedelta(days=4)}"], "no whole day before today"),
     (["--timezone", "Mars/Olympus"], "unknown time zone"),
     (["--metric", "No Such Metric"], "unknown metric"),
     (["--format", "yaml"], "--format"),
@@ -218,7 +220,7 @@ def test_missing_scope_names_metrics_read(env):
     r = run_cli(["verify", "--range", RANGE, "--metric", "Placed Order"], e)
     assert r.returncode == 4, r.describe()
     assert "metrics:read" in r.stderr
-    assert rows_of(db, "SELECT status FROM sync_runs WHERE command = 'verify'") == [("failed",)]
+    assert query(db, "SELECT status FROM sync_runs WHERE command = 'verify'") == [("failed",)]
 
 
 def test_a_429_waits_and_retries(env):
@@ -230,7 +232,7 @@ def test_a_429_waits_and_retries(env):
 
 
 def test_days_in_a_zone_and_today_left_out():
-    utc, ny = zone_for("UTC"), zone_for("America/New_York")
+    utc, ny = ZoneInfo("UTC"), NEW_YORK
     now = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)  # still Nov 2 in New York
     days, unsettled = plan_days("2026-10-30..2026-11-10", ny, now, 2)
     assert days == [date(2026, 10, 30), date(2026, 10, 31), date(2026, 11, 1)] and unsettled == date(2026, 10, 31)

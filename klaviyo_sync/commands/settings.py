@@ -44,7 +44,8 @@ class Settings:
             raise UsageError(f"--rate-limit: {exc}") from None
         try:
             self.last_client = KlaviyoClient(self.api_key, base_url=self.base_url, revision=self.revision,
-                                             limiter=RateLimiter(limits), deadline=self.request_deadline,
+                                             limiter=RateLimiter(limits, database=self.db, server=self.base_url),
+                                             deadline=self.request_deadline,
                                              allow_http=self.allow_http, **kw)
         except ValueError as exc:
             raise UsageError(str(exc)) from None

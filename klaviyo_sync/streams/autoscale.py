@@ -15,7 +15,7 @@ GROW_WAIT_SHARE = 0.5  # kept for callers of the former doubling rule
 GROW_MIN_GAIN = 1.15
 
 
-class _Autoscale:
+class Autoscale:
     """How many fetchers to run, from what the run measures (the tool cannot know in advance
     whether the API answers in 5 ms or 300 ms). Little's law: to keep ``BUSY_FETCHERS`` pages
     being read and decoded at every moment, while each request also spends ``latency`` seconds

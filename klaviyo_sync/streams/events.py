@@ -6,7 +6,7 @@ Performance).
 The pieces live along their seams: ``events_fetch`` (slices, queries, a page's rows),
 ``events_write`` (tables, the mark's key, index rebuilds) and ``autoscale`` (how many fetchers);
 this module runs them together: ``Fetchers`` (threads feeding a bounded queue), the writer loop
-below (``apply_page`` per page, a commit per batch with the mark), ``_Autoscale`` (more
+below (``apply_page`` per page, a commit per batch with the mark), ``Autoscale`` (more
 fetchers while they wait on the network). Their names stay importable from here."""
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from .. import db as store
 from ..client import KlaviyoClient
 from ..timeutil import Window, floor_second, iso, parse_datetime, utcnow
 from .attributions import add_covered
-from .autoscale import BUSY_FETCHERS, GROW_MIN_GAIN, GROW_WAIT_SHARE, START_WORKERS, TICK_SECONDS, _Autoscale  # noqa: F401
+from .autoscale import BUSY_FETCHERS, GROW_MIN_GAIN, GROW_WAIT_SHARE, START_WORKERS, TICK_SECONDS, Autoscale  # noqa: F401
 from .declare import EVENTS_READ, Declaration, declare
 from .engine import SyncResult
 from .events_fetch import (  # noqa: F401
     _DONE, EVENT_FIELDS, EVENT_PAGE_SIZE, PAGES_QUEUED, PROFILE_FIELDS, EventSlice, Fetchers, _page_rows, _Rows,
-    _SeenCache, _Stop, contiguous_mark, events_params, limit_malloc_arenas, plan_slices,
+    SeenCache, _Stop, contiguous_mark, events_params, limit_malloc_arenas, plan_slices,
 )
 from .metrics import METRIC_FIELDS, METRICS_TABLE  # noqa: F401 - the events query asks for these
 from .events_write import (  # noqa: F401
@@ -51,7 +51,7 @@ def sync_events(
     """Fetch every event with ``start <= datetime < end``; fetchers run in threads, one writer
     (this thread) commits each page together with the high-water mark. ``workers`` is the most
     fetchers it runs: it starts with two and adds more while they wait on the network
-    (``_Autoscale``). ``advance_mark=False``
+    (``Autoscale``). ``advance_mark=False``
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
     result = SyncResult.begin(result, ["events", "profiles", "metrics", "attributions"], window)
     slices = plan_slices(window, workers, metric_ids)
@@ -64,8 +64,8 @@ def sync_events(
     limit_malloc_arenas()
     fetchers = Fetchers(client, slices, page_size)
     started = time.monotonic()
-    scale = _Autoscale(max(1, min(workers, len(slices))), started, client.stats.network_wait_s,
-                       client.stats.requests)
+    scale = Autoscale(max(1, min(workers, len(slices))), started, client.stats.network_wait_s,
+                      client.stats.requests)
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
     failure: BaseException | None = None
 

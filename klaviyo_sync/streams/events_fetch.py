@@ -102,7 +102,7 @@ class _Rows:
     attributed: list = ()
 
 
-class _SeenCache:
+class SeenCache:
     """Fingerprints of the profiles and metrics this run has already handed to the writer.
 
     Busy pages repeat the same profiles page after page; an unchanged one needs no new row.
@@ -128,7 +128,7 @@ class _SeenCache:
         return True
 
 
-def _page_rows(page: Page, start: str, end: str, seen: _SeenCache) -> _Rows:
+def _page_rows(page: Page, start: str, end: str, seen: SeenCache) -> _Rows:
     """Rows of one page. An event outside [start, end) would break "none outside the window"
     and the mark's promise, so it is dropped even if a server sends one."""
     events = [row for row in map(event_row, page.data) if row[3] is not None and start <= row[3] < end]
@@ -185,7 +185,7 @@ class Fetchers:
             self.work.put(s)
         self.pages: queue.Queue = queue.Queue(maxsize=PAGES_QUEUED)
         self.stopping = threading.Event()
-        self.seen = _SeenCache()
+        self.seen = SeenCache()
         self.threads: list[threading.Thread] = []
         self.running = 0  # started and not yet ended (the writer counts the ends)
 
