@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 from klaviyo_sync import db as store
-from klaviyo_sync.streams.flows import flow_days_needed
+from klaviyo_sync.streams.flows import STATS_MAX_AGE, flow_days_needed
 
 
-def test_a_settling_flow_day_is_read_again_only_once_its_statistics_are_six_hours_old(tmp_path):
+def test_in_sync_all_a_settling_flow_day_is_read_again_only_once_its_statistics_are_six_hours_old(tmp_path):
     db = store.open_db(tmp_path / "f.db")
     db.execute("INSERT INTO flows (id, name) VALUES ('F1', 'Welcome'), ('F2', 'Browse')")
     days = [date(2026, 11, 20), date(2026, 11, 28), date(2026, 11, 29)]
@@ -21,7 +21,10 @@ def test_a_settling_flow_day_is_read_again_only_once_its_statistics_are_six_hour
             ("F2", "2026-11-20", "M1", "2026-11-22T00:00:00Z"),  # read before it settled, days ago: again
             ("F2", "2026-11-28", "M2", "2026-11-29T11:00:00Z"),  # another conversion metric: again
         ])
-    assert flow_days_needed(db, days, "M1", now) == {
+    # sync-flows / sync-flow-stats / flows --refresh: every day still settling, every run.
+    assert flow_days_needed(db, days, "M1", now)["F1"] == [date(2026, 11, 28), date(2026, 11, 29)]
+    # sync-all's step: such a day once its figures are 6 hours old.
+    assert flow_days_needed(db, days, "M1", now, STATS_MAX_AGE) == {
         "F1": [date(2026, 11, 29)],
         "F2": [date(2026, 11, 20), date(2026, 11, 28), date(2026, 11, 29)],  # the last one never read
     }

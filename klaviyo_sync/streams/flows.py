@@ -31,8 +31,9 @@ from .engine import Cursor, Stream, SyncResult, Table, run_stream
 REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
 SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
 SETTLE = timedelta(days=5)  # attribution is revised for about 5 days after a send
-# A day still settling is read again once its statistics are this old, not on every (hourly)
-# run: the report quota (2/min, 225/day, shared with campaigns) is not spent on minutes-old figures.
+# In sync-all (hourly under cron), a day still settling is read again once its statistics are
+# this old, not on every run: the report quota (2/min, 225/day, shared with campaigns) is not spent
+# on minutes-old figures. The flow commands themselves read such days on every run.
 STATS_MAX_AGE = timedelta(hours=6)
 SEND_CHANNEL = {"send-email": "email", "send-sms": "sms", "send-push-notification": "mobile_push",
                 "send-whatsapp": "whatsapp"}
@@ -195,7 +196,7 @@ def window_days(window: Window, now: datetime) -> list[date]:
 
 
 def flow_days_needed(db: Database, days: list[date], metric_id: str, now: datetime,
-                     max_age: timedelta = STATS_MAX_AGE) -> dict[str, list[date]]:
+                     max_age: timedelta = timedelta(0)) -> dict[str, list[date]]:
     """{flow id: days of ``days`` whose statistics are missing, for another conversion metric,
     or read before the day's attribution settled and more than ``max_age`` ago}."""
     if not days:
@@ -309,19 +310,20 @@ def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: lis
 
 
 def sync_flow_stats(client: KlaviyoClient, db: Database, window: Window, *, conversion_metric: str | None = None,
-                    now: datetime | None = None, result: SyncResult | None = None) -> SyncResult:
+                    now: datetime | None = None, result: SyncResult | None = None,
+                    max_age: timedelta = timedelta(0)) -> SyncResult:
     """Per-day statistics of every flow for the days of ``window`` not yet read after they settled."""
     now = now or utcnow()
     result = SyncResult.begin(result, ["flow_stats_daily"], window)
     metric_id = conversion_metric_id(client, db, conversion_metric)
     days = window_days(window, now)
-    needed = flow_days_needed(db, days, metric_id, now)
+    needed = flow_days_needed(db, days, metric_id, now, max_age)
     requests = stats_requests(needed)
     result.extra["stats_requests_planned"] = len(requests)
     try:
         fetch_and_save_flow_stats(client, db, requests, metric_id, result, now)
     except RateLimitExceeded as exc:
-        left = flow_days_needed(db, days, metric_id, now)
+        left = flow_days_needed(db, days, metric_id, now, max_age)
         missing = sum(len(v) for v in left.values())
         result.extra["stats_missing_flow_days"] = missing
         result.partial = (f"flows stored, but statistics are missing for {missing} flow-day(s) of "
@@ -340,6 +342,7 @@ SYNC_TEMPLATES = declare(Declaration(
 ))
 SYNC_FLOW_STATS = declare(Declaration(
     command="sync-flow-stats", help="", scope=FLOWS_READ, tier="reports", paths=("/api/flow-series-reports",),
-    run=lambda client, db, result: sync_flow_stats(client, db, parse_range("30d"), result=result),
+    run=lambda client, db, result: sync_flow_stats(client, db, parse_range("30d"), result=result,
+                                                   max_age=STATS_MAX_AGE),
     sync_all=80, core=True, arguments={"range": "30d"},
 ))
