@@ -6,6 +6,7 @@ old file brings it up to date and opening a current one changes nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -274,17 +275,33 @@ def _check_ours(path: Path) -> None:
                             f"{names}); refusing to change it: pass another --db")
 
 
+def check_path(path: str | os.PathLike) -> None:
+    """Refuse (exit 8) a path the database cannot be at, or another application's SQLite file,
+    before anything is created next to it (the lock file) or changed in it. Changes nothing."""
+    path = Path(path)
+    try:
+        _check_path(path)
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def _check_path(path: Path) -> None:
+    if path.parent and not path.parent.exists():
+        raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
+    if path.exists() and not path.is_file():
+        raise DatabaseError(f"cannot open database {path}: not a regular file")
+    if path.exists() and path.stat().st_size > 0:
+        _check_ours(path)  # read-only, before anything (WAL, migrations) changes it
+
+
 def open_db(path: str | os.PathLike, *, migrate: bool = True) -> Database:
     """Open (creating owner-only if new) the database in WAL mode with a busy timeout."""
     path = Path(path)
     try:
         if str(path) != ":memory:":
-            if path.parent and not path.parent.exists():
-                raise DatabaseError(f"cannot open database {path}: directory {path.parent} does not exist")
-            if path.exists() and not path.is_file():
-                raise DatabaseError(f"cannot open database {path}: not a regular file")
-            if path.exists() and path.stat().st_size > 0:
-                _check_ours(path)  # read-only, before anything (WAL, migrations) changes it
+            _check_path(path)
             _create_private(path)
         # isolation_level=None: no implicit transactions; every write is inside db.atomic().
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -398,8 +415,11 @@ def set_state(db: Database, key: str, value: str) -> None:
 # -- sync_runs -----------------------------------------------------------------------------
 def start_run(db: Database, command: str, arguments: dict) -> int:
     """Record a new run. Called with the lock held, so a row still 'running' belongs to a run
-    that died without finishing (kill -9, power loss): say so instead of leaving it running."""
+    that died without finishing: first the failures kept in ``<db>.lastfail`` (runs that could
+    not write their end) are recorded, then the rest (kill -9, power loss) are called abandoned."""
+    kept = kept_failures(_file_of(db))
     with db.atomic():
+        _record_kept(db, kept)
         db.execute(
             "UPDATE sync_runs SET status = 'abandoned', error = 'the process ended before the run "
             "finished (killed?); what it committed is kept' WHERE status = 'running'"
@@ -408,21 +428,136 @@ def start_run(db: Database, command: str, arguments: dict) -> int:
             "INSERT INTO sync_runs (command, arguments, started_at, status) VALUES (?, ?, ?, 'running')",
             [command, to_json(arguments), iso(utcnow())],
         )
+    if kept:
+        try:
+            lastfail_path(_file_of(db)).unlink()
+        except OSError:
+            pass
     return cur.lastrowid
 
 
-def finish_run(db: Database, run_id: int, *, status: str, summary: dict, error: str | None = None) -> None:
+def finish_run(db: Database, run_id: int, *, status: str, summary: dict, error: str | None = None,
+               finished_at: str | None = None) -> None:
     window = summary.get("window") or {}
     with db.atomic():
         db.execute(
             """UPDATE sync_runs SET finished_at = ?, status = ?, window_start = ?, window_end = ?,
                rows_written = ?, pages = ?, requests = ?, retries = ?, rate_limit_wait_s = ?,
                seconds = ?, error = ? WHERE id = ?""",
-            [iso(utcnow()), status, window.get("start"), window.get("end"),
+            [finished_at or iso(utcnow()), status, window.get("start"), window.get("end"),
              to_json(summary.get("rows", {})), summary.get("pages", 0), summary.get("requests", 0),
              summary.get("retries", 0), summary.get("rate_limit_wait_s", 0.0),
              summary.get("seconds", 0.0), error, run_id],
         )
+
+
+# -- runs that cannot write their own end (a full disk, a held write lock) ---------------------
+# Their failure is kept in a small side file, <db>.lastfail (one JSON object a line), which
+# `status` shows and the next run's start_run records in sync_runs and removes.
+FINISH_BUSY_TIMEOUT_MS = 5_000  # the run already waited the full busy timeout once
+
+
+def database_failure(exc: BaseException) -> DatabaseError | None:
+    """A write that failed for the database's or the disk's sake (SQLITE_FULL, SQLITE_BUSY after
+    the busy timeout, ENOSPC), as one DatabaseError (exit 8); None for anything else."""
+    if isinstance(exc, DatabaseError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(exc):
+            return DatabaseError(f"database error: database is locked: another connection held a write "
+                                 f"lock on it for more than {BUSY_TIMEOUT_MS / 1000:g} s (SQLITE_BUSY)")
+        if name == "SQLITE_FULL" or "is full" in str(exc):
+            return DatabaseError("database error: database or disk is full (SQLITE_FULL)")
+        return DatabaseError(f"database error: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return DatabaseError(f"database error: {exc.strerror} (disk full)")
+    return None
+
+
+def lastfail_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + ".lastfail")
+
+
+def _file_of(db: Database) -> str:
+    """The file a connection writes (empty for an in-memory database)."""
+    return db.execute("PRAGMA database_list").fetchone()[2] or ""
+
+
+def finish_or_keep(db: Database, path: str | os.PathLike, run_id: int | None, *, command: str,
+                   arguments: dict, status: str, summary: dict, error: str | None) -> DatabaseError | None:
+    """finish_run, or, when the database cannot be written, keep the run's end in
+    ``<db>.lastfail`` (``run_id`` None: a run whose start could not be written either).
+    Returns the database failure that prevented the write, if any."""
+    if run_id is not None:
+        try:
+            if db.conn.in_transaction:  # what failed midway cannot be committed any more
+                db.conn.execute("ROLLBACK")
+            db.execute(f"PRAGMA busy_timeout = {min(BUSY_TIMEOUT_MS, FINISH_BUSY_TIMEOUT_MS)}")
+            try:
+                finish_run(db, run_id, status=status, summary=summary, error=error)
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            return None
+        except (sqlite3.Error, OSError) as exc:
+            failure = database_failure(exc)
+            if failure is None:
+                raise
+    else:
+        failure = None
+    entry = {"run_id": run_id, "command": command, "arguments": arguments, "status": status,
+             "summary": summary, "error": error, "finished_at": iso(utcnow())}
+    try:
+        fd = os.open(lastfail_path(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
+                     0o600)
+        try:
+            os.write(fd, (to_json(entry) + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        logging.getLogger("klaviyo_sync").warning(
+            "warning: this run's end could not be recorded in the database nor in %s (%s): the next run "
+            "will call it abandoned", lastfail_path(path), exc.strerror)
+    return failure
+
+
+def kept_failures(path: str | os.PathLike) -> list[dict]:
+    """The run ends kept in ``<db>.lastfail``, oldest first (lines that cannot be read are skipped)."""
+    if not path:
+        return []
+    try:
+        text = lastfail_path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("command"):
+            entries.append(entry)
+    return entries
+
+
+def _record_kept(db: Database, kept: list[dict]) -> None:
+    """Record the kept run ends in sync_runs (inside the caller's transaction), then remove the
+    side file. An end applies only to a row still 'running'; a run that could not even start
+    gets a row of its own. The caller removes the side file once this is committed."""
+    for e in kept:
+        summary = e.get("summary") or {}
+        if e.get("run_id") is None:
+            cur = db.execute(
+                "INSERT INTO sync_runs (command, arguments, started_at, status) VALUES (?, ?, ?, 'running')",
+                [e["command"], to_json(e.get("arguments") or {}), e.get("finished_at")])
+            run_id = cur.lastrowid
+        else:
+            run_id = e["run_id"]
+            if db.execute("SELECT count(*) FROM sync_runs WHERE id = ? AND status = 'running'",
+                          [run_id]).fetchone()[0] == 0:
+                continue
+        finish_run(db, run_id, status=e.get("status") or "failed", summary=summary, error=e.get("error"),
+                   finished_at=e.get("finished_at"))
 
 
 
@@ -679,3 +814,13 @@ def m009_suppressions(db: Database) -> None:
         SELECT id, 'sms', phone_number, sms_consent, sms_consent, sms_consent_at
         FROM profiles
         WHERE deleted_at IS NULL AND phone_number IS NOT NULL AND sms_can_receive = 0""")
+
+
+@migrations()
+def m010_unverifiable_metrics(db: Database) -> None:
+    # Metrics Klaviyo refused to aggregate (custom ones, a 400): verify asks again only after
+    # verify.RETRY_UNVERIFIABLE_DAYS days, or with --retry-unverifiable.
+    db["unverifiable_metrics"].create(
+        {"metric_id": TEXT, "metric": TEXT, "reason": TEXT, "first_refused_at": TEXT, "refused_at": TEXT},
+        pk="metric_id",
+    )

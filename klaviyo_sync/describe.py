@@ -35,6 +35,8 @@ TABLES: dict[str, str] = {
     "list_members": "Which profiles are members of which list.",
     "segment_members": "Which profiles are members of which segment.",
     "verify_results": "One row per metric, day and verify run: local counts against Klaviyo's.",
+    "unverifiable_metrics": "Metrics Klaviyo refused to aggregate (custom ones): verify asks again only "
+                            "7 days after the last refusal, or with --retry-unverifiable.",
     "email_subscribers": "Live profiles with an email who are subscribed to email marketing and can receive it.",
     "list_growth": "Per list and day: members who joined that day and the running total.",
     "profile_lists": "Each profile's email with its lists.",
@@ -232,6 +234,11 @@ COLUMNS["verify_results"] = {
     "status": "ok, missing_locally, extra_locally, unsettled or unverifiable.",
     "local_before": "With --repair: the local count before repairing.",
     "repaired": "1 if --repair refetched the day.", "checked_at": "When it was checked (UTC).",
+}
+COLUMNS["unverifiable_metrics"] = {
+    "metric_id": "metrics.id.", "metric": "The metric's name.", "reason": "Klaviyo's answer (the 400's detail).",
+    "first_refused_at": "When Klaviyo first refused it (UTC).",
+    "refused_at": "When Klaviyo last refused it (UTC): asked again 7 days later.",
 }
 COLUMNS["list_growth"] = {"list_id": "The list: lists.id.", "list": "The list's name.",
                           "joined": "Members who joined that day.", "members": "Running total of members."}

@@ -40,8 +40,11 @@ class SyncLock:
                         "exiting (use --wait SECONDS to wait for it)"
                     ) from None
                 time.sleep(poll)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # the pid is for the message of a run kept waiting: a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         self._fd = fd
         return self
 

@@ -130,6 +130,8 @@ def classify(local: int, klaviyo: int | None, unsettled: bool) -> str:
 class Outcome:
     rows: list[dict] = field(default_factory=list)
     unverifiable: dict[str, str] = field(default_factory=dict)  # metric id -> Klaviyo's reason
+    not_asked: dict[str, str] = field(default_factory=dict)  # refused lately: metric id -> when (not asked)
+    asked_again: dict[str, str] = field(default_factory=dict)  # refused before, asked again: id -> when
     requests: int = 0
     repaired_hours: list[tuple[datetime, datetime, list[str]]] = field(default_factory=list)
 
@@ -143,7 +145,10 @@ def check(client: KlaviyoClient, db: Database, plan: Plan, *, outcome: Outcome |
     zone = plan.zone
     for metric_id, name in plan.metrics:
         theirs: dict[date, int] | None = {}
-        for part in chunks(plan.days):
+        if metric_id in out.not_asked:  # refused lately (unverifiable_metrics): not asked again yet
+            out.unverifiable[metric_id] = f"Klaviyo refused to aggregate it at {out.not_asked[metric_id]}"
+            theirs = None
+        for part in chunks(plan.days) if theirs is not None else []:
             start, end = day_start(part[0], zone), day_start(part[-1] + timedelta(days=1), zone)
             try:
                 counts = fetch_counts(client, metric_id, start, end, zone, "day")
@@ -236,6 +241,36 @@ def save_results(db: Database, run_id: int, zone: ZoneInfo, rows: list[dict], ch
             [(run_id, r["metric_id"], r["metric"], r["day"], zone.key, r["local"], r["klaviyo"],
               r["difference"], r["status"], r.get("local_before", r["local"]), int(bool(r.get("repaired"))),
               iso(checked_at)) for r in rows])
+
+
+RETRY_UNVERIFIABLE_DAYS = 7  # how long a metric Klaviyo refused to aggregate is not asked again
+
+
+def plan_unverifiable(db: Database, plan: Plan, now: datetime, retry: bool, outcome: Outcome) -> None:
+    """Metrics of the plan that Klaviyo refused to aggregate: not asked again (``not_asked``) if
+    refused within RETRY_UNVERIFIABLE_DAYS days, else (or with ``retry``) asked again (``asked_again``)."""
+    due = iso(now - timedelta(days=RETRY_UNVERIFIABLE_DAYS))
+    wanted = {metric_id for metric_id, _ in plan.metrics}
+    for metric_id, refused_at in db.execute("SELECT metric_id, refused_at FROM unverifiable_metrics"):
+        if metric_id in wanted:
+            ask = retry or not refused_at or refused_at <= due
+            (outcome.asked_again if ask else outcome.not_asked)[metric_id] = refused_at or ""
+
+
+def remember_unverifiable(db: Database, plan: Plan, outcome: Outcome, now: datetime) -> None:
+    """Remember the metrics Klaviyo refused this time (with when); forget those it aggregated."""
+    names = dict(plan.metrics)
+    asked = [m for m in names if m not in outcome.not_asked]
+    with db.atomic():
+        for metric_id in asked:
+            if metric_id in outcome.unverifiable:
+                db.execute(
+                    "INSERT INTO unverifiable_metrics (metric_id, metric, reason, first_refused_at, refused_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(metric_id) DO UPDATE SET metric = excluded.metric, "
+                    "reason = excluded.reason, refused_at = excluded.refused_at",
+                    [metric_id, names[metric_id], outcome.unverifiable[metric_id], iso(now), iso(now)])
+            else:
+                db.execute("DELETE FROM unverifiable_metrics WHERE metric_id = ?", [metric_id])
 
 
 def last_verify(db: Database) -> dict | None:

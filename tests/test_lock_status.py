@@ -136,7 +136,7 @@ def test_database_error_mid_run_exits_8_and_is_recorded(cli, db_path, mocked, mo
     monkeypatch.setattr(sync_store, "write_rows", disk_full)
     result = cli("sync-metrics")
     assert result.exit_code == 8
-    assert result.stderr.strip() == "klaviyo-sync: error: database error: database or disk is full"
+    assert result.stderr.strip() == "klaviyo-sync: error: database error: database or disk is full (SQLITE_FULL)"
     run = list(store.open_db(db_path)["sync_runs"].rows)[-1]
     assert run["status"] == "failed" and "disk is full" in run["error"]
 

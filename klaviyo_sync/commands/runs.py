@@ -1,10 +1,12 @@
 """Running a sync: the one-writer lock, the sync_runs record finished whatever happens, and
 the registry of sync-all's steps."""
 
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from .. import db as store
 from .. import errors
@@ -28,6 +30,7 @@ class Terminated(Interrupted):
 @contextmanager
 def locked_db(settings: Settings, wait: float):
     """Hold the one-writer lock and an open database for a whole command."""
+    store.check_path(settings.db)  # another application's file gets no <db>.lock beside it
     with SyncLock(settings.db).acquire(wait):
         database = store.open_db(settings.db)
         try:
@@ -40,8 +43,17 @@ def locked_db(settings: Settings, wait: float):
 @contextmanager
 def run_record(settings: Settings, database, command: str, arguments: dict):
     """A sync_runs row for one sync, finished whatever happens (failed, interrupted, partial)."""
-    ensure_account(settings, database, record=False)  # another account's key: refused before any write
-    run_id = store.start_run(database, command, arguments)
+    key = _STATE["api_key"] or settings.api_key
+    ended = partial(store.finish_or_keep, database, settings.db, command=command, arguments=arguments)
+    try:
+        ensure_account(settings, database, record=False)  # another account's key: refused before any write
+        run_id = store.start_run(database, command, arguments)
+    except (sqlite3.Error, OSError) as exc:  # a full disk, a held write lock: kept in <db>.lastfail
+        failure = store.database_failure(exc)
+        if failure is None:
+            raise
+        ended(None, status="failed", summary={}, error=redact(str(failure), key))
+        raise failure from None
     run = {"id": run_id, "db": database, "started": time.monotonic(), "result": SyncResult(), "client": None}
     try:
         ensure_account(settings, database)  # a failure to check (401, network) is this run's failure
@@ -49,13 +61,18 @@ def run_record(settings: Settings, database, command: str, arguments: dict):
     except BaseException as exc:
         status = ("interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted))
                   else "skipped" if isinstance(exc, Skipped) else "failed")
-        message = redact(str(exc) or type(exc).__name__, _STATE["api_key"] or settings.api_key)
-        store.finish_run(database, run_id, status=status, summary=_summary(command, run), error=message)
+        failure = store.database_failure(exc) if isinstance(exc, (sqlite3.Error, OSError)) else None
+        message = redact(str(failure or exc) or type(exc).__name__, key)
+        ended(run_id, status=status, summary=_summary(command, run), error=message)
+        if failure is not None and failure is not exc:
+            raise failure from None
         raise
     else:
         result: SyncResult = run["result"]
         summary = _summary(command, run)
-        store.finish_run(database, run_id, status=summary["status"], summary=summary, error=result.partial)
+        failure = ended(run_id, status=summary["status"], summary=summary, error=result.partial)
+        if failure is not None:  # the data is committed, but the database cannot be written now
+            raise failure
         run["summary"] = summary
 
 

@@ -68,6 +68,7 @@ def status_cmd(
         report["events_per_day"] = queries.events_per_day(database, now.date())
     finally:
         database.close()
+    _with_kept_failures(report, settings.db, runs)
     # The revision-age warning, which `-q` syncs do not print (see README, Configuration).
     warning = revision_age_warning(settings.revision)
     report["warnings"] = [warning] if warning else []
@@ -81,6 +82,25 @@ def status_cmd(
         _status_tables(report)
     if stale:
         raise errors.StaleError(f"stale (older than {max_age}): {'; '.join(stale)}")
+
+
+def _with_kept_failures(report: dict, path: Path, runs: int) -> None:
+    """Runs that could not write their end into the database (a full disk, a held write lock)
+    kept it in <db>.lastfail until the next run records it: show them as they ended."""
+    kept = store.kept_failures(path)
+    report["unrecorded_failures"] = len(kept)
+    by_id = {e["run_id"]: e for e in kept if e.get("run_id") is not None}
+    for row in report["runs"]:
+        e = by_id.get(row["id"])
+        if e and row["status"] == "running":
+            row.update(status=e.get("status") or "failed", error=e.get("error"), finished_at=e.get("finished_at"))
+    unstarted = [{**dict.fromkeys(("window_start", "window_end", "pages", "requests", "retries",
+                                   "rate_limit_wait_s", "seconds")),
+                  "id": None, "command": e["command"], "status": e.get("status") or "failed",
+                  "started_at": e.get("finished_at"), "finished_at": e.get("finished_at"), "rows_written": {},
+                  "error": e.get("error")}
+                 for e in reversed(kept) if e.get("run_id") is None]
+    report["runs"] = (unstarted + report["runs"])[:max(runs, len(unstarted))]
 
 
 def _status_tables(report: dict) -> None:
@@ -108,6 +128,9 @@ def _status_tables(report: dict) -> None:
     missing = (report.get("attributions") or {}).get("missing")
     if missing:
         print(attribution_hint(missing))
+    if report.get("unrecorded_failures"):
+        print(f"{report['unrecorded_failures']} run failure(s) could not be written into the database: shown "
+              "from <db>.lastfail below; the next sync records them")
     runs = [{**r, "rows_written": ", ".join(f"{k} {v}" for k, v in r["rows_written"].items())} for r in report["runs"]]
     output.write_table(runs, [("id", "Run", "int"), ("command", "Command", "text"), ("status", "Status", "text"),
                               ("started_at", "Started", "text"), ("seconds", "Seconds", "seconds"),

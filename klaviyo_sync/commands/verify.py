@@ -3,6 +3,7 @@
 import sqlite3
 import sys
 import time
+from datetime import timedelta
 from urllib.parse import quote
 from typing import Annotated, Optional
 
@@ -15,7 +16,7 @@ from ..errors import UsageError
 from .. import verify as v
 from ..streams.events import sync_events
 from ..streams.metrics import resolve_metrics, sync_metrics
-from ..timeutil import RANGE_FORMS, iso, utcnow
+from ..timeutil import RANGE_FORMS, iso, parse_datetime, utcnow
 from .base import PROG, Settings, WaitOpt, app, check_format, common, locked_db, run_record
 
 TABLE = [("metric", "Metric", "text"), ("day", "Day", "text"), ("local", "Local", "int"),
@@ -84,6 +85,28 @@ def _summary_line(plan: v.Plan, out: v.Outcome, before: list[dict] | None) -> st
     return line
 
 
+def _unverifiable_lines(plan: v.Plan, out: v.Outcome) -> list[str]:
+    """Which refused metrics were not asked this time, and which were asked again (and how it went)."""
+    names = dict(plan.metrics)
+
+    def listed(ids) -> str:
+        return ", ".join(names.get(m, m) for m in sorted(ids))
+
+    lines = []
+    if out.not_asked:
+        after = (min(parse_datetime(t) for t in out.not_asked.values())
+                 + timedelta(days=v.RETRY_UNVERIFIABLE_DAYS)).date()
+        lines.append(f"{PROG}: verify: not asked again ({len(out.not_asked)}, refused within the last "
+                     f"{v.RETRY_UNVERIFIABLE_DAYS} days; asked again from {after}, or with --retry-unverifiable): "
+                     f"{listed(out.not_asked)}")
+    if out.asked_again:
+        still = [m for m in out.asked_again if m in out.unverifiable]
+        lines.append(f"{PROG}: verify: asked again ({len(out.asked_again)}, refused before, last on "
+                     f"{max(out.asked_again.values())[:10]}): {len(still)} still refused, "
+                     f"{len(out.asked_again) - len(still)} now checked: {listed(out.asked_again)}")
+    return lines
+
+
 @app.command("verify")
 @common
 def verify_cmd(
@@ -98,6 +121,9 @@ def verify_cmd(
     show_all: Annotated[bool, typer.Option("--all", help="Show every metric and day, not only those that differ.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="auto, table, json, jsonl or csv.")] = "auto",
     do_repair: Annotated[bool, typer.Option("--repair", help="Re-sync the hours that differ, then check those days again.")] = False,
+    retry_unverifiable: Annotated[bool, typer.Option(
+        "--retry-unverifiable", help=f"Ask Klaviyo again about metrics it refused to aggregate (custom ones) "
+        f"within the last {v.RETRY_UNVERIFIABLE_DAYS} days; they are asked again after that anyway.")] = False,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Compare local event counts per metric and day with Klaviyo's; exit 9 if a settled day differs.
@@ -119,6 +145,7 @@ def verify_cmd(
         out = v.Outcome()
         try:
             plan = v.Plan(zone, days, unsettled_from, _metrics(client, db, metric))
+            v.plan_unverifiable(db, plan, now, retry_unverifiable, out)
             v.check(client, db, plan, outcome=out)
             if do_repair:
                 before = [r["status"] for r in out.rows]
@@ -143,10 +170,12 @@ def verify_cmd(
         with run_record(settings, db, "verify", arguments) as run:
             run["client"], run["started"] = client, started
             v.save_results(db, run["id"], zone, out.rows, utcnow())
+            v.remember_unverifiable(db, plan, out, now)
             differ = out.differing()
             run["result"].extra.update({
                 "days": len(days), "metrics": len(plan.metrics), "days_differ": len(differ),
-                "unverifiable": sorted(out.unverifiable), "repaired_windows": len(out.repaired_hours)})
+                "unverifiable": sorted(out.unverifiable), "unverifiable_not_asked": sorted(out.not_asked),
+                "unverifiable_asked_again": sorted(out.asked_again), "repaired_windows": len(out.repaired_hours)})
     rows = [{k: r[k] for k in v.FIELDS + (v.REPAIR_FIELDS if do_repair else [])}
             for r in _shown(out.rows, show_all, do_repair)]
     kind = output.resolve_format(fmt)
@@ -161,6 +190,8 @@ def verify_cmd(
             names = dict(plan.metrics)
             print(f"{PROG}: verify: unverifiable (Klaviyo refuses to aggregate them, e.g. custom metrics): "
                   f"{', '.join(names.get(m, m) for m in sorted(out.unverifiable))}", file=sys.stderr)
+        for line in _unverifiable_lines(plan, out):
+            print(line, file=sys.stderr)
         print(_summary_line(plan, out, before), file=sys.stderr)
     if differ:
         raise typer.Exit(errors.DIFFERS)
