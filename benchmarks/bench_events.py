@@ -118,10 +118,10 @@ def shape_args(args) -> list[str]:
     return out
 
 
-def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: int) -> dict:
-    db = workdir / f"{kind}{'' if workers is None else f'-w{workers}'}-{n}-r{rep}.db"
+def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: int, latency: float = 0.0) -> dict:
+    db = workdir / f"{kind}{'' if workers is None else f'-w{workers}'}-{n}-l{latency:g}-r{rep}.db"
     remove_db(db)
-    fake = Fake(events=n, span_hours=args.span_hours, latency=args.latency, enforce_limits=args.enforce_limits,
+    fake = Fake(events=n, span_hours=args.span_hours, latency=latency, enforce_limits=args.enforce_limits,
                 seed=args.seed, profiles=profiles_for(n, args), extra=shape_args(args)).start()
     try:
         since, until = window_for(fake, args.span_hours)
@@ -132,15 +132,20 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
                    "--since", since, "--until", until, "--db", str(db), "--mode", args.baseline_mode, *args.baseline_arg]
             env = None
         else:
-            cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers), "-q"]
+            cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers)]  # no -q: its summary says how the fetchers grew
             env = tool_env(fake.url, db)
+            if kind == "other":  # --other-code: the same command from another checkout
+                env["PYTHONPATH"] = str(args.other_code)
         m = run_measured(cmd, env=env, cwd=REPO, timeout=args.timeout)
         fake_cpu = fake.cpu_seconds() - cpu0
         other_cpu = system_busy_s() - busy0 - fake_cpu - m.user_s - m.sys_s
         stats = fake.stats()
     finally:
         fake.stop()
-    row = {"events": n, "run": kind if workers is None else f"tool w={workers}", "kind": kind, "workers": workers,
+    run = kind if workers is None else f"{'other' if kind == 'other' else 'tool'} w={workers}"
+    if len(args.latencies) > 1:
+        run += f" @{latency * 1000:g}ms"
+    row = {"events": n, "run": run, "kind": kind, "workers": workers, "latency": latency,
            "rep": rep, "rc": m.rc, "wall_s": round(m.wall_s, 3), "events_per_s": round(n / m.wall_s, 1),
            "peak_rss_mb": round(m.maxrss_mb, 1), "cpu_s": round(m.user_s + m.sys_s, 2),
            "last_vmhwm_mb": round(m.extra["last_vmhwm_kb"] / 1024, 1) if m.extra.get("last_vmhwm_kb") else None,
@@ -151,11 +156,15 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
     if m.rc != 0:
         row["error"] = (m.stderr.strip() or m.stdout.strip())[-2000:]
         print(f"  !! {row['run']} exited {m.rc}: {row['error']}", file=sys.stderr)
-    if kind == "baseline":
-        try:
-            row["self_report"] = json.loads(m.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            pass
+    row["events_per_cpu_s"] = round(n / max(m.user_s + m.sys_s, 0.001))
+    try:
+        report = json.loads(m.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        report = None
+    if kind == "baseline" and report is not None:
+        row["self_report"] = report
+    elif isinstance(report, dict):  # the tool's summary: when its fetcher count changed
+        row["fetchers_over_time"] = report.get("fetchers_over_time")
     if kind == "baseline" and args.baseline_mode != "full":
         row["stored"] = None
     else:
@@ -168,7 +177,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--events", default="200000", help="events the fake serves; a comma list runs each size (default 200000)")
     ap.add_argument("--workers", default=None, help="comma list of --workers values for the tool (default: 1 and the tool's default)")
-    ap.add_argument("--latency", type=float, default=0.0, help="seconds the fake adds to each request (default 0)")
+    ap.add_argument("--latency", default="0", help="seconds the fake adds to each request (default 0); a comma list "
+                    "(e.g. 0,0.1) alternates them within each round and prints each tool rate against its own at 0")
     ap.add_argument("--enforce-limits", action="store_true", help="the fake enforces Klaviyo's rate limits (answers 429)")
     ap.add_argument("--shape", choices=["realistic", "small"], default="realistic",
                     help="realistic (default): events/20 distinct profiles with ~1 KB of properties and location, "
@@ -201,8 +211,13 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-cap", type=float, default=58000.0, help="events/s (Klaviyo's steady limit, 3,500 pages/min)")
     ap.add_argument("--baseline-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for baseline_events.py (repeatable), e.g. --baseline-arg=--pragma=cache_size=-32768")
+    ap.add_argument("--other-code", type=Path, default=None, metavar="DIR",
+                    help="also run the tool from this checkout (PYTHONPATH=DIR), alternating with this code: "
+                         "e.g. the code before a change, in the same rounds")
     ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON line to this file")
     args = ap.parse_args(argv)
+    args.latencies = [float(x) for x in str(args.latency).split(",") if x.strip()]
+    args.latency = args.latencies[0] if len(args.latencies) == 1 else args.latencies
 
     check_query_matches_tool()
     if args.span_hours is None:
@@ -223,7 +238,9 @@ def main(argv=None) -> int:
     print(f"bench_events: N={sizes} workers={workers} latency={args.latency}s enforce_limits={args.enforce_limits} "
           f"shape={args.shape} profiles={[profiles_for(n, args) or 300 for n in sizes]} metrics={args.metrics} "
           f"span={args.span_hours}h repeat={args.repeat} python={sys.version.split()[0]} code={code_version()}", flush=True)
-    plan = ([] if args.no_baseline else [("baseline", None)]) + ([] if args.no_tool else [("tool", w) for w in workers])
+    plan = [(kind, w, lat) for lat in args.latencies
+            for kind, w in ([] if args.no_baseline else [("baseline", None)]) + ([] if args.no_tool else [("tool", w) for w in workers])
+            + ([("other", w) for w in workers] if args.other_code else [])]
     rows: list[dict] = []
     verified = True
     problems: list[str] = []
@@ -231,11 +248,13 @@ def main(argv=None) -> int:
         for n in sizes:
             per_size = []
             for rep in range(args.repeat):
-                for kind, w in plan:
-                    row = one_run(kind, w, n, args, workdir, rep)
+                for kind, w, lat in plan:
+                    row = one_run(kind, w, n, args, workdir, rep, lat)
                     print(f"  N={n:,} {row['run']:<12} rep {rep}: {row['wall_s']:.2f} s, {row['events_per_s']:,.0f} events/s, "
                           f"peak RSS {row['peak_rss_mb']:.1f} MB, {row['http_429']} x 429, fake CPU {row['fake_cpu_pct']}%, "
-                          f"other load {row['other_cpu_pct']}% of a core",
+                          f"other load {row['other_cpu_pct']}% of a core, CPU {row['cpu_s']:.1f} s "
+                          f"({row['events_per_cpu_s']:,} events per CPU-s)"
+                          + (f", fetchers [s, n] {row['fetchers_over_time']}" if row.get("fetchers_over_time") else ""),
                           flush=True)
                     per_size.append(row)
             # verification: every stored db holds exactly the N ids, and the same ids as the reference
@@ -248,7 +267,7 @@ def main(argv=None) -> int:
                 if r["stored"]["events"] != n:
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: {r['stored']['events']} events stored, expected {n}")
-                if r["kind"] == "tool" and r["stored"].get("status") != "ok":
+                if r["kind"] in ("tool", "other") and r["stored"].get("status") != "ok":
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: sync_runs status {r['stored'].get('status')!r}")
             if len(stored) > 1:
@@ -274,23 +293,33 @@ def main(argv=None) -> int:
     summary = []
     for (n, run), rs in groups.items():
         med = lambda k: statistics.median(x[k] for x in rs)  # noqa: E731
-        summary.append({"events": n, "run": run, "kind": rs[0]["kind"], "workers": rs[0]["workers"], "runs": len(rs),
+        summary.append({"events": n, "run": run, "kind": rs[0]["kind"], "workers": rs[0]["workers"],
+                        "latency": rs[0]["latency"], "runs": len(rs),
                         "wall_s": round(med("wall_s"), 3), "events_per_s": round(med("events_per_s"), 1),
+                        "events_per_cpu_s": round(med("events_per_cpu_s")),
                         "peak_rss_mb": round(max(x["peak_rss_mb"] for x in rs), 1), "cpu_s": round(med("cpu_s"), 2),
                         "fake_cpu_pct": round(med("fake_cpu_pct")), "other_cpu_pct": round(med("other_cpu_pct")),
                         "requests": max(x["requests"] for x in rs),
                         "http_429": sum(x["http_429"] for x in rs)})
     ratios = {}
     for s in summary:
-        base = next((b for b in summary if b["events"] == s["events"] and b["kind"] == "baseline"), None)
-        if s["kind"] == "tool" and base:
+        base = next((b for b in summary if b["events"] == s["events"] and b["kind"] == "baseline"
+                     and b["latency"] == s["latency"]), None)
+        if s["kind"] in ("tool", "other") and base:
             s["ratio"] = round(s["events_per_s"] / base["events_per_s"], 3)
-            ratios[f"{s['events']}:w{s['workers']}"] = s["ratio"]
+            ratios[f"{s['events']}:w{s['workers']}" + (f"@{s['latency']:g}" if len(args.latencies) > 1 else "")] = s["ratio"]
+        # With --latency 0,X: the tool's rate at X as a share of its own no-latency rate in the same rounds.
+        own = next((b for b in summary if b["events"] == s["events"] and b["kind"] == s["kind"]
+                    and b["workers"] == s["workers"] and b["latency"] == 0 and s["latency"] > 0), None)
+        if s["kind"] in ("tool", "other") and own:
+            s["vs_no_latency"] = round(s["events_per_s"] / own["events_per_s"], 3)
 
     print()
     print(table(summary, [("events", "N", ","), ("run", "run", ""), ("wall_s", "wall s", ".2f"),
                           ("events_per_s", "events/s", ",.0f"), ("ratio", "tool/base", ".2f"),
+                          ("vs_no_latency", "vs own 0 ms", ".2f"),
                           ("peak_rss_mb", "peak RSS MB", ".1f"), ("cpu_s", "CPU s", ".1f"),
+                          ("events_per_cpu_s", "events/CPU-s", ",d"),
                           ("fake_cpu_pct", "fake CPU %", "d"), ("other_cpu_pct", "other load %", "d"),
                           ("requests", "requests", ","),
                           ("http_429", "429s", ",")]))

@@ -1,6 +1,12 @@
 """sync-profiles over the fake API with no latency: the tool's speed and memory, not the API's.
 
     PYTHONPATH=. python benchmarks/bench_profiles.py [--sizes 50000,200000] [--changed 1000]
+    PYTHONPATH=. python benchmarks/bench_profiles.py --sizes 100000 --latency 0.3 --enforce-limits --workers 8
+
+With ``--enforce-limits`` the fake answers 429 beyond Klaviyo's published profile limits (75/s,
+750/min) and the tool keeps its own limiter (no override): the first sync's rate is then
+compared with the limit, 750 requests of 100 profiles a minute = 1,250 profiles/s.
+``--workers`` (a comma list) is passed to sync-profiles.
 
 For each size: a first sync-profiles of every profile (profiles/s, peak RSS of the tool's
 process from wait4), then an incremental run after ``--changed`` profiles changed (seconds end
@@ -44,22 +50,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="50000,200000")
     ap.add_argument("--changed", type=int, default=1000)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds the fake adds to each request")
+    ap.add_argument("--enforce-limits", action="store_true", help="the fake enforces Klaviyo's profile limits")
+    ap.add_argument("--workers", default=None, help="comma list of sync-profiles --workers values (default: the tool's)")
     a = ap.parse_args()
     for n in (int(x) for x in a.sizes.split(",")):
-        t0 = time.monotonic()
-        fake = FakeKlaviyo(n_profiles=n, n_events=0, n_quiet_profiles=0, n_lists=0, n_segments=0)
-        built = time.monotonic() - t0
-        with fake, tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "KLAVIYO_API_KEY": FAKE_API_KEY, "KLAVIYO_BASE_URL": fake.base_url,
-                   "KLAVIYO_SYNC_DB": str(Path(tmp) / "k.db"),
-                   # the tool is measured, not Klaviyo's 750/min (which alone makes 200k take 3 min)
-                   "KLAVIYO_RATE_LIMITS": "profiles=100000/6000000"}
-            first = run(["sync-profiles"], env)
-            first["profiles_per_s"] = round(n / first["seconds"])
-            fake.change_profiles(a.changed)
-            inc = run(["sync-profiles"], env)
-            print(json.dumps({"profiles": n, "fake_build_s": round(built, 1), "first": first,
-                              f"incremental_{a.changed}_changed": inc}), flush=True)
+        for workers in (a.workers.split(",") if a.workers else [None]):
+            t0 = time.monotonic()
+            fake = FakeKlaviyo(n_profiles=n, n_events=0, n_quiet_profiles=0, n_lists=0, n_segments=0)
+            fake.latency = a.latency
+            fake.enforce_limits = a.enforce_limits
+            built = time.monotonic() - t0
+            with fake, tempfile.TemporaryDirectory() as tmp:
+                env = {**os.environ, "KLAVIYO_API_KEY": FAKE_API_KEY, "KLAVIYO_BASE_URL": fake.base_url,
+                       "KLAVIYO_SYNC_DB": str(Path(tmp) / "k.db")}
+                if not a.enforce_limits:
+                    # the tool is measured, not Klaviyo's 750/min (which alone makes 200k take 3 min)
+                    env["KLAVIYO_RATE_LIMITS"] = "profiles=100000/6000000"
+                extra = ["--workers", workers] if workers else []
+                load0 = os.getloadavg()[0]
+                first = run(["sync-profiles", *extra], env)
+                first["profiles_per_s"] = round(n / first["seconds"])
+                first["share_of_limit"] = round(n / first["seconds"] / 1250, 3)  # 750 requests/min x 100
+                first["http_429"] = fake.throttled
+                fake.change_profiles(a.changed)
+                seen = len(fake.request_log())
+                inc = run(["sync-profiles", *extra], env)
+                inc["profile_requests"] = sum(1 for r in fake.request_log()[seen:] if r["path"] == "/api/profiles")
+                print(json.dumps({"profiles": n, "workers": workers, "latency": a.latency,
+                                  "enforce_limits": a.enforce_limits, "fake_build_s": round(built, 1),
+                                  "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)], "first": first,
+                                  f"incremental_{a.changed}_changed": inc}), flush=True)
 
 
 if __name__ == "__main__":

@@ -328,7 +328,7 @@ def test_throttling_every_4th_request_plus_faults_with_default_workers(make_fake
     run = run_cli(["sync-events", *window_args(since, until)], cli_env(fake, db))
     assert run.returncode == 0, run.describe()
     s = run.summary
-    assert s["max_workers"] == 12 and s["rate_limited"] > 0 and fake.throttled == s["rate_limited"]
+    assert s["max_workers"] == 32 and s["rate_limited"] > 0 and fake.throttled == s["rate_limited"]
     assert s["retries"] >= s["rate_limited"]
     assert_events_window(db, fake, since, until)
     assert mark(db) == iso(until)

@@ -340,19 +340,26 @@ def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repair
     assert "idx_events_metric_id_datetime" in plan
 
 
-def test_autoscale_grows_while_waiting_on_the_network_and_stops_when_it_does_not_help():
+def test_autoscale_sizes_the_fetchers_from_latency_and_cpu_per_page():
+    """Little's law: 2 busy fetchers, each request also waiting `latency`: 2 * (latency + cpu) / cpu."""
     from klaviyo_sync.streams.autoscale import Autoscale
 
-    fast = Autoscale(12, now=0.0, network_wait=0.0)
-    assert fast.target == 2
-    # CPU-bound: fetchers wait 20% of the time -> stay at 2, keep watching.
-    assert fast.tick(1.0, events=20_000, network_wait=0.4, active=2) == 2 and not fast.frozen
-    slow = Autoscale(12, now=0.0, network_wait=0.0)
-    # Latency-bound: 90% waiting -> 4, then the rate doubled -> 8, then no gain -> frozen at 8.
-    assert slow.tick(1.0, events=5_000, network_wait=1.8, active=2) == 4
-    assert slow.tick(2.0, events=15_000, network_wait=5.4, active=4) == 8
-    assert slow.tick(3.0, events=25_500, network_wait=12.6, active=8) == 8 and slow.frozen
-    assert slow.tick(9.0, events=90_000, network_wait=60.0, active=8) == 8
+    fast = Autoscale(32, now=0.0, network_wait=0.0, requests=0)
+    assert fast.target == 2 and fast.timeline == [(0.0, 2)]
+    # Fast API: 2 fetchers, 0.5 s, 50 answers, 2 ms waiting each: 20 ms a page in all -> 2 * 20 / 18 -> 3.
+    assert fast.tick(0.5, events=50_000, network_wait=0.1, active=2, requests=50) == 3
+    # Too few answers in a tick to measure anything: no change.
+    assert fast.tick(1.0, events=52_000, network_wait=0.2, active=3, requests=53) == 3
+    assert not fast.frozen
+    slow = Autoscale(32, now=0.0, network_wait=0.0, requests=0)
+    # 100 ms a request, 20 ms a page besides: 2 * 120 / 20 = 12 at once.
+    assert slow.tick(0.6, events=10_000, network_wait=1.0, active=2, requests=10) == 12
+    assert slow.timeline == [(0.0, 2), (0.6, 12)]
+    # It never shrinks, and stops at the limit: 300 ms a request, 20 ms besides -> 2 * 320 / 20 = 32.
+    assert slow.tick(1.24, events=34_000, network_wait=1.0 + 7.2, active=12, requests=10 + 24) == 32
+    assert slow.frozen and slow.tick(9.0, events=90_000, network_wait=60.0, active=32, requests=900) == 32
+    capped = Autoscale(8, now=0.0, network_wait=0.0, requests=0)
+    assert capped.tick(0.6, events=10_000, network_wait=1.0, active=2, requests=10) == 8 and capped.frozen
     assert Autoscale(1, now=0.0, network_wait=0.0).target == 1
 
 

@@ -8,6 +8,7 @@ import typer
 from ..streams.audience import (
     ALLOW_REMOVALS,
     GROUPS,
+    PROFILE_WORKERS,
     SYNC_GROUPS,
     SYNC_PROFILES,
     fetch_counts,
@@ -53,6 +54,7 @@ def sync_profiles_cmd(
     allow_removals_: AllowRemovalsOpt = False,
     wait: WaitOpt = 0.0,
     fmt: SummaryFormatOpt = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=1, max=32, help="Parallel ranges of `updated` when there is more than one page to read.")] = PROFILE_WORKERS,
 ) -> None:
     """Sync every profile (with email/SMS/push consent) changed since the last run; --full also
     marks the profiles deleted in Klaviyo.
@@ -62,11 +64,11 @@ def sync_profiles_cmd(
     _check_summary_format(fmt)
     allow_removals(allow_removals_)
     client = settings.client()
-    with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive,
+    with recorded_run(settings, "sync-profiles", {"full": full, "predictive": predictive, "workers": workers,
                                                    "base_url": settings.base_url}, wait) as run:
         run["client"] = client
         with denied_as(SYNC_PROFILES):
-            sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"])
+            sync_profiles(client, run["db"], full=full, predictive=predictive, result=run["result"], workers=workers)
     _report(settings, run, fmt)
 
 

@@ -54,7 +54,7 @@ def sync_events_cmd(
     until: Annotated[Optional[str], typer.Option("--until", metavar="ISO", help="Window end, exclusive (default: now).")] = None,
     overlap: Annotated[str, typer.Option("--overlap", help="With no window option: resume this long before the stored mark.")] = "1h",
     metric: Annotated[Optional[list[str]], typer.Option("--metric", metavar="NAME_OR_ID", help="Only this metric (repeatable).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=32, help="Concurrent time slices.")] = DEFAULT_WORKERS,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Concurrent time slices.")] = DEFAULT_WORKERS,
     wait: WaitOpt = 0.0,
     fmt: SummaryFormatOpt = "auto",
 ) -> None:

@@ -172,7 +172,7 @@ def datasette_metadata_cmd(
 def demo_cmd(
     db: Annotated[Path, typer.Option("--db", help="Database file for the demo.")] = Path("demo.db"),
     events: Annotated[int, typer.Option("--events", min=1, max=2_000_000, help="Synthetic events to serve.")] = 20_000,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=32)] = DEFAULT_WORKERS,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = DEFAULT_WORKERS,
 ) -> None:
     """Run every sync against a fake Klaviyo API on 127.0.0.1 (synthetic data, no account or network needed)."""
     from ..fake import FAKE_API_KEY, FakeKlaviyo

@@ -161,13 +161,19 @@ def _tombstone_missing(db: Database, seen: str) -> int:
     return db.execute(f"UPDATE profiles SET {sets}, deleted_at = ? WHERE {gone}", [iso(utcnow())]).rowcount
 
 
+PROFILE_WORKERS = 8  # parallel ranges of `updated`: at 300 ms a request, 8 keep 750 requests a minute busy
+
+
 def sync_profiles(client: KlaviyoClient, db: Database, *, full: bool = False, predictive: bool = False,
-                  result: SyncResult | None = None, on_page: Callable | None = None) -> SyncResult:
+                  result: SyncResult | None = None, on_page: Callable | None = None,
+                  workers: int = PROFILE_WORKERS) -> SyncResult:
     """Profiles changed since the mark (everything on a first run or with ``full``); a pass over
-    everything tombstones the profiles it did not see."""
+    everything tombstones the profiles it did not see. A read longer than one page goes on in
+    ``workers`` parallel ranges of ``updated`` (streams/sliced.py)."""
     result = SyncResult.begin(result, ["profiles"])
     stream = PROFILES_PREDICTIVE if predictive else PROFILES
-    run_stream(client, db, stream, result, full=full, on_missing=_tombstone_missing, on_page=on_page)
+    run_stream(client, db, stream, result, full=full, on_missing=_tombstone_missing, on_page=on_page,
+               workers=workers)
     result.extra["profiles_removed"] = result.extra.pop("profiles_removed", 0)
     result.extra["mark"] = store.get_state(db, stream.mark_key())
     return result

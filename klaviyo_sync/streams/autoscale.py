@@ -3,47 +3,57 @@
 from __future__ import annotations
 
 import logging
+import math
 
 log = logging.getLogger("klaviyo_sync")
 
 START_WORKERS = 2  # fetchers at first: against a fast API more only share the GIL (2 cores)
-GROW_WAIT_SHARE = 0.5  # grow while fetchers spend at least half their time waiting for answers
-GROW_MIN_GAIN = 1.15  # ... and the last step raised the event rate at least this much
-TICK_SECONDS = 1.0
+BUSY_FETCHERS = 2  # fetchers reading and decoding at once that keep the CPU busy (the read gate)
+TICK_SECONDS = 0.5
+MIN_REQUESTS = 4  # answers a tick needs before its latency is trusted
+GROW_WAIT_SHARE = 0.5  # kept for callers of the former doubling rule
+GROW_MIN_GAIN = 1.15
 
 
 class Autoscale:
     """How many fetchers to run, from what the run measures (the tool cannot know in advance
-    whether the API answers in 5 ms or 300 ms): start with ``START_WORKERS``; once a second,
-    if the fetchers spent most of their time waiting for answers (latency-bound), double them,
-    up to ``limit`` (--workers); stop growing for good once a step did not raise the event
-    rate. A CPU-bound run (fast API) keeps two fetchers; a latency-bound one reaches the
-    limit in a few seconds."""
+    whether the API answers in 5 ms or 300 ms). Little's law: to keep ``BUSY_FETCHERS`` pages
+    being read and decoded at every moment, while each request also spends ``latency`` seconds
+    waiting for its answer, a run needs ``BUSY_FETCHERS * (latency + cpu) / cpu`` fetchers,
+    where ``cpu`` is the rest of a fetcher's time per page (reading, decoding, rows, waiting for
+    the writer). Each tick (half a second) measures both over the last tick and grows the
+    fetchers to that count at once, up to ``limit`` (--workers); it never shrinks (a fetcher
+    waiting on the network costs no CPU). A fast API keeps 2-3 fetchers; at 100 ms a run has
+    its dozen after its first half second; at 300 ms, about thirty."""
 
-    def __init__(self, limit: int, now: float, network_wait: float):
+    def __init__(self, limit: int, now: float, network_wait: float, requests: int = 0):
         self.limit = limit
         self.target = min(START_WORKERS, limit)
         self.frozen = self.target >= limit
-        self._last = (now, network_wait, 0)
-        self._rate_before_step: float | None = None
+        self._last = (now, network_wait, 0, requests)
+        self.timeline: list[tuple[float, int]] = [(0.0, self.target)]
+        self._t0 = now
 
-    def tick(self, now: float, events: int, network_wait: float, active: int) -> int:
-        t0, w0, e0 = self._last
+    def tick(self, now: float, events: int, network_wait: float, active: int, requests: int | None = None) -> int:
+        t0, w0, e0, r0 = self._last
         dt = now - t0
         if self.frozen or dt < TICK_SECONDS or active < 1:
             return self.target
-        rate = (events - e0) / dt
-        share = (network_wait - w0) / (active * dt)
-        self._last = (now, network_wait, events)
-        log.info("events: %d fetchers, %.0f events/s, %.0f%% of their time waiting for answers",
-                 active, rate, 100 * share)
-        if self._rate_before_step is not None and rate < self._rate_before_step * GROW_MIN_GAIN:
-            self.frozen = True  # more fetchers did not help: the CPU (or the API's limit) is the bound
+        if requests is None:  # a caller that counts no requests: one a page of 1,000 events
+            requests = r0 + max(1, round((events - e0) / 1000))
+        answered = requests - r0
+        if answered < MIN_REQUESTS:
             return self.target
-        self._rate_before_step = None
-        if share >= GROW_WAIT_SHARE:
-            self._rate_before_step = rate
-            self.target = min(self.limit, self.target * 2)
-            self.frozen = self.target >= self.limit
+        self._last = (now, network_wait, events, requests)
+        rate = (events - e0) / dt
+        latency = (network_wait - w0) / answered  # seconds a request waits for its answer
+        per_page = active * dt / answered  # a fetcher's seconds per page, all in
+        cpu = max(per_page - latency, 0.001)
+        wanted = min(self.limit, max(self.target, math.ceil(round(BUSY_FETCHERS * (latency + cpu) / cpu, 6))))
+        log.info("events: %d fetchers, %.0f events/s, %.0f ms a request waiting for its answer, "
+                 "%.0f ms a page besides: %d fetchers wanted", active, rate, 1000 * latency, 1000 * cpu, wanted)
+        if wanted != self.target:
+            self.target = wanted
+            self.timeline.append((round(now - self._t0, 2), wanted))
+        self.frozen = self.target >= self.limit
         return self.target
-

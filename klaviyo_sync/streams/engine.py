@@ -28,6 +28,7 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient, Page
 from ..timeutil import Window, iso, normalize_iso, parse_datetime, utcnow
+from .sliced import pages_of
 
 
 @dataclass
@@ -210,9 +211,12 @@ def run_stream(
     parent: str | None = None,
     on_missing: Callable[[Database, str], int] | None = None,
     on_page: Callable[[SyncResult], None] | None = None,
+    workers: int = 1,
 ) -> None:
     """Run one stream to its last page: incremental from the stored mark, or everything when
-    ``full``, on a first run, or for a stream with no cursor.
+    ``full``, on a first run, or for a stream with no cursor. With ``workers`` > 1 a read longer
+    than one page goes on in parallel ranges of the cursor field (streams/sliced.py); the mark
+    then moves only below what every range has committed.
 
     With ``on_missing``, a pass over everything keeps the keys it saw in a temporary table
     (``seen_table(stream.table)``, the table's key columns) and ``on_missing(db, seen)`` runs
@@ -236,20 +240,27 @@ def run_stream(
     one_pass = len(stream.partitions) == 1
     newest_seen = mark
     for partition in stream.partitions:
-        for page in client.paginate(path, stream.query(partition, since)):
+        for page, safe in pages_of(client, path, stream, partition, since, workers if one_pass else 1):
+            if page is None:  # a parallel range finished: only the mark moves
+                if safe and (mark is None or safe > mark):
+                    with db.atomic():
+                        store.set_state(db, key, safe)
+                    mark = safe
+                continue
             batches = stream.page_rows(page, partition, parent)
             newest = stream.cursor_value(page)
             if newest and (newest_seen is None or newest > newest_seen):
                 newest_seen = newest
+            commit_mark = newest_seen if safe is None else safe
             with db.atomic():
                 for table, rows in batches:
                     result.add_rows(table.name, table.write(db, rows))
                 if track:
                     own = next((rows for table, rows in batches if table == stream.table), [])
                     db.conn.executemany(insert_seen, [tuple(r[i] for i in key_at) for r in own])
-                if one_pass and newest_seen and newest_seen != mark:
-                    store.set_state(db, key, newest_seen)
-                    mark = newest_seen
+                if one_pass and commit_mark and commit_mark != mark and (safe is None or mark is None or safe > mark):
+                    store.set_state(db, key, commit_mark)
+                    mark = commit_mark
             result.pages += 1
             if on_page:
                 on_page(result)
