@@ -268,7 +268,9 @@ def test_sync_all_with_lists_scope_missing_runs_the_rest_and_exits_4(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=300, span_hours=24, n_profiles=60, now=NOW) as fake:
         fake.revoke_scope("lists:read")
-        run = run_cli(["sync-all"], cli_env(fake, db))
+        # sync-all spends four report requests (campaigns, flow stats, forms, segment growth)
+        # against Klaviyo's 2 a minute: the last two wait out the minute.
+        run = run_cli(["sync-all"], cli_env(fake, db), timeout=300)
         assert run.returncode == 4, run.describe()
         assert "sync-lists: permission denied: the API key lacks the lists:read scope" in run.stderr
         runs = dict(query(db, "SELECT command, status FROM sync_runs"))

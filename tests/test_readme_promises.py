@@ -124,7 +124,8 @@ def test_sync_all_exits_3_when_steps_fail_against_the_api(cli, tmp_path, monkeyp
     lines = result.stderr.strip().splitlines()
     runs = sync_runs(tmp_path / "k.db")
     assert len(runs) >= 9 and {r["status"] for r in runs} == {"failed"}  # every step ran, and failed
-    assert lines[-1].startswith(f"klaviyo-sync: error: sync-all: {len(runs)} of {len(runs)} steps failed (sync-metrics, ")
+    assert lines[-1].startswith(f"klaviyo-sync: error: sync-all: {len(runs)} of {len(runs)} steps failed (sync-account, "
+                                "sync-metrics, ")
     assert lines[-1].endswith("; the others ran")
     assert "klaviyo-sync: error: sync-metrics: GET /api/accounts failed after 6 attempts: HTTP 503" in result.stderr
     # Each step's first request (the account check) tried six times, then the next step goes on.
