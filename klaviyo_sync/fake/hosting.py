@@ -12,6 +12,7 @@ concatenates them (see ``account.py``).
 
 from __future__ import annotations
 
+import collections
 import http.server
 import json
 import math
@@ -309,8 +310,7 @@ class FakeServer(_Hosted):
         self._n = 0
         self._by_path: dict[str, int] = {}
         self._windows: dict[str, list] = {}
-        self._report_day = None
-        self._report_count = 0
+        self._report_times: collections.deque = collections.deque()
 
         self._server = None
         self._thread = None
@@ -485,17 +485,19 @@ class FakeServer(_Hosted):
             wins[1][1] += 1
 
     def _check_daily(self):
+        """The daily report quota, counted over any 24 hours (as the client counts it): never
+        reset by midnight, so a run that crosses one is refused exactly as one that does not."""
         t = time.time()
-        day = int(t // 86400)
         with self._lock:
-            if self._report_day != day:
-                self._report_day, self._report_count = day, 0
-            if self._report_count >= self.report_daily_quota:
-                wait = max(1, math.ceil((day + 1) * 86400 - t))
+            times = self._report_times
+            while times and times[0] <= t - 86400:
+                times.popleft()
+            if len(times) >= self.report_daily_quota:
+                wait = max(1, math.ceil(times[0] + 86400 - t)) if times else 86400
                 raise ApiError(429, "throttled", "Request was throttled.",
                                f"Request was throttled. Expected available in {wait} seconds.",
                                {"pointer": "/data/"}, headers=[("Retry-After", str(wait))])
-            self._report_count += 1
+            times.append(t)
 
     def _route(self, ctx: _Ctx, auth, revision):
         if auth != f"Klaviyo-API-Key {self.api_key}":
