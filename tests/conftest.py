@@ -10,6 +10,8 @@ from klaviyo_sync import db as store
 from klaviyo_sync.client import KlaviyoClient
 from klaviyo_sync.cli import app
 
+from .e2e_helpers import fake_now
+
 API_KEY = "pk_test_0000secretkey0000abcdef"
 BASE = "https://a.klaviyo.com"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,6 +33,14 @@ def _clean_env(monkeypatch):
 @pytest.fixture(autouse=True)
 def _pinned_today(monkeypatch):
     monkeypatch.setattr("klaviyo_sync.timeutil.today", lambda: TODAY)
+
+
+@pytest.fixture
+def now():
+    """This test's "now" for a fake account or hand-built records, read when the test starts (see
+    e2e_helpers.fake_now). One value per test: pass it to the fake and to the expectations alike.
+    A module whose fake is module-scoped overrides it with a module-scoped ``now``."""
+    return fake_now()
 
 
 @pytest.fixture

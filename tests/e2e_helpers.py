@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 
 from klaviyo_sync.fake import FAKE_API_KEY
@@ -257,11 +258,44 @@ def assert_partial_run_sound(db: Path, fake, since: datetime, until: datetime) -
 
 
 # -- shared by the end-to-end test modules -------------------------------------------------
-# The fake accounts' "now": a minute back, so everything the fake holds is in the past of any
-# CLI run. No test may assume the CLI's clock reads NOW's day (midnight may pass in between):
-# they pass explicit windows or read the window a run reports; tests/clock/run_shifted.py runs
-# them at 00:00:30 UTC and at a month's last second to prove it.
-NOW = floor_now() - timedelta(minutes=1)
+def fake_now() -> datetime:
+    """A fake account's "now": a minute back, so everything the fake holds is in the past of any
+    CLI run. Read when a test runs (the ``now`` fixture of conftest.py), never at import: a module
+    imported minutes before its test runs would seed the fake with a stale clock. No test may
+    assume the CLI's clock reads its day (midnight may pass in between): they pass explicit
+    windows or read the window a run reports; tests/clock/run_shifted.py runs them at 00:00:30
+    UTC and at a month's last second to prove it."""
+    return floor_now() - timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class PastDays:
+    """A fake account's clock for tests of whole days: its events end at ``now``, noon UTC some
+    days before today, and begin at ``start``; d0..d1 are the whole days between them. So
+    neither today nor a settle window reaches them, whatever the hour the test runs at."""
+    now: datetime
+    start: datetime
+
+    @property
+    def d0(self):
+        return (self.start + timedelta(days=1)).date()
+
+    @property
+    def d1(self):
+        return (self.now - timedelta(days=1)).date()
+
+    @property
+    def range(self) -> str:
+        return f"{self.d0}..{self.d1}"
+
+
+def past_days(span: int, back: int = 5) -> PastDays:
+    """``span`` days of events ending at noon UTC ``back`` days before today, read now (call it
+    in a fixture, never at import)."""
+    now = datetime.combine(datetime.now(UTC).date() - timedelta(days=back), dtime(12), UTC)
+    return PastDays(now, now - timedelta(days=span))
+
+
 # The headers of a request to the fake made by a test itself (not by the CLI).
 AUTH_HEADERS = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
                 "Accept": "application/vnd.api+json"}

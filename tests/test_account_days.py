@@ -20,7 +20,7 @@ from klaviyo_sync.streams.account import sync_account
 from klaviyo_sync.streams.flows import sync_flow_stats, sync_flows
 from klaviyo_sync.timeutil import Window
 
-from .e2e_helpers import cli_env, query, run_cli
+from .e2e_helpers import cli_env, past_days, query, run_cli
 
 UTC = timezone.utc
 STATS = ("recipients", "delivered", "opens_unique", "clicks_unique", "conversions", "conversion_value")
@@ -102,47 +102,49 @@ def test_a_new_account_zone_reads_flow_statistics_again_in_it(tmp_path):
 
 
 # -- the commands: titles and JSON name the zone; verify's zone -------------------------------------
-NOW = datetime.combine(datetime.now(UTC).date() - timedelta(days=5), time(12), UTC)
-START = NOW - timedelta(days=6)
-D0, D1 = (START + timedelta(days=1)).date(), (NOW - timedelta(days=1)).date()
+@pytest.fixture
+def days():
+    """The fake account's clock, read when the test starts (its events end 5 days back, at noon),
+    and the whole days synced, d0 to d1."""
+    return past_days(6)
 
 
-def test_flows_and_revenue_name_the_accounts_zone(tmp_path):
+def test_flows_and_revenue_name_the_accounts_zone(tmp_path, days):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=300, now=NOW, span_hours=24 * 6, account_timezone="Pacific/Auckland",
+    with FakeKlaviyo(n_events=300, now=days.now, span_hours=24 * 6, account_timezone="Pacific/Auckland",
                      n_flows=3) as fake:
         env = cli_env(fake, db)
-        unknown = run_cli(["sync-flows", "--range", f"{D0}..{D1}", "--rate-limit", "reports=20/200"], env)
+        unknown = run_cli(["sync-flows", "--range", f"{days.d0}..{days.d1}", "--rate-limit", "reports=20/200"], env)
         assert unknown.returncode == 0, unknown.describe()
         assert ("klaviyo-sync: warning: the account's time zone is unknown (run sync-account; scope accounts:read): "
                 "counting Klaviyo's days in UTC") in unknown.stderr
         assert run_cli(["sync-account"], env).returncode == 0
-        run = run_cli(["flows", "--range", f"{D0}..{D1}", "--refresh", "--format", "json",
+        run = run_cli(["flows", "--range", f"{days.d0}..{days.d1}", "--refresh", "--format", "json",
                        "--rate-limit", "reports=20/200"], env)
         assert run.returncode == 0, run.describe()
         rows = json.loads(run.stdout)
         assert rows and {r["timezone"] for r in rows} == {"Pacific/Auckland"}
-        table = run_cli(["flows", "--range", f"{D0}..{D1}", "--format", "table"], {**env, "COLUMNS": "200"})
-        assert f"Flows that sent {D0} .. {D1 + timedelta(days=1)} (Pacific/Auckland days)" in table.stdout
-        revenue = run_cli(["revenue", "--range", f"{D0}..{D1}", "--by", "day", "--format", "json"], env)
+        table = run_cli(["flows", "--range", f"{days.d0}..{days.d1}", "--format", "table"], {**env, "COLUMNS": "200"})
+        assert f"Flows that sent {days.d0} .. {days.d1 + timedelta(days=1)} (Pacific/Auckland days)" in table.stdout
+        revenue = run_cli(["revenue", "--range", f"{days.d0}..{days.d1}", "--by", "day", "--format", "json"], env)
         assert revenue.returncode == 0, revenue.describe()
         assert {r["timezone"] for r in json.loads(revenue.stdout)} == {"Pacific/Auckland"}
 
 
 @pytest.mark.parametrize("offsets", ["honoured", "ignored"])
-def test_verify_timezone_reads_alike_whether_the_offset_or_the_zone_wins(tmp_path, offsets):
+def test_verify_timezone_reads_alike_whether_the_offset_or_the_zone_wins(tmp_path, offsets, days):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(now=NOW, n_events=1500, span_hours=24 * 6, n_profiles=60, seed=5,
+    with FakeKlaviyo(now=days.now, n_events=1500, span_hours=24 * 6, n_profiles=60, seed=5,
                      aggregate_offsets=offsets) as fake:
         env = cli_env(fake, db)
-        assert run_cli(["sync-events", "--since", START.isoformat(), "--until", NOW.isoformat()], env).returncode == 0
-        run = run_cli(["verify", "--range", f"{D0}..{D1}", "--timezone", "America/New_York", "--all",
+        assert run_cli(["sync-events", "--since", days.start.isoformat(), "--until", days.now.isoformat()], env).returncode == 0
+        run = run_cli(["verify", "--range", f"{days.d0}..{days.d1}", "--timezone", "America/New_York", "--all",
                        "--metric", "Placed Order", "--format", "json"], env)
         assert run.returncode == 0, run.describe()
         rows = json.loads(run.stdout)
         ny = __import__("zoneinfo").ZoneInfo("America/New_York")
-        lo = datetime.combine(D0, time(0), ny)
-        hi = datetime.combine(D1 + timedelta(days=1), time(0), ny)
+        lo = datetime.combine(days.d0, time(0), ny)
+        hi = datetime.combine(days.d1 + timedelta(days=1), time(0), ny)
         truth = fake.daily_counts(lo.astimezone(UTC), hi.astimezone(UTC), tz="America/New_York")
         po = fake.metric_id("Placed Order")
         assert {r["day"]: r["klaviyo"] for r in rows} == {r["day"]: truth.get((po, r["day"]), 0) for r in rows}
@@ -152,16 +154,16 @@ def test_verify_timezone_reads_alike_whether_the_offset_or_the_zone_wins(tmp_pat
                                                         f"less-than(datetime,{hi.isoformat()})"]
 
 
-def test_verify_counts_the_accounts_days_by_default(tmp_path):
+def test_verify_counts_the_accounts_days_by_default(tmp_path, days):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(now=NOW, n_events=300, span_hours=24 * 6, n_profiles=40,
+    with FakeKlaviyo(now=days.now, n_events=300, span_hours=24 * 6, n_profiles=40,
                      account_timezone="America/Los_Angeles") as fake:
         env = cli_env(fake, db)
-        assert run_cli(["sync-events", "--since", START.isoformat(), "--until", NOW.isoformat()], env).returncode == 0
-        before = run_cli(["verify", "--range", f"{D0}..{D1}", "--metric", "Placed Order"], env)
+        assert run_cli(["sync-events", "--since", days.start.isoformat(), "--until", days.now.isoformat()], env).returncode == 0
+        before = run_cli(["verify", "--range", f"{days.d0}..{days.d1}", "--metric", "Placed Order"], env)
         assert "counting Klaviyo's days in UTC" in before.stderr and "(UTC)" in before.stderr
         assert run_cli(["sync-account"], env).returncode == 0
-        after = run_cli(["verify", "--range", f"{D0}..{D1}", "--metric", "Placed Order"], env)
+        after = run_cli(["verify", "--range", f"{days.d0}..{days.d1}", "--metric", "Placed Order"], env)
         assert after.returncode == 0, after.describe()
         assert "(America/Los_Angeles)" in after.stderr and "warning" not in after.stderr
         assert query(db, "SELECT DISTINCT json_extract(arguments, '$.timezone') FROM sync_runs "

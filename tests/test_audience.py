@@ -10,7 +10,6 @@ from urllib.parse import parse_qs
 from klaviyo_sync.fake import FakeKlaviyo
 
 from .e2e_helpers import (
-    NOW,
     cli_env,
     dump,
     ids,
@@ -49,9 +48,9 @@ def stored_rows(db) -> dict:
     return {r[0]: r[:12] + (json.loads(r[12]) if r[12] else None, r[13]) for r in rows}
 
 
-def test_first_sync_every_profile_then_only_the_changed_ones(tmp_path):
+def test_first_sync_every_profile_then_only_the_changed_ones(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=200, n_profiles=250, n_quiet_profiles=60, now=NOW) as fake:
+    with FakeKlaviyo(n_events=200, n_profiles=250, n_quiet_profiles=60, now=now) as fake:
         env = cli_env(fake, db)
         first = run_cli(["sync-profiles", "--workers", "1"], env)  # sequential (test_profiles_parallel.py: in ranges)
         assert first.returncode == 0, first.describe()
@@ -85,9 +84,9 @@ def test_first_sync_every_profile_then_only_the_changed_ones(tmp_path):
         assert {p for p, row in stored_rows(db).items() if (row[1] or "").startswith("changed.")} == changed
 
 
-def test_full_pass_tombstones_deleted_profiles_and_keeps_their_events(tmp_path):
+def test_full_pass_tombstones_deleted_profiles_and_keeps_their_events(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=300, n_profiles=80, n_quiet_profiles=10, span_hours=24, now=NOW) as fake:
+    with FakeKlaviyo(n_events=300, n_profiles=80, n_quiet_profiles=10, span_hours=24, now=now) as fake:
         env = cli_env(fake, db)
         assert run_cli(["sync-events", "--hours", "24"], env).returncode == 0
         assert run_cli(["sync-profiles"], env).returncode == 0
@@ -113,9 +112,9 @@ def test_full_pass_tombstones_deleted_profiles_and_keeps_their_events(tmp_path):
         assert live == {p: expected_row(fake, p) for p in fake.live_profile_ids()}
 
 
-def test_membership_incremental_misses_a_leave_the_full_pass_removes_it(tmp_path):
+def test_membership_incremental_misses_a_leave_the_full_pass_removes_it(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=100, n_profiles=150, n_quiet_profiles=30, now=NOW) as fake:
+    with FakeKlaviyo(n_events=100, n_profiles=150, n_quiet_profiles=30, now=now) as fake:
         env = cli_env(fake, db)
         lid = sorted(fake.list_ids())[0]
         name = fake.group(lid)["attributes"]["name"]
@@ -161,9 +160,9 @@ def test_membership_incremental_misses_a_leave_the_full_pass_removes_it(tmp_path
         assert bad.returncode == 2 and "No Such List" in bad.stderr and name in bad.stderr
 
 
-def test_killed_sync_profiles_resumes_exactly(tmp_path):
+def test_killed_sync_profiles_resumes_exactly(tmp_path, now):
     db, clean = tmp_path / "k.db", tmp_path / "clean.db"
-    with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=NOW) as fake:
+    with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=now) as fake:
         fake.hold_after = 5  # five pages answered, then every request waits: killed mid-run, always
         env = cli_env(fake, db)
         proc = start_cli(["sync-profiles"], env)
@@ -203,11 +202,11 @@ def iso_minus_1s(value: str) -> str:
     return (parse_iso(value) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_an_interrupted_full_membership_pass_removes_nobody(tmp_path):
+def test_an_interrupted_full_membership_pass_removes_nobody(tmp_path, now):
     """Removals wait for the pass's last page: a pass killed halfway leaves every old member
     (and may add new ones), and the next full pass is exact."""
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=50, n_profiles=400, n_quiet_profiles=0, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, n_profiles=400, n_quiet_profiles=0, now=now) as fake:
         env = cli_env(fake, db)
         lid = max(fake.list_ids(), key=lambda g: len(fake.members(g)))
         if len(fake.members(lid)) <= 100:  # the pass must have a second page to be cut before
@@ -239,9 +238,9 @@ def ids_where(db, lid: str) -> list[str]:
     return [r[0] for r in query(db, "SELECT profile_id FROM list_members WHERE list_id = ?", [lid])]
 
 
-def test_predictive_analytics_only_when_asked(tmp_path):
+def test_predictive_analytics_only_when_asked(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=now) as fake:
         env = cli_env(fake, db)
         assert run_cli(["sync-profiles"], env).returncode == 0
         assert profile_requests(fake)[0]["additional-fields[profile]"] == ["subscriptions"]
@@ -264,9 +263,9 @@ def _mark_exists(db) -> bool:
         return False
 
 
-def test_sync_all_with_lists_scope_missing_runs_the_rest_and_exits_4(tmp_path):
+def test_sync_all_with_lists_scope_missing_runs_the_rest_and_exits_4(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=300, span_hours=24, n_profiles=60, now=NOW) as fake:
+    with FakeKlaviyo(n_events=300, span_hours=24, n_profiles=60, now=now) as fake:
         fake.revoke_scope("lists:read")
         # sync-all spends four report requests (campaigns, flow stats, forms, segment growth)
         # against Klaviyo's 2 a minute: the last two wait out the minute.
@@ -286,9 +285,9 @@ def test_sync_all_with_lists_scope_missing_runs_the_rest_and_exits_4(tmp_path):
         assert alone.returncode == 4 and "lacks the profiles:read scope" in alone.stderr
 
 
-def test_status_lists_the_audience_tables(tmp_path):
+def test_status_lists_the_audience_tables(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=10, n_profiles=20, n_quiet_profiles=5, now=NOW) as fake:
+    with FakeKlaviyo(n_events=10, n_profiles=20, n_quiet_profiles=5, now=now) as fake:
         env = cli_env(fake, db)
         assert run_cli(["sync-profiles"], env).returncode == 0
         st = run_cli(["status", "--format", "json"], env)

@@ -18,7 +18,6 @@ UTC = timezone.utc
 CAMPAIGNS = f"{BASE}/api/campaigns"
 REPORTS = f"{BASE}/api/campaign-values-reports"
 METRICS = f"{BASE}/api/metrics"
-NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def campaign(cid, channel, sent, archived=False, name=None):
@@ -42,8 +41,8 @@ def message(cid, channel, sent):
         "relationships": {"campaign": {"data": {"type": "campaign", "id": cid}}}}
 
 
-def days_ago(n):
-    return (NOW - timedelta(days=n)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+def days_ago(now, n):
+    return (now - timedelta(days=n)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 class CampaignsApi:
@@ -102,19 +101,19 @@ class ReportsApi:
                                     "links": {"self": REPORTS}})
 
 
-def fixture_account(n_email=5):
+def fixture_account(now, n_email=5):
     return {
-        "email": [(campaign(f"E{i}", "email", days_ago(i + 1)), message(f"E{i}", "email", days_ago(i + 1)))
+        "email": [(campaign(f"E{i}", "email", days_ago(now, i + 1)), message(f"E{i}", "email", days_ago(now, i + 1)))
                   for i in range(n_email)]
-                 + [(campaign("EA", "email", days_ago(3), archived=True), message("EA", "email", days_ago(3))),
+                 + [(campaign("EA", "email", days_ago(now, 3), archived=True), message("EA", "email", days_ago(now, 3))),
                     (campaign("ED", "email", None), message("ED", "email", None))],
-        "sms": [(campaign("S1", "sms", days_ago(2)), message("S1", "sms", days_ago(2)))],
-        "mobile_push": [(campaign("P1", "mobile_push", days_ago(45)), message("P1", "mobile_push", days_ago(45)))],
+        "sms": [(campaign("S1", "sms", days_ago(now, 2)), message("S1", "sms", days_ago(now, 2)))],
+        "mobile_push": [(campaign("P1", "mobile_push", days_ago(now, 45)), message("P1", "mobile_push", days_ago(now, 45)))],
     }
 
 
-def serve(mocked, account=None, reports=None):
-    api = CampaignsApi(account or fixture_account())
+def serve(mocked, now, account=None, reports=None):
+    api = CampaignsApi(account or fixture_account(now))
     mocked.add_callback("GET", CAMPAIGNS, callback=api)
     reports = reports or ReportsApi()
     mocked.add_callback("POST", REPORTS, callback=reports)
@@ -124,8 +123,8 @@ def serve(mocked, account=None, reports=None):
     return api, reports
 
 
-def test_channel_filter_sent_per_channel_archived_too_and_paged(mocked, client, db):
-    api, reports = serve(mocked)
+def test_channel_filter_sent_per_channel_archived_too_and_paged(mocked, client, db, now):
+    api, reports = serve(mocked, now)
     result = sync_campaigns(client, db, parse_range("30d"))
     assert sorted(set(api.filters)) == sorted(
         f"and(equals(messages.channel,'{c}'),equals(archived,{a}))"
@@ -135,20 +134,20 @@ def test_channel_filter_sent_per_channel_archived_too_and_paged(mocked, client, 
     row = db["campaigns"].get("E0")
     assert (row["channel"], row["status"], row["subject"], row["label"], row["archived"]) == \
         ("email", "Sent", "Subject E0", "Label E0", 0)
-    assert row["send_time"] == iso(NOW - timedelta(days=1))
+    assert row["send_time"] == iso(now - timedelta(days=1))
     assert db["campaign_messages"].get("S1-m")["body"] == "Body S1"
 
 
-def test_send_time_falls_back_to_message_send_times(mocked, client, db):
+def test_send_time_falls_back_to_message_send_times(mocked, client, db, now):
     c = campaign("X", "email", None)
     c["attributes"]["status"] = "Sent"
-    serve(mocked, {"email": [(c, message("X", "email", days_ago(4)))]})
+    serve(mocked, now, {"email": [(c, message("X", "email", days_ago(now, 4)))]})
     sync_campaigns(client, db, parse_range("30d"), stats=False)
-    assert db["campaigns"].get("X")["send_time"] == iso(NOW - timedelta(days=4))
+    assert db["campaigns"].get("X")["send_time"] == iso(now - timedelta(days=4))
 
 
-def test_report_payload_and_one_request_for_all_channels(mocked, client, db):
-    _, reports = serve(mocked)
+def test_report_payload_and_one_request_for_all_channels(mocked, client, db, now):
+    _, reports = serve(mocked, now)
     result = sync_campaigns(client, db, parse_range("30d"))
     assert len(reports.bodies) == 1
     attrs = reports.bodies[0]["data"]["attributes"]
@@ -180,8 +179,8 @@ def test_report_batches_hold_at_most_100_ids_and_a_year():
     assert [b[0] for b in batches] == [["C0", "C1"], ["C2", "C3"]]
 
 
-def test_quota_spent_stores_campaigns_and_reports_missing_stats(mocked, cli, db_path):
-    serve(mocked, reports=ReportsApi(status=429, retry_after=40000))
+def test_quota_spent_stores_campaigns_and_reports_missing_stats(mocked, cli, db_path, now):
+    serve(mocked, now, reports=ReportsApi(status=429, retry_after=40000))
     result = cli("sync-campaigns", "--range", "30d")
     assert result.exit_code == 6
     assert "statistics are missing for 7 campaign(s)" in result.stderr
@@ -194,8 +193,8 @@ def test_quota_spent_stores_campaigns_and_reports_missing_stats(mocked, cli, db_
     assert shown.exit_code == 0 and "statistics missing for 7" in shown.stderr
 
 
-def test_campaigns_database_first_makes_no_request(mocked, cli, db_path):
-    serve(mocked)
+def test_campaigns_database_first_makes_no_request(mocked, cli, db_path, now):
+    serve(mocked, now)
     assert cli("sync-campaigns", "-q").exit_code == 0
     before = len(mocked.calls)
     result = cli("campaigns", "--range", "30d", "--format", "json", key=False)
@@ -206,8 +205,8 @@ def test_campaigns_database_first_makes_no_request(mocked, cli, db_path):
     assert "from the local database" in result.stderr and "synced" in result.stderr
 
 
-def test_campaigns_fallback_fetches_stores_and_prints(mocked, cli, db_path):
-    api, reports = serve(mocked)
+def test_campaigns_fallback_fetches_stores_and_prints(mocked, cli, db_path, now):
+    api, reports = serve(mocked, now)
     result = cli("campaigns", "--range", "7d", "--channel", "email", "--format", "json")
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -224,8 +223,8 @@ def test_campaigns_fallback_fetches_stores_and_prints(mocked, cli, db_path):
     assert len(mocked.calls) == before
 
 
-def test_campaigns_refresh_goes_to_the_api(mocked, cli):
-    serve(mocked)
+def test_campaigns_refresh_goes_to_the_api(mocked, cli, now):
+    serve(mocked, now)
     cli("sync-campaigns", "-q")
     before = len(mocked.calls)
     result = cli("campaigns", "--range", "30d", "--refresh", "--no-stats", "--format", "jsonl")
@@ -334,14 +333,14 @@ def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
     assert proc.stderr.strip().endswith("exit 141")
 
 
-def test_conversion_metric_option_is_used(mocked, client, db):
-    _, reports = serve(mocked)
+def test_conversion_metric_option_is_used(mocked, client, db, now):
+    _, reports = serve(mocked, now)
     sync_campaigns(client, db, parse_range("30d"), conversion_metric="Opened Email")
     assert reports.bodies[0]["data"]["attributes"]["conversion_metric_id"] == "OE1"
 
 
-def test_unknown_conversion_metric_is_a_usage_error(mocked, cli):
-    serve(mocked)
+def test_unknown_conversion_metric_is_a_usage_error(mocked, cli, now):
+    serve(mocked, now)
     result = cli("sync-campaigns", "--conversion-metric", "Nope")
     assert result.exit_code == 2 and "unknown metric 'Nope'" in result.stderr
 
@@ -359,10 +358,10 @@ def test_campaign_with_several_messages_sums_counts_and_recomputes_rates(db_path
 
 
 # -- README promises (issue 12, item 5) ------------------------------------------------------
-def test_campaigns_command_itself_exits_6_when_its_fetch_lacks_statistics(mocked, cli, db_path):
+def test_campaigns_command_itself_exits_6_when_its_fetch_lacks_statistics(mocked, cli, db_path, now):
     """README, exit code 6, for `campaigns` too: with an empty database it fetches; when the
     report quota is spent it still prints the campaigns, warns, and exits 6."""
-    serve(mocked, reports=ReportsApi(status=429, retry_after=40000))
+    serve(mocked, now, reports=ReportsApi(status=429, retry_after=40000))
     result = cli("campaigns", "--range", "30d", "--format", "json")
     assert result.exit_code == 6, result.stderr
     rows = json.loads(result.stdout)
@@ -373,7 +372,7 @@ def test_campaigns_command_itself_exits_6_when_its_fetch_lacks_statistics(mocked
     assert list(store.open_db(db_path)["sync_runs"].rows)[-1]["status"] == "partial"
 
 
-def test_a_campaign_the_report_has_nothing_for_gets_an_empty_row_and_is_not_asked_again(mocked, cli, db_path):
+def test_a_campaign_the_report_has_nothing_for_gets_an_empty_row_and_is_not_asked_again(mocked, cli, db_path, now):
     class Partial(ReportsApi):  # answers for the email campaigns only
         def __call__(self, request):
             status, headers, text = super().__call__(request)
@@ -382,7 +381,7 @@ def test_a_campaign_the_report_has_nothing_for_gets_an_empty_row_and_is_not_aske
             doc["data"]["attributes"]["results"] = [r for r in res if r["groupings"]["campaign_id"].startswith("E")]
             return status, headers, json.dumps(doc)
 
-    _, reports = serve(mocked, reports=Partial())
+    _, reports = serve(mocked, now, reports=Partial())
     assert cli("sync-campaigns", "--range", "30d", "-q").exit_code == 0
     database = store.open_db(db_path)
     assert database.execute("SELECT count(*) FROM campaign_stats WHERE campaign_id = 'S1'").fetchone()[0] == 1

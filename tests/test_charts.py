@@ -15,41 +15,46 @@ import pytest
 from klaviyo_sync import output
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, run_cli
+from .e2e_helpers import cli_env, fake_now, run_cli
 from .test_operator import run_on_terminal
 
 UTC = timezone.utc
-NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
 SPARKS = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
 @pytest.fixture(scope="module")
-def synced(tmp_path_factory):
+def now():
+    """The fake account's clock, read once for the module's fake (tests of the module share it)."""
+    return fake_now()
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory, now):
     """Five days of events, all of them synced, from the first whole day on."""
     db = tmp_path_factory.mktemp("charts") / "k.db"
-    with FakeKlaviyo(seed=11, now=NOW, n_events=3_000, span_hours=24 * 5, n_profiles=120) as fake:
+    with FakeKlaviyo(seed=11, now=now, n_events=3_000, span_hours=24 * 5, n_profiles=120) as fake:
         env = cli_env(fake, db)
-        since = (NOW - timedelta(days=5)).strftime("%Y-%m-%dT00:00:00Z")
+        since = (now - timedelta(days=5)).strftime("%Y-%m-%dT00:00:00Z")
         run = run_cli(["sync-events", "--since", since], env)
         assert run.returncode == 0, run.describe()
         yield fake, env
 
 
-def day_range(day: str) -> tuple[datetime, datetime]:
+def day_range(day: str, now: datetime) -> tuple[datetime, datetime]:
     d = date.fromisoformat(day)
     lo = datetime(d.year, d.month, d.day, tzinfo=UTC)
-    return lo, min(lo + timedelta(days=1), NOW + timedelta(seconds=1))
+    return lo, min(lo + timedelta(days=1), now + timedelta(seconds=1))
 
 
-def true_events(fake, day: str) -> int:
-    lo, hi = day_range(day)
-    return len(fake.event_ids(lo, hi)) if lo <= NOW else 0
+def true_events(fake, day: str, now: datetime) -> int:
+    lo, hi = day_range(day, now)
+    return len(fake.event_ids(lo, hi)) if lo <= now else 0
 
 
-def true_revenue(fake, day: str) -> tuple[int, float]:
-    lo, hi = day_range(day)
-    if lo > NOW:
+def true_revenue(fake, day: str, now: datetime) -> tuple[int, float]:
+    lo, hi = day_range(day, now)
+    if lo > now:
         return 0, 0.0
     ids = fake.event_ids(lo, hi, [fake.metric_id("Placed Order")])
     values = [fake.event(fake.event_index(e))["attributes"]["event_properties"].get("$value") or 0 for e in ids]
@@ -89,20 +94,20 @@ def test_chart_bars_are_proportional_and_rows_without_a_value_have_none():
         output.write_rows(rows, "chart", [("v", "Value", "money")], stream=io.StringIO())
 
 
-def test_status_json_counts_events_per_day_for_two_weeks(synced):
+def test_status_json_counts_events_per_day_for_two_weeks(synced, now):
     fake, env = synced
     run = run_cli(["status", "--format", "json"], env)
     assert run.returncode == 0, run.describe()
     per_day = json.loads(run.stdout)["events_per_day"]
     days = [r["day"] for r in per_day]
     last = date.fromisoformat(days[-1])
-    assert last in (NOW.date(), datetime.now(UTC).date())  # today, whenever the test runs
+    assert last in (now.date(), datetime.now(UTC).date())  # today, whenever the test runs
     assert days == [(last - timedelta(days=13 - i)).isoformat() for i in range(14)]
-    assert [r["events"] for r in per_day] == [true_events(fake, d) for d in days]
-    assert sum(r["events"] for r in per_day) == len(fake.event_ids(NOW - timedelta(days=6), NOW + timedelta(seconds=1)))
+    assert [r["events"] for r in per_day] == [true_events(fake, d, now) for d in days]
+    assert sum(r["events"] for r in per_day) == len(fake.event_ids(now - timedelta(days=6), now + timedelta(seconds=1)))
 
 
-def test_status_on_a_terminal_draws_the_sparkline(synced):
+def test_status_on_a_terminal_draws_the_sparkline(synced, now):
     fake, env = synced
     screen = run_on_terminal(["status"], env)
     line = next(x for x in screen.splitlines() if x.startswith("Events per day "))
@@ -110,13 +115,13 @@ def test_status_on_a_terminal_draws_the_sparkline(synced):
     assert m, line
     first, last = date.fromisoformat(m[1]), date.fromisoformat(m[2])
     assert last - first == timedelta(days=13)
-    counts = [true_events(fake, (first + timedelta(days=i)).isoformat()) for i in range(14)]
+    counts = [true_events(fake, (first + timedelta(days=i)).isoformat(), now) for i in range(14)]
     assert m[3] == expected_spark(counts)
     assert m[3].startswith("·······") and "█" in m[3]  # 5 days of events in a 14-day window
     assert (m[4], m[5]) == (f"{max(counts):,}", f"{sum(counts):,}")
 
 
-def test_revenue_by_day_as_a_chart_on_a_terminal(synced):
+def test_revenue_by_day_as_a_chart_on_a_terminal(synced, now):
     fake, env = synced
     screen = run_on_terminal(["revenue", "--range", "7d", "--by", "day", "--format", "chart"], env)
     assert "\x1b[36m█" in screen  # bars in colour on a terminal
@@ -129,7 +134,7 @@ def test_revenue_by_day_as_a_chart_on_a_terminal(synced):
         if not m:
             break
         bars[m[1]] = (bar_eighths(m[2]), m[3])
-    truth = {d: true_revenue(fake, d) for d in bars}
+    truth = {d: true_revenue(fake, d, now) for d in bars}
     with_orders = {d for d, (n, _) in truth.items() if n}
     assert len(with_orders) >= 5
     # Every day of the range that has orders has its bar, and the value shown is the truth.

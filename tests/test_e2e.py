@@ -16,25 +16,39 @@ import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
+from types import SimpleNamespace
+
 import pytest
 
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo, RecordingServer
 
 from .e2e_helpers import (
-    AUTH_HEADERS, NOW, UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
-    assert_partial_run_sound, cli_env, connect, count, dump, finish, floor_now, hours, ids, iso, mark,
+    AUTH_HEADERS, UTC, assert_events_match_fake, base_env, assert_events_window, assert_no_secret, assert_no_secret_in_files,
+    assert_partial_run_sound, cli_env, connect, count, dump, fake_now, finish, floor_now, hours, ids, iso, mark,
     parse_iso, query, run_cli, start_cli, sync_runs, try_progress, wait_for,
 )
 
-# One instant for every fake of this module: fakes built with the same arguments serve the
-# same data, so a clean run and a faulted run can be compared row for row.
-EVENTS_FAKE = dict(n_events=12_000, span_hours=24, n_profiles=300, now=NOW)  # ~500 events/hour
-SINCE, UNTIL = NOW - hours(20), NOW - hours(14)  # ~3,000 events: several pages of 1,000
 WRONG_KEY = "pk_wrong_5f4dcc3b5aa765d61d8327deb882cf99"
 
 
-def window_args(since=SINCE, until=UNTIL):
+def window_args(since, until):
     return ["--since", iso(since), "--until", iso(until)]
+
+
+@pytest.fixture(scope="module")
+def now():
+    """One instant for every fake of this module, read when its first test starts: fakes built
+    with the same arguments serve the same data, so a clean run and a faulted run can be
+    compared row for row."""
+    return fake_now()
+
+
+@pytest.fixture(scope="module")
+def std(now):
+    """The standard account (``std.fake``, FakeKlaviyo's arguments: ~500 events/hour) and window
+    (``std.since`` .. ``std.until``: ~3,000 events, several pages of 1,000)."""
+    return SimpleNamespace(fake=dict(n_events=12_000, span_hours=24, n_profiles=300, now=now),
+                           since=now - hours(20), until=now - hours(14))
 
 
 @pytest.fixture
@@ -54,9 +68,9 @@ def make_fake():
 
 
 @pytest.fixture(scope="module")
-def events_fake():
+def events_fake(std):
     """A fake nobody turns knobs on (read-only tests share it)."""
-    with FakeKlaviyo(**EVENTS_FAKE) as fake:
+    with FakeKlaviyo(**std.fake) as fake:
         fake.enforce_limits = True
         yield fake
 
@@ -68,21 +82,21 @@ def _no_key_in_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def clean_events(tmp_path_factory):
+def clean_events(tmp_path_factory, std):
     """A clean --workers 1 run of the standard window: (database path, its dump, its summary)."""
     db = tmp_path_factory.mktemp("clean") / "clean.db"
-    with FakeKlaviyo(**EVENTS_FAKE) as fake:
+    with FakeKlaviyo(**std.fake) as fake:
         fake.enforce_limits = True
-        run = run_cli(["sync-events", *window_args(), "--workers", "1"], cli_env(fake, db))
+        run = run_cli(["sync-events", *window_args(std.since, std.until), "--workers", "1"], cli_env(fake, db))
         assert run.returncode == 0, run.describe()
-        assert_events_window(db, fake, SINCE, UNTIL)
+        assert_events_window(db, fake, std.since, std.until)
     assert_no_secret_in_files(db.parent)
     return db, dump(db), run.summary
 
 
 # -- 1. metrics ------------------------------------------------------------------------------
-def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path):
-    fake = make_fake(n_metrics=45, metrics_page_size=20, n_events=0, now=NOW)
+def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path, now):
+    fake = make_fake(n_metrics=45, metrics_page_size=20, n_events=0, now=now)
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
 
@@ -111,36 +125,36 @@ def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path
 
 
 # -- 2. events -------------------------------------------------------------------------------
-def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_events, tmp_path):
+def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_events, tmp_path, std):
     fake = events_fake
     db1, dump1, s1 = clean_events
-    want = fake.event_ids(SINCE, UNTIL)
+    want = fake.event_ids(std.since, std.until)
     assert 2_500 < len(want) < 4_000  # several pages of 1,000, yet quick
 
     db4 = tmp_path / "w4.db"
-    run = run_cli(["sync-events", *window_args(), "--workers", "4"], cli_env(fake, db4))
+    run = run_cli(["sync-events", *window_args(std.since, std.until), "--workers", "4"], cli_env(fake, db4))
     assert run.returncode == 0, run.describe()
-    assert_events_window(db4, fake, SINCE, UNTIL)
+    assert_events_window(db4, fake, std.since, std.until)
     assert_events_match_fake(db4, fake)
     assert dump(db4) == dump1  # identical table contents, whatever the concurrency
-    assert mark(db4) == mark(db1) == iso(UNTIL)
+    assert mark(db4) == mark(db1) == iso(std.until)
 
     s4 = run.summary
     for s, pages_at_least in ((s1, 3), (s4, 1)):
         assert s["command"] == "sync-events" and s["status"] == "ok"
-        assert s["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
+        assert s["window"] == {"start": iso(std.since), "end": iso(std.until)}
         assert s["rows"]["events"] == len(want)
-        assert s["rows"]["profiles"] == len(fake.profile_ids(SINCE, UNTIL))
+        assert s["rows"]["profiles"] == len(fake.profile_ids(std.since, std.until))
         assert s["pages"] >= pages_at_least and s["retries"] == 0
     assert s1["pages"] == -(-len(want) // 1000)  # one slice, full pages of 1,000
     assert s4["requests"] > s1["requests"]  # four workers cut the window into more slices
 
     # A rerun of the same window, written with a +02:00 offset, writes nothing new.
     plus2 = timezone(timedelta(hours=2))
-    again = run_cli(["sync-events", "--since", SINCE.astimezone(plus2).isoformat(),
-                     "--until", UNTIL.astimezone(plus2).isoformat()], cli_env(fake, db4))
+    again = run_cli(["sync-events", "--since", std.since.astimezone(plus2).isoformat(),
+                     "--until", std.until.astimezone(plus2).isoformat()], cli_env(fake, db4))
     assert again.returncode == 0, again.describe()
-    assert again.summary["window"] == {"start": iso(SINCE), "end": iso(UNTIL)}
+    assert again.summary["window"] == {"start": iso(std.since), "end": iso(std.until)}
     assert again.summary["rows"] == {"events": 0, "profiles": 0, "metrics": 0, "attributions": 0}
     assert again.summary["pages"] >= 1 and again.summary["requests"] >= again.summary["pages"]
     assert dump(db4) == dump1
@@ -159,9 +173,9 @@ RATES = {"open_rate": ("opens_unique", "delivered"), "click_rate": ("clicks_uniq
          "conversion_rate": ("conversion_uniques", "delivered")}
 
 
-def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fake, tmp_path):
+def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fake, tmp_path, now):
     # 20 statistics rows in 90 days: a page of 12 makes the report answer in two pages.
-    fake = make_fake(n_events=200, now=NOW, report_page_size=12)
+    fake = make_fake(n_events=200, now=now, report_page_size=12)
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
 
@@ -172,7 +186,7 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     want_messages = {m for c in fake.campaign_ids() for m in fake.campaign_message_ids(c)}
     assert ids(db, "campaign_messages") == want_messages
     # The fake sends campaigns 1 h .. 60 days before its now: the 90d range cannot race.
-    sent = fake.campaign_ids_sent(NOW - timedelta(days=90), NOW + timedelta(days=1))
+    sent = fake.campaign_ids_sent(now - timedelta(days=90), now + timedelta(days=1))
     assert sent and ids(db, "campaign_stats", "campaign_id") == sent
     pairs = {(r[0], r[1]) for r in query(db, "SELECT campaign_id, campaign_message_id FROM campaign_stats")}
     assert pairs == {(c, m) for c in sent for m in fake.campaign_message_ids(c)}
@@ -218,8 +232,8 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
     assert [r["send_time"] for r in rows] == sorted((r["send_time"] for r in rows), reverse=True)
 
     # Absolute range: tolerance-free.
-    d0 = (NOW - timedelta(days=30)).date()
-    d1 = NOW.date()
+    d0 = (now - timedelta(days=30)).date()
+    d1 = now.date()
     absolute = f"{d0.isoformat()}..{d1.isoformat()}"
     want_abs = fake.campaign_ids_sent(datetime(d0.year, d0.month, d0.day, tzinfo=UTC),
                                       datetime(d1.year, d1.month, d1.day, tzinfo=UTC) + timedelta(days=1))
@@ -234,7 +248,7 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
 
     # A fresh database: the first call goes to the API, the same call again does not. (A twin
     # fake serves the same account: the first one's report quota of 2 a minute is spent.)
-    fake = make_fake(n_events=200, now=NOW)
+    fake = make_fake(n_events=200, now=now)
     env = cli_env(fake, tmp_path / "fresh.db")
     fetched = run_cli(["campaigns", "--range", absolute, "--format", "json"], env)
     assert fetched.returncode == 0, fetched.describe()
@@ -249,13 +263,13 @@ def test_campaigns_synced_then_listed_from_the_database_without_requests(make_fa
 
 
 @pytest.mark.parametrize("tz", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])  # UTC+14, UTC-11
-def test_statistics_complete_whatever_the_account_time_zone(tz, make_fake, tmp_path):
+def test_statistics_complete_whatever_the_account_time_zone(tz, make_fake, tmp_path, now):
     """Klaviyo reads a report's timeframe in the account's time zone, which this tool does not
     know: the day of padding each side of the requested timeframe must cover any zone. A range
     of the one day a campaign was sent: without the padding, a campaign sent before 11:00 UTC
     is missed at UTC-11 and one sent from 10:00 UTC at UTC+14, so one of the two fails."""
-    fake = make_fake(n_events=10, now=NOW, account_timezone=tz)
-    cid = sorted(fake.campaign_ids_sent(NOW - timedelta(days=30), NOW - timedelta(days=2)))[0]
+    fake = make_fake(n_events=10, now=now, account_timezone=tz)
+    cid = sorted(fake.campaign_ids_sent(now - timedelta(days=30), now - timedelta(days=2)))[0]
     day = fake.campaign(cid)["attributes"]["send_time"][:10]
     start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     sent = fake.campaign_ids_sent(start, start + timedelta(days=1))
@@ -266,8 +280,8 @@ def test_statistics_complete_whatever_the_account_time_zone(tz, make_fake, tmp_p
     assert cid in sent and pairs == {(c, m) for c in sent for m in fake.campaign_message_ids(c)}
 
 
-def test_spent_report_quota_stores_campaigns_and_exits_6(make_fake, tmp_path):
-    fake = make_fake(n_events=200, now=NOW)
+def test_spent_report_quota_stores_campaigns_and_exits_6(make_fake, tmp_path, now):
+    fake = make_fake(n_events=200, now=now)
     fake.report_daily_quota = 0
     db = tmp_path / "k.db"
     run = run_cli(["sync-campaigns", "--range", "90d"], cli_env(fake, db))
@@ -291,13 +305,13 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tmp_path):
-    fake = make_fake(**EVENTS_FAKE)
+def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tmp_path, std):
+    fake = make_fake(**std.fake)
     for knob, value in FAULTS[fault].items():
         setattr(fake, knob, value)
     db = tmp_path / "k.db"
     # -v: the retry log lines are checked for the key as well.
-    run = run_cli(["sync-events", *window_args(), "--workers", "2", "-v"], cli_env(fake, db))
+    run = run_cli(["sync-events", *window_args(std.since, std.until), "--workers", "2", "-v"], cli_env(fake, db))
     assert run.returncode == 0, run.describe()
     s = run.summary
     assert s["retries"] > 0, s
@@ -307,23 +321,23 @@ def test_every_fault_gives_the_clean_database(fault, make_fake, clean_events, tm
     if fault == "503":
         assert any(r["status"] == 503 for r in fake.request_log())
     _, clean_dump, clean_summary = clean_events
-    assert ids(db, "events") == fake.event_ids(SINCE, UNTIL)
+    assert ids(db, "events") == fake.event_ids(std.since, std.until)
     assert dump(db) == clean_dump
-    assert mark(db) == iso(UNTIL)
+    assert mark(db) == iso(std.until)
     assert s["rows"] == clean_summary["rows"]
 
 
-def test_throttling_every_4th_request_plus_faults_with_default_workers(make_fake, tmp_path):
+def test_throttling_every_4th_request_plus_faults_with_default_workers(make_fake, tmp_path, std):
     """A 429 that says when to come back spends no retry attempt: with every 4th request
     throttled (Retry-After: 1) and 503s, dropped connections and truncated bodies on top, the
     default workers finish with exactly the window's events. The fake's faults are counted
     per request, not timed, so this does not depend on the machine's speed. (That no 429 is
     counted as an attempt is pinned down exactly in tests/test_client.py; this is the scenario
     of issue 12 end to end.)"""
-    fake = make_fake(**EVENTS_FAKE)
+    fake = make_fake(**std.fake)
     fake.rate_limit_every, fake.retry_after = 4, 1
     fake.server_error_every, fake.drop_every, fake.truncate_every = 9, 13, 17
-    since, until = SINCE, SINCE + hours(3)
+    since, until = std.since, std.since + hours(3)
     db = tmp_path / "k.db"
     run = run_cli(["sync-events", *window_args(since, until)], cli_env(fake, db))
     assert run.returncode == 0, run.describe()
@@ -343,9 +357,9 @@ def stopped_mid_run(fake, db, answered: int) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 4])
-def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
-    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)  # ~1,700/hour
-    since, until = NOW - hours(20), NOW - hours(14)
+def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path, now):
+    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=now)  # ~1,700/hour
+    since, until = now - hours(20), now - hours(14)
     want = fake.event_ids(since, until)
     fake.hold_after = 4  # four pages answered, then every request waits: killed mid-run, always
     db = tmp_path / "k.db"
@@ -379,36 +393,36 @@ def test_sigkill_halfway_then_rerun(workers, make_fake, tmp_path):
 
 
 # -- more event windows ----------------------------------------------------------------------
-def test_metric_filter_hours_and_resume(events_fake, tmp_path):
+def test_metric_filter_hours_and_resume(events_fake, tmp_path, std, now):
     fake = events_fake
     # --metric (by name, twice): only those metrics' events, under their own mark.
     db = tmp_path / "metric.db"
     env = cli_env(fake, db)
     wanted = [fake.metric_id("Placed Order"), fake.metric_id("Opened Email")]
-    run = run_cli(["sync-events", *window_args(), "--metric", "Placed Order", "--metric", wanted[1]], env)
+    run = run_cli(["sync-events", *window_args(std.since, std.until), "--metric", "Placed Order", "--metric", wanted[1]], env)
     assert run.returncode == 0, run.describe()
-    assert ids(db, "events") == fake.event_ids(SINCE, UNTIL, metric_ids=wanted)
+    assert ids(db, "events") == fake.event_ids(std.since, std.until, metric_ids=wanted)
     assert ids(db, "events", "metric_id") == set(wanted)
     assert ids(db, "metrics") == fake.metric_ids()  # names were resolved by syncing metrics
     assert dict(query(db, "SELECT key, value FROM sync_state")) == {
-        f"events.mark:metric={','.join(sorted(wanted))}": iso(UNTIL), "account.id": fake.account()["id"]}
+        f"events.mark:metric={','.join(sorted(wanted))}": iso(std.until), "account.id": fake.account()["id"]}
 
     # An explicit window, then a resume with no window option: [mark - 1h, now).
     db = tmp_path / "resume.db"
     env = cli_env(fake, db)
-    assert run_cli(["sync-events", *window_args()], env).returncode == 0
+    assert run_cli(["sync-events", *window_args(std.since, std.until)], env).returncode == 0
     t0 = floor_now()
     resumed = run_cli(["sync-events"], env)
     t1 = floor_now() + timedelta(seconds=1)
     assert resumed.returncode == 0, resumed.describe()
-    assert resumed.summary["window"]["start"] == iso(UNTIL - hours(1))
-    assert ids(db, "events") == fake.event_ids(SINCE, NOW + hours(1))  # the fake has none after NOW
+    assert resumed.summary["window"]["start"] == iso(std.until - hours(1))
+    assert ids(db, "events") == fake.event_ids(std.since, now + hours(1))  # the fake has none after now
     assert iso(t0) <= mark(db) <= iso(t1)
 
     status = run_cli(["status", "--format", "json", "--max-age", "3h"], env)
     assert status.returncode == 0, status.describe()
     report = json.loads(status.stdout)
-    assert report["tables"]["events"] == len(fake.event_ids(SINCE, NOW + hours(1)))
+    assert report["tables"]["events"] == len(fake.event_ids(std.since, now + hours(1)))
     assert report["marks"] == {"events.mark": mark(db)} and report["stale"] == []
     assert [r["status"] for r in report["runs"]] == ["ok", "ok"]
 
@@ -419,35 +433,35 @@ def test_metric_filter_hours_and_resume(events_fake, tmp_path):
     t1 = floor_now() + timedelta(seconds=1)
     assert run.returncode == 0, run.describe()
     got = ids(db, "events")
-    assert fake.event_ids(t1 - hours(2), NOW + hours(1)) <= got <= fake.event_ids(t0 - hours(2), NOW + hours(1))
+    assert fake.event_ids(t1 - hours(2), now + hours(1)) <= got <= fake.event_ids(t0 - hours(2), now + hours(1))
     assert got
 
 
-def test_a_window_after_a_gap_does_not_move_the_mark(events_fake, tmp_path):
+def test_a_window_after_a_gap_does_not_move_the_mark(events_fake, tmp_path, std, now):
     fake = events_fake
-    mid = NOW - hours(18)
+    mid = now - hours(18)
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
-    assert run_cli(["sync-events", *window_args(SINCE, mid)], env).returncode == 0
+    assert run_cli(["sync-events", *window_args(std.since, mid)], env).returncode == 0
     assert mark(db) == iso(mid)
-    # [mid + 2h, UNTIL) leaves [mid, mid + 2h) uncovered: the mark must stay at mid.
-    later = run_cli(["sync-events", *window_args(mid + hours(2), UNTIL)], env)
+    # [mid + 2h, std.until) leaves [mid, mid + 2h) uncovered: the mark must stay at mid.
+    later = run_cli(["sync-events", *window_args(mid + hours(2), std.until)], env)
     assert later.returncode == 0, later.describe()
     assert mark(db) == iso(mid)
-    assert ids(db, "events") == fake.event_ids(SINCE, mid) | fake.event_ids(mid + hours(2), UNTIL)
+    assert ids(db, "events") == fake.event_ids(std.since, mid) | fake.event_ids(mid + hours(2), std.until)
     # Resuming from the mark (minus the 1 h overlap) fills the gap.
     resumed = run_cli(["sync-events"], env)
     assert resumed.returncode == 0, resumed.describe()
     assert resumed.summary["window"]["start"] == iso(mid - hours(1))
-    assert ids(db, "events") == fake.event_ids(SINCE, NOW + hours(1))
+    assert ids(db, "events") == fake.event_ids(std.since, now + hours(1))
 
 
-def test_fractional_second_bounds_keep_to_the_window(events_fake, tmp_path):
+def test_fractional_second_bounds_keep_to_the_window(events_fake, tmp_path, std, now):
     """--since/--until with a fraction: events have whole-second datetimes, so the window
     [since, until) holds those with ceil(since) <= datetime < ceil(until)."""
     fake = events_fake
     inside = sorted(fake.event(fake.event_index(e))["attributes"]["datetime"]
-                    for e in fake.event_ids(SINCE, NOW - hours(19)))
+                    for e in fake.event_ids(std.since, now - hours(19)))
     # Both bounds half a second after a second that has events.
     since = parse_iso(inside[0]) + timedelta(milliseconds=500)
     until = parse_iso(inside[-1]) + timedelta(milliseconds=500)
@@ -469,31 +483,31 @@ def test_fractional_second_bounds_keep_to_the_window(events_fake, tmp_path):
     assert got == want
 
 
-def test_html_403_stops_the_sync_and_a_rerun_completes(make_fake, tmp_path):
-    fake = make_fake(**EVENTS_FAKE)
+def test_html_403_stops_the_sync_and_a_rerun_completes(make_fake, tmp_path, std):
+    fake = make_fake(**std.fake)
     fake.html_403_every = 3  # a bot challenge answers the third request
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
-    args = ["sync-events", *window_args(), "--workers", "1"]
+    args = ["sync-events", *window_args(std.since, std.until), "--workers", "1"]
     run = run_cli(args, env)
     assert run.returncode == 3, run.describe()  # not 4: the key was not rejected
     assert "HTML" in run.stderr
-    assert_partial_run_sound(db, fake, SINCE, UNTIL)
-    assert 0 < count(db, "events") < len(fake.event_ids(SINCE, UNTIL))
+    assert_partial_run_sound(db, fake, std.since, std.until)
+    assert 0 < count(db, "events") < len(fake.event_ids(std.since, std.until))
     assert sync_runs(db)[-1]["status"] == "failed"
     fake.html_403_every = 0
     rerun = run_cli(args, env)
     assert rerun.returncode == 0, rerun.describe()
-    assert_events_window(db, fake, SINCE, UNTIL)
-    assert mark(db) == iso(UNTIL)
+    assert_events_window(db, fake, std.since, std.until)
+    assert mark(db) == iso(std.until)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_ctrl_c_record_the_run_as_interrupted(sig, code, make_fake, tmp_path):
+def test_sigterm_and_ctrl_c_record_the_run_as_interrupted(sig, code, make_fake, tmp_path, now):
     """README: 130 / 143, interrupted (Ctrl-C) / terminated (SIGTERM): the run is recorded as
     `interrupted`."""
-    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=NOW)
-    since, until = NOW - hours(20), NOW - hours(14)
+    fake = make_fake(n_events=40_000, span_hours=24, n_profiles=300, now=now)
+    since, until = now - hours(20), now - hours(14)
     fake.hold_after = 3
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
@@ -522,10 +536,10 @@ def test_sigterm_and_ctrl_c_record_the_run_as_interrupted(sig, code, make_fake, 
 
 
 # -- 6. two syncs at once --------------------------------------------------------------------
-def test_two_syncs_at_once(make_fake, tmp_path):
-    fake = make_fake(**EVENTS_FAKE)
+def test_two_syncs_at_once(make_fake, tmp_path, std):
+    fake = make_fake(**std.fake)
     fake.hold_after = 0  # the first sync's first request waits until released: it holds the lock
-    args = ["sync-events", *window_args(), "--workers", "1"]
+    args = ["sync-events", *window_args(std.since, std.until), "--workers", "1"]
 
     db = tmp_path / "a.db"
     env = cli_env(fake, db)
@@ -541,11 +555,11 @@ def test_two_syncs_at_once(make_fake, tmp_path):
     assert f"another klaviyo-sync run (pid {first.pid})" in second.stderr
     assert f"holds the lock {db}.lock" in second.stderr
     assert "--wait" in second.stderr and second.stdout == ""
-    assert_events_window(db, fake, SINCE, UNTIL)
+    assert_events_window(db, fake, std.since, std.until)
     assert [r["status"] for r in sync_runs(db)] == ["ok"]  # the refused run recorded nothing
 
     # --wait: the second run waits for the first instead of exiting 5.
-    fake = make_fake(**EVENTS_FAKE)
+    fake = make_fake(**std.fake)
     fake.hold_after = 0
     db = tmp_path / "b.db"
     env = cli_env(fake, db)
@@ -559,18 +573,18 @@ def test_two_syncs_at_once(make_fake, tmp_path):
         fake.release()
     runs = [finish(first, waiting, t0), finish(second, waiting, t0)]
     assert [r.returncode for r in runs] == [0, 0], "\n".join(r.describe() for r in runs)
-    assert [r.summary["rows"]["events"] for r in runs] == [len(fake.event_ids(SINCE, UNTIL)), 0]
-    assert_events_window(db, fake, SINCE, UNTIL)
+    assert [r.summary["rows"]["events"] for r in runs] == [len(fake.event_ids(std.since, std.until)), 0]
+    assert_events_window(db, fake, std.since, std.until)
     assert [r["status"] for r in sync_runs(db)] == ["ok", "ok"]
 
 
 # -- 7. a reader during a sync ---------------------------------------------------------------
-def test_reader_keeps_its_snapshot_during_a_sync(events_fake, tmp_path):
+def test_reader_keeps_its_snapshot_during_a_sync(events_fake, tmp_path, std, now):
     fake = events_fake
-    mid = NOW - hours(17)
+    mid = now - hours(17)
     db = tmp_path / "k.db"
     env = cli_env(fake, db)
-    first = run_cli(["sync-events", *window_args(SINCE, mid)], env)
+    first = run_cli(["sync-events", *window_args(std.since, mid)], env)
     assert first.returncode == 0, first.describe()
 
     reader = connect(db)
@@ -578,11 +592,11 @@ def test_reader_keeps_its_snapshot_during_a_sync(events_fake, tmp_path):
         reader.execute("BEGIN")
         before = {r[0] for r in reader.execute("SELECT id FROM events")}
         before_mark = reader.execute("SELECT value FROM sync_state WHERE key='events.mark'").fetchone()
-        assert before == fake.event_ids(SINCE, mid)
+        assert before == fake.event_ids(std.since, mid)
 
-        second = run_cli(["sync-events", *window_args(mid, UNTIL)], env)
+        second = run_cli(["sync-events", *window_args(mid, std.until)], env)
         assert second.returncode == 0, second.describe()
-        assert second.summary["rows"]["events"] == len(fake.event_ids(mid, UNTIL))
+        assert second.summary["rows"]["events"] == len(fake.event_ids(mid, std.until))
 
         during = {r[0] for r in reader.execute("SELECT id FROM events")}
         assert during == before, "the reader's snapshot changed inside its transaction"
@@ -592,17 +606,17 @@ def test_reader_keeps_its_snapshot_during_a_sync(events_fake, tmp_path):
         after = {r[0] for r in reader.execute("SELECT id FROM events")}
     finally:
         reader.close()
-    assert after == fake.event_ids(SINCE, UNTIL)
-    assert_events_window(db, fake, SINCE, UNTIL)
-    assert mark(db) == iso(UNTIL)
+    assert after == fake.event_ids(std.since, std.until)
+    assert_events_window(db, fake, std.since, std.until)
+    assert mark(db) == iso(std.until)
 
 
 # -- 8. a bad key ----------------------------------------------------------------------------
 @pytest.mark.parametrize("extra", [[], ["-v"]])
-def test_bad_key_exits_4_and_leaks_no_key(extra, events_fake, tmp_path):
+def test_bad_key_exits_4_and_leaks_no_key(extra, events_fake, tmp_path, std):
     db = tmp_path / "k.db"
     env = cli_env(events_fake, db, api_key=WRONG_KEY)
-    for args in (["sync-metrics", *extra], ["sync-events", *window_args(), *extra],
+    for args in (["sync-metrics", *extra], ["sync-events", *window_args(std.since, std.until), *extra],
                  ["sync-campaigns", "--range", "30d", *extra]):
         run = run_cli(args, env, secrets=[WRONG_KEY])
         assert run.returncode == 4, run.describe()
@@ -615,13 +629,13 @@ def test_bad_key_exits_4_and_leaks_no_key(extra, events_fake, tmp_path):
 
 
 # -- 9. an off-host links.next ----------------------------------------------------------------
-def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path):
-    fake = make_fake(n_metrics=45, metrics_page_size=20, **EVENTS_FAKE)
+def test_off_host_next_link_is_refused_before_any_request(make_fake, tmp_path, std):
+    fake = make_fake(n_metrics=45, metrics_page_size=20, **std.fake)
     with RecordingServer() as other:
         fake.next_link_base = other.base_url
         db = tmp_path / "k.db"
         env = cli_env(fake, db)
-        for args in (["sync-metrics"], ["sync-events", *window_args(), "--workers", "1"]):
+        for args in (["sync-metrics"], ["sync-events", *window_args(std.since, std.until), "--workers", "1"]):
             run = run_cli(args, env)
             assert run.returncode == 3, run.describe()
             assert "refusing" in run.stderr and other.base_url.split("//")[1] in run.stderr
@@ -643,11 +657,12 @@ def test_demo(tmp_path):
     # The demo's fake is FakeKlaviyo(n_events=3000, span_hours=336) made at the demo's start;
     # event and metric ids do not depend on its now, so a twin fake gives the ground truth of
     # the demo's last 7 days (its now is a few seconds after its fake's).
-    twin = FakeKlaviyo(n_events=3000, span_hours=24 * 14, now=NOW)
+    now = t0.replace(microsecond=0)
+    twin = FakeKlaviyo(n_events=3000, span_hours=24 * 14, now=now)
     got = ids(db, "events")
     week = timedelta(days=7)
     lag = (datetime.now(UTC) - t0).total_seconds() + 1
-    assert twin.event_ids(NOW - week + timedelta(seconds=lag), NOW) <= got <= twin.event_ids(NOW - week, NOW)
+    assert twin.event_ids(now - week + timedelta(seconds=lag), now) <= got <= twin.event_ids(now - week, now)
     assert ids(db, "metrics") == twin.metric_ids()
     assert count(db, "campaigns") == len(twin.campaign_ids())
     # Profile, list and flow ids are made from creation times relative to the fake's now: count.

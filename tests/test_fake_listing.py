@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import requests
 
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
-from .e2e_helpers import floor_now
 
-NOW = floor_now() - timedelta(minutes=1)
-
-
-def test_the_fake_images_endpoint_is_as_strict_as_the_spec():
+def test_the_fake_images_endpoint_is_as_strict_as_the_spec(now):
     """Page-size cap, sorts, operators per field, fieldsets, includes, cursors bound to their query."""
     headers = {"Authorization": f"Klaviyo-API-Key {FAKE_API_KEY}", "revision": "2026-07-15",
                "Accept": "application/vnd.api+json"}
-    with FakeKlaviyo(n_events=0, now=NOW, n_images=30) as fake:
+    with FakeKlaviyo(n_events=0, now=now, n_images=30) as fake:
         url = f"{fake.base_url}/api/images"
 
         def get(**params):

@@ -11,24 +11,23 @@ from typer.testing import CliRunner
 from klaviyo_sync.cli import app
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import NOW, cli_env, ids, query, run_cli
+from .e2e_helpers import cli_env, ids, query, run_cli
 
 UTC = timezone.utc
-# The fake's clock. The tests never assume the CLI's clock reads the same day as NOW (midnight may
-# pass in between: tests/clock/run_shifted.py runs them at 00:00:30 and at a month's last second):
-# they give the CLI explicit day ranges instead of "10d".
-LAST = NOW.date()
+# The fake's clock is the test's ``now`` (conftest.py). The tests never assume the CLI's clock reads
+# the same day as ``now`` (midnight may pass in between: tests/clock/run_shifted.py runs them at
+# 00:00:30 and at a month's last second): they give the CLI explicit day ranges instead of "10d".
 
 
-def days(n: int) -> str:
-    """The n days before NOW's day and that day: ``YYYY-MM-DD..YYYY-MM-DD``."""
-    return f"{LAST - timedelta(days=n)}..{LAST}"
+def days(now: datetime, n: int) -> str:
+    """The n days before now's day and that day: ``YYYY-MM-DD..YYYY-MM-DD``."""
+    return f"{now.date() - timedelta(days=n)}..{now.date()}"
 FAST = "reports=50/500,flows=50/500"  # the real tiers would make each test wait minutes
 
 
 @pytest.fixture
-def fake():
-    with FakeKlaviyo(seed=5, now=NOW, n_events=600, span_hours=24 * 9, n_flows=12) as f:
+def fake(now):
+    with FakeKlaviyo(seed=5, now=now, n_events=600, span_hours=24 * 9, n_flows=12) as f:
         yield f
 
 
@@ -137,14 +136,14 @@ def test_failed_definition_request_fails_the_run_and_keeps_stored_flows(fake, en
                  [first]) == [("Renamed", 1)]
 
 
-def test_statistics_equal_the_fake_for_every_statistic_and_day(fake, env):
-    run = ok(["sync-flows", "--range", days(10)], env)
+def test_statistics_equal_the_fake_for_every_statistic_and_day(fake, env, now):
+    run = ok(["sync-flows", "--range", days(now, 10)], env)
     assert run.summary["report_requests"] == 1
     conv = fake.metric_id("Placed Order")
     rows = query(db_of(env), f"SELECT flow_id, flow_message_id, day, send_channel, "
                              f"{', '.join(STATISTICS)} FROM flow_stats_daily")
     got = {(r[1], r[2]): r for r in rows}
-    first = LAST - timedelta(days=10)
+    first = now.date() - timedelta(days=10)
     expected = 0
     for mid in fake.flow_message_ids():
         truth = fake.flow_message(mid)
@@ -161,14 +160,14 @@ def test_statistics_equal_the_fake_for_every_statistic_and_day(fake, env):
     assert expected == len(rows) > 0
 
 
-def test_flows_answers_from_the_database_without_requests(fake, env):
-    ok(["sync-flows", "--range", days(10)], env)
+def test_flows_answers_from_the_database_without_requests(fake, env, now):
+    ok(["sync-flows", "--range", days(now, 10)], env)
     n = len(fake.request_log())
-    run = ok(["flows", "--range", days(10), "--format", "json"], env)
+    run = ok(["flows", "--range", days(now, 10), "--format", "json"], env)
     assert len(fake.request_log()) == n
     rows = json.loads(run.stdout)
     conv = fake.metric_id("Placed Order")
-    first, last = LAST - timedelta(days=10), LAST
+    first, last = now.date() - timedelta(days=10), now.date()
     by_flow: dict = {}
     for mid in fake.flow_message_ids():
         s = fake.flow_statistics(mid, day_ts(first), day_ts(last), conv)
@@ -183,7 +182,7 @@ def test_flows_answers_from_the_database_without_requests(fake, env):
         assert (r["recipients"], r["conversions"]) == (want[r["id"]]["recipients"], want[r["id"]]["conversions"])
         assert r["conversion_value"] == pytest.approx(want[r["id"]]["conversion_value"], abs=0.01)
         assert 0 <= r["click_rate"] <= 1
-    msgs = json.loads(ok(["flows", "--range", days(10), "--by", "message", "--format", "json"], env).stdout)
+    msgs = json.loads(ok(["flows", "--range", days(now, 10), "--by", "message", "--format", "json"], env).stdout)
     assert len(fake.request_log()) == n
     sms = [m for m in msgs if m["channel"] == "sms"]
     assert sms and all(m["open_rate"] is None for m in sms)
@@ -229,19 +228,19 @@ def test_templates_incremental_and_no_html(fake, env):
     assert query(db_of(env), "SELECT html FROM templates WHERE id = ?", [tid]) == [("<p>new</p>",)]
 
 
-def test_revenue_matches_sums_from_the_ground_truth(fake, env):
-    first, last = LAST - timedelta(days=8), LAST
+def test_revenue_matches_sums_from_the_ground_truth(fake, env, now):
+    first, last = now.date() - timedelta(days=8), now.date()
     ok(["sync-events", "--since", f"{first}T00:00:00Z"], env)
-    ok(["sync-campaigns", "--range", days(8)], env)
-    ok(["sync-flows", "--range", days(8)], env)
+    ok(["sync-campaigns", "--range", days(now, 8)], env)
+    ok(["sync-flows", "--range", days(now, 8)], env)
     n = len(fake.request_log())
-    got = json.loads(ok(["revenue", "--range", days(8), "--format", "json"], env).stdout)
+    got = json.loads(ok(["revenue", "--range", days(now, 8), "--format", "json"], env).stdout)
     assert len(fake.request_log()) == n
     lo = datetime(first.year, first.month, first.day, tzinfo=UTC)
     hi = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
     order = fake.metric_id("Placed Order")
     values = [fake.event(fake.event_index(e))["attributes"]["event_properties"].get("$value") or 0
-              for e in fake.event_ids(lo, min(hi, NOW + timedelta(seconds=1)), [order])]
+              for e in fake.event_ids(lo, min(hi, now + timedelta(seconds=1)), [order])]
     camp = sum(s["conversion_value"] for c in fake.campaign_ids_sent(lo, hi)
                for s in fake.campaign_statistics(c, order).values())
     flows = sum(fake.flow_statistics(m, day_ts(first), day_ts(last), order)["conversion_value"]
@@ -250,9 +249,9 @@ def test_revenue_matches_sums_from_the_ground_truth(fake, env):
     assert got[0]["revenue"] == pytest.approx(sum(values), abs=0.01)
     assert got[0]["campaign_revenue"] == pytest.approx(camp, abs=0.01)
     assert got[0]["flow_revenue"] == pytest.approx(flows, abs=0.01)
-    by_day = json.loads(ok(["revenue", "--range", days(8), "--by", "day", "--format", "json"], env).stdout)
+    by_day = json.loads(ok(["revenue", "--range", days(now, 8), "--by", "day", "--format", "json"], env).stdout)
     assert sum(r["orders"] for r in by_day) == len(values)
-    by_channel = json.loads(ok(["revenue", "--range", days(8), "--by", "channel", "--format", "json"], env).stdout)
+    by_channel = json.loads(ok(["revenue", "--range", days(now, 8), "--by", "channel", "--format", "json"], env).stdout)
     assert by_channel[-1]["flow_revenue"] == pytest.approx(flows, abs=0.01)
 
 

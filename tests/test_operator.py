@@ -15,7 +15,7 @@ from klaviyo_sync.commands.base import human_summary
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
 from .conftest import BASE
-from .e2e_helpers import NOW, base_env, hours, iso
+from .e2e_helpers import base_env, fake_now, hours, iso, run_cli
 
 METRICS = f"{BASE}/api/metrics"
 
@@ -50,8 +50,14 @@ def run_on_terminal(args, env, timeout=60) -> str:
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeKlaviyo(n_events=4_000, span_hours=24, n_profiles=100, now=NOW) as f:
+def now():
+    """The fake account's clock, read once for the module's fake (tests of the module share it)."""
+    return fake_now()
+
+
+@pytest.fixture(scope="module")
+def fake(now):
+    with FakeKlaviyo(n_events=4_000, span_hours=24, n_profiles=100, now=now) as f:
         f.enforce_limits = True
         yield f
 
@@ -87,8 +93,8 @@ def test_human_summary_says_rows_pages_seconds_rate_and_what_went_wrong():
                     "window 2026-11-26T00:00:00Z .. 2026-11-26T02:00:00Z")
 
 
-def test_on_a_terminal_a_sync_shows_the_progress_bar_and_ends_with_the_human_summary(fake, tmp_path):
-    since, until = NOW - hours(6), NOW - hours(2)
+def test_on_a_terminal_a_sync_shows_the_progress_bar_and_ends_with_the_human_summary(fake, tmp_path, now):
+    since, until = now - hours(6), now - hours(2)
     screen = run_on_terminal(["sync-events", "--since", iso(since), "--until", iso(until)],
                              env_for(fake, tmp_path / "k.db"))
     want = len(fake.event_ids(since, until))

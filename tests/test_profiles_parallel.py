@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from klaviyo_sync.fake import FakeKlaviyo
 from klaviyo_sync.streams.sliced import Slice, contiguous_mark
 
-from .e2e_helpers import cli_env, dump, floor_now, ids, mark, parse_iso, run_cli, start_cli, wait_for
+from .e2e_helpers import cli_env, dump, ids, mark, parse_iso, run_cli, start_cli, wait_for
 from .test_audience import answered_all_parked, expected_row, iso_minus_1s, profile_requests, stored_rows
-
-NOW = floor_now() - timedelta(minutes=1)
 
 
 def _updated(fake, pid: str) -> str:
@@ -23,9 +21,9 @@ def _ranged(reqs: list[dict]) -> list[str]:
             and r["filter"][0].startswith("and(greater-than(updated,") and ",less-than(updated," in r["filter"][0]]
 
 
-def test_first_sync_in_parallel_ranges_is_exact_then_one_request_and_a_full_pass_tombstones(tmp_path):
+def test_first_sync_in_parallel_ranges_is_exact_then_one_request_and_a_full_pass_tombstones(tmp_path, now):
     db = tmp_path / "p.db"
-    with FakeKlaviyo(n_events=0, n_profiles=2500, n_quiet_profiles=300, now=NOW) as fake:
+    with FakeKlaviyo(n_events=0, n_profiles=2500, n_quiet_profiles=300, now=now) as fake:
         env = cli_env(fake, db)
         first = run_cli(["sync-profiles"], env)
         assert first.returncode == 0, first.describe()
@@ -65,9 +63,9 @@ def test_first_sync_in_parallel_ranges_is_exact_then_one_request_and_a_full_pass
             pid: expected_row(fake, pid) for pid in everyone - gone}
 
 
-def test_parallel_first_sync_killed_halfway_resumes_exactly(tmp_path):
+def test_parallel_first_sync_killed_halfway_resumes_exactly(tmp_path, now):
     db, clean = tmp_path / "k.db", tmp_path / "clean.db"
-    with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=NOW) as fake:
+    with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=now) as fake:
         fake.hold_after = 12  # the first page and 11 more answered, then every request is parked
         env = cli_env(fake, db)
         proc = start_cli(["sync-profiles", "--workers", "4"], env)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import NOW, cli_env, connect, ids, query, run_cli, sync_runs
+from .e2e_helpers import cli_env, connect, ids, query, run_cli, sync_runs
 
 
 
@@ -22,10 +22,10 @@ def truth_of(fake, gid):
     return {p: j[:19] + "Z" for p, j in fake.members(gid).items()}
 
 
-def test_a_deleted_list_is_removed_with_its_members(tmp_path):
+def test_a_deleted_list_is_removed_with_its_members(tmp_path, now):
     """README, sync-lists: 'A list gone from the account is removed with its members.'"""
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=now) as fake:
         env = cli_env(fake, db)
         assert run_cli(["sync-lists", "--members", "all"], env).returncode == 0
         gone, kept = sorted(fake.list_ids())[:2]
@@ -40,11 +40,11 @@ def test_a_deleted_list_is_removed_with_its_members(tmp_path):
         assert ids(db, "list_members", "list_id") == {g for g in fake.list_ids() if fake.members(g)}
 
 
-def test_a_full_membership_pass_runs_by_itself_after_full_every(tmp_path):
+def test_a_full_membership_pass_runs_by_itself_after_full_every(tmp_path, now):
     """README: members who leave are invisible to the incremental cursor; a full pass that
     removes them runs automatically when the list's last full pass is older than --full-every."""
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, n_profiles=120, n_quiet_profiles=10, now=now) as fake:
         env = cli_env(fake, db)
         lid = sorted(fake.list_ids())[0]
         first = run_cli(["sync-lists", "--members", lid], env)
@@ -62,11 +62,11 @@ def test_a_full_membership_pass_runs_by_itself_after_full_every(tmp_path):
         assert members_of(db, lid) == truth_of(fake, lid) and leaver not in members_of(db, lid)
 
 
-def test_sync_templates_full_reads_every_template_again(tmp_path):
+def test_sync_templates_full_reads_every_template_again(tmp_path, now):
     """README: sync-templates is incremental on `updated`; `--full` reads them all again (so a
     template missing locally, which no incremental run would bring back, is restored)."""
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=10, now=NOW, n_flows=4) as fake:
+    with FakeKlaviyo(n_events=10, now=now, n_flows=4) as fake:
         env = cli_env(fake, db)
         first = run_cli(["sync-templates"], env)
         assert first.returncode == 0 and ids(db, "templates") == fake.template_ids() != set()
@@ -90,11 +90,11 @@ def test_sync_templates_full_reads_every_template_again(tmp_path):
         assert html == {t: fake.template(t)["attributes"]["html"] for t in fake.template_ids()}
 
 
-def test_flows_refresh_fetches_from_the_api_even_when_the_database_could_answer(tmp_path):
+def test_flows_refresh_fetches_from_the_api_even_when_the_database_could_answer(tmp_path, now):
     db = tmp_path / "k.db"
-    day = (NOW - timedelta(days=3)).date()
+    day = (now - timedelta(days=3)).date()
     span = f"{day - timedelta(days=5)}..{day}"
-    with FakeKlaviyo(seed=5, now=NOW, n_events=300, span_hours=24 * 9, n_flows=6) as fake:
+    with FakeKlaviyo(seed=5, now=now, n_events=300, span_hours=24 * 9, n_flows=6) as fake:
         env = cli_env(fake, db, KLAVIYO_RATE_LIMITS="reports=50/500,flows=50/500")
         assert run_cli(["sync-flows", "--range", span], env).returncode == 0
         n = len(fake.request_log())
@@ -111,10 +111,10 @@ def test_flows_refresh_fetches_from_the_api_even_when_the_database_could_answer(
         assert names and query(db, "SELECT name FROM flows WHERE id = ?", [renamed]) == [("Renamed by the account",)]
 
 
-def test_sync_all_exits_3_when_steps_fail_against_the_api(cli, tmp_path, monkeypatch):
+def test_sync_all_exits_3_when_steps_fail_against_the_api(cli, tmp_path, monkeypatch, now):
     """README, sync-all: a step that fails against the API (after retries) is reported, the
     others still run, and the command exits 3 (in-process: the retries' sleeps are skipped)."""
-    with FakeKlaviyo(n_events=50, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, now=now) as fake:
         fake.server_error_every = 1  # every request: 503, retried, then given up
         # Every step's account check also fails 6 times: a budget that lets them all through now.
         result = cli("sync-all", env={"KLAVIYO_BASE_URL": fake.base_url, "KLAVIYO_API_KEY": fake.api_key,

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import NOW, cli_env, floor_now, ids, parse_iso, query, run_cli
+from .e2e_helpers import cli_env, floor_now, ids, parse_iso, query, run_cli
 
 
 
-def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
+def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=3000, span_hours=48, now=NOW) as fake:
+    with FakeKlaviyo(n_events=3000, span_hours=48, now=now) as fake:
         fake.enforce_limits = True
         t0 = floor_now()
         # Four report requests (campaigns, flow statistics, forms, segment growth) at Klaviyo's
@@ -37,11 +37,11 @@ def test_sync_all_runs_every_step_in_order_each_with_its_own_run(tmp_path):
         assert ids(db, "campaigns") == fake.campaign_ids()
 
 
-def test_sync_all_with_the_report_quota_spent_keeps_everything_and_exits_6_quietly(tmp_path):
+def test_sync_all_with_the_report_quota_spent_keeps_everything_and_exits_6_quietly(tmp_path, now):
     """README: exit 6 when a step stored its data but statistics are missing; -q prints only
     what went wrong (nothing on stdout)."""
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=500, span_hours=48, now=NOW) as fake:
+    with FakeKlaviyo(n_events=500, span_hours=48, now=now) as fake:
         fake.report_daily_quota = 0  # every report request: 429 with hours of Retry-After
         # The report steps after the first 429 wait for the shared 2-a-minute budget: up to a minute.
         run = run_cli(["sync-all", "-q"], cli_env(fake, db), timeout=300)

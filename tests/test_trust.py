@@ -11,9 +11,7 @@ from typer.testing import CliRunner
 from klaviyo_sync.cli import app
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
-from .e2e_helpers import dump, floor_now, ids, mark, query, sync_runs
-
-NOW = floor_now() - timedelta(minutes=1)
+from .e2e_helpers import dump, ids, mark, query, sync_runs
 
 
 @pytest.fixture
@@ -38,8 +36,8 @@ def audience(db) -> dict:
 
 
 @pytest.fixture
-def synced(run):
-    fake = FakeKlaviyo(n_events=200, n_profiles=60, n_quiet_profiles=10, span_hours=24, now=NOW).start()
+def synced(run, now):
+    fake = FakeKlaviyo(n_events=200, n_profiles=60, n_quiet_profiles=10, span_hours=24, now=now).start()
     try:
         for args in (["sync-events", "--hours", "24"], ["sync-profiles"], ["sync-lists", "--members", "all"],
                      ["sync-segments", "--members", "all"]):
@@ -170,10 +168,10 @@ def json_dumps(value):
 OTHER_KEY = "pk_other_fedcba9876543210fedcba98"
 
 
-def test_a_key_of_another_account_is_refused_before_anything_is_written(synced, run):
+def test_a_key_of_another_account_is_refused_before_anything_is_written(synced, run, now):
     assert query(run.db, "SELECT value FROM sync_state WHERE key = 'account.id'") == [("XyZ123",)]
     before = {**audience(run.db), "runs": sync_runs(run.db)}
-    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=NOW,
+    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=now,
                      api_key=OTHER_KEY, account_id="QwE789", seed=2) as other:
         for command in (["sync-profiles", "--full"], ["sync-lists"], ["sync-events", "--hours", "24"],
                         ["sync-all"], ["verify", "--range", "2d"]):
@@ -188,8 +186,8 @@ def test_a_key_of_another_account_is_refused_before_anything_is_written(synced, 
     assert ok.exit_code == 0, ok.output
 
 
-def test_the_account_is_read_once_per_run_and_remembered_from_the_first_sync(run):
-    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=NOW,
+def test_the_account_is_read_once_per_run_and_remembered_from_the_first_sync(run, now):
+    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=now,
                      account_id="AcC001") as fake:
         res = run(fake, "sync-all")
         assert res.exit_code == 0, res.output
@@ -199,8 +197,8 @@ def test_the_account_is_read_once_per_run_and_remembered_from_the_first_sync(run
         assert log[0]["path"] == "/api/accounts"
 
 
-def test_a_key_that_cannot_read_the_account_gets_a_warning_not_a_refusal(run):
-    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=NOW) as fake:
+def test_a_key_that_cannot_read_the_account_gets_a_warning_not_a_refusal(run, now):
+    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=now) as fake:
         fake.revoke_scope("accounts:read")
         res = run(fake, "sync-metrics")
         assert res.exit_code == 0, res.output
@@ -298,7 +296,7 @@ def test_a_value_nested_300_levels_deep_is_stored_whole():
     assert json.loads(to_json(deep)) == deep
 
 
-def test_sync_all_runs_the_other_steps_after_any_failure_and_exits_with_its_code(run, monkeypatch):
+def test_sync_all_runs_the_other_steps_after_any_failure_and_exits_with_its_code(run, monkeypatch, now):
     import dataclasses
 
     from klaviyo_sync.commands.base import SYNC_ALL_STEPS
@@ -309,7 +307,7 @@ def test_sync_all_runs_the_other_steps_after_any_failure_and_exits_with_its_code
     patched = [dataclasses.replace(step, run=broken) if step.command in ("sync-lists", "sync-segments")
                else step for step in SYNC_ALL_STEPS]
     monkeypatch.setattr("klaviyo_sync.commands.all.SYNC_ALL_STEPS", patched)
-    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=NOW) as fake:
+    with FakeKlaviyo(n_events=50, n_profiles=5, n_quiet_profiles=0, span_hours=24, now=now) as fake:
         res = run(fake, "sync-all")
         assert res.exit_code == 1, res.output
         assert "sync-lists: unexpected error: RuntimeError: a bug in one step" in res.output
@@ -426,11 +424,11 @@ def test_absurd_ranges_and_values_exit_2_before_any_request(run, args, message):
         assert fake.request_log() == []
 
 
-def test_since_before_klaviyo_existed_means_everything_and_is_sent_with_four_digit_years(run):
-    with FakeKlaviyo(n_events=30, n_profiles=5, span_hours=24, now=NOW) as fake:
+def test_since_before_klaviyo_existed_means_everything_and_is_sent_with_four_digit_years(run, now):
+    with FakeKlaviyo(n_events=30, n_profiles=5, span_hours=24, now=now) as fake:
         res = run(fake, "sync-events", "--since", "0001-01-01", "--workers", "1")
         assert res.exit_code == 0, res.output
-        assert ids(run.db, "events") == fake.event_ids(NOW - timedelta(days=3650 * 2), NOW + timedelta(days=1))
+        assert ids(run.db, "events") == fake.event_ids(now - timedelta(days=3650 * 2), now + timedelta(days=1))
         filters = [r["query"] for r in fake.request_log() if r["path"] == "/api/events"]
         assert filters and all("2012-01-01T00%3A00%3A00Z" in q or "page%5Bcursor%5D" in q or
                                "greater-or-equal" not in q for q in filters), filters
