@@ -211,18 +211,36 @@ class _SharedLog:
         self._conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA busy_timeout = 60000")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = OFF")
-            self._conn.executescript(
-                "CREATE TABLE IF NOT EXISTS admissions (key TEXT NOT NULL, at REAL NOT NULL);"
-                "CREATE INDEX IF NOT EXISTS admissions_key_at ON admissions (key, at);"
-                "CREATE TABLE IF NOT EXISTS pauses (key TEXT PRIMARY KEY, until REAL NOT NULL,"
-                " spread REAL NOT NULL);"
-            )
+            self._set_up()
         except BaseException:
             self._conn.close()
             raise
         self._admitted = 0
+
+    def _set_up(self, patience: float = 60.0) -> None:
+        """WAL and the tables. When runs open a new log at the same moment (cron starting two
+        syncs together), SQLite may answer one of them "database is locked" at once, without
+        waiting out busy_timeout (seen on the switch to WAL). Waiting and trying again, for as
+        long as busy_timeout would have waited, keeps that run on the shared budget instead of
+        counting only its own requests."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = OFF")
+                self._conn.executescript(
+                    "CREATE TABLE IF NOT EXISTS admissions (key TEXT NOT NULL, at REAL NOT NULL);"
+                    "CREATE INDEX IF NOT EXISTS admissions_key_at ON admissions (key, at);"
+                    "CREATE TABLE IF NOT EXISTS pauses (key TEXT PRIMARY KEY, until REAL NOT NULL,"
+                    " spread REAL NOT NULL);"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                time.sleep(0.01)
 
     def admit(self, key: str, tiers: list[tuple[int, float]], now: float):
         c = self._conn

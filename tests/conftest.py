@@ -1,4 +1,5 @@
 import json
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -78,6 +79,29 @@ class FakeTime:
     def sleep(self, seconds):
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+class SharedClock:
+    """A clock shared by threads that only moves when one of them sleeps, by 1/``sharers`` of the
+    sleep (the sleepers share the passing time); ``last()`` is the calling thread's last reading."""
+
+    def __init__(self, sharers: int, start: float = 1000.0):
+        self._lock = threading.Lock()
+        self._now = start
+        self._sharers = sharers
+        self._seen = threading.local()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            self._seen.last = self._now
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds / self._sharers
+
+    def last(self) -> float:
+        return self._seen.last
 
 
 @pytest.fixture
