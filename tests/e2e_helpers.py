@@ -228,6 +228,19 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):
     return predicate()
 
 
+def kill_when(proc: subprocess.Popen, fake, ready, what: str, timeout: float = 60) -> None:
+    """SIGKILL the CLI ``proc`` (from start_cli) as soon as ``ready()`` holds, failing with ``what``
+    when it does not within ``timeout``; then let the requests the fake parked (``hold_after``) go."""
+    try:
+        assert wait_for(ready, timeout=timeout), what
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        fake.release()
+
+
 def floor_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 

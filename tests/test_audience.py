@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from datetime import timedelta
 from urllib.parse import parse_qs
 
@@ -13,6 +12,7 @@ from .e2e_helpers import (
     cli_env,
     dump,
     ids,
+    kill_when,
     mark,
     parse_iso,
     query,
@@ -165,31 +165,31 @@ def test_killed_sync_profiles_resumes_exactly(tmp_path, now):
     with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=now) as fake:
         fake.hold_after = 5  # five pages answered, then every request waits: killed mid-run, always
         env = cli_env(fake, db)
-        proc = start_cli(["sync-profiles"], env)
-        try:
-            assert wait_for(lambda: _mark_exists(db) and fake.held > 0, timeout=60), "no page committed"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            fake.release()
-        answered_all_parked(fake)
-        killed_mark = mark(db, "profiles.mark")
-        stored = ids(db, "profiles")
-        assert 0 < len(stored) <= 500
-        # Everything up to the mark is stored: the resume skips nothing.
-        upto = {p for p in fake.live_profile_ids() if fake.profile(p)["attributes"]["updated"][:19] + "Z" <= killed_mark}
-        assert upto <= stored
-        seen = len(fake.request_log())
-        rerun = run_cli(["sync-profiles"], env)
-        assert rerun.returncode == 0, rerun.describe()
-        # The rerun starts from the committed mark (a second back), not at page one.
-        first = profile_requests(fake, seen)[0]
-        assert first["filter"] == [f"greater-than(updated,{iso_minus_1s(killed_mark)})"]
-        assert run_cli(["sync-profiles"], cli_env(fake, clean)).returncode == 0
-        assert dump(db, ("profiles",)) == dump(clean, ("profiles",))
-        assert ids(db, "profiles") == fake.live_profile_ids()
+        kill_when(start_cli(["sync-profiles"], env), fake, lambda: _mark_exists(db) and fake.held > 0,
+                  "no page committed")
+        assert_killed_profiles_sync_resumes_exactly(fake, db, clean, env, at_most=500)
+
+
+def assert_killed_profiles_sync_resumes_exactly(fake, db, clean, env, at_most: int, workers=(), clean_workers=()):
+    """After a killed sync-profiles (``kill_when``): at most ``at_most`` profiles are stored, among
+    them every one up to the committed mark; the rerun starts from that mark (a second back), not
+    at page one, and ends with exactly what one clean run stores."""
+    answered_all_parked(fake)
+    killed_mark = mark(db, "profiles.mark")
+    stored = ids(db, "profiles")
+    assert 0 < len(stored) <= at_most
+    # Everything up to the mark is stored: the resume skips nothing.
+    upto = {p for p in fake.live_profile_ids() if fake.profile(p)["attributes"]["updated"][:19] + "Z" <= killed_mark}
+    assert upto <= stored
+    fake.hold_after = None
+    seen = len(fake.request_log())
+    rerun = run_cli(["sync-profiles", *workers], env)
+    assert rerun.returncode == 0, rerun.describe()
+    first = profile_requests(fake, seen)[0]
+    assert first["filter"] == [f"greater-than(updated,{iso_minus_1s(killed_mark)})"]
+    assert run_cli(["sync-profiles", *clean_workers], cli_env(fake, clean)).returncode == 0
+    assert dump(db, ("profiles",)) == dump(clean, ("profiles",))
+    assert ids(db, "profiles") == fake.live_profile_ids()
 
 
 def answered_all_parked(fake) -> None:
@@ -218,15 +218,8 @@ def test_an_interrupted_full_membership_pass_removes_nobody(tmp_path, now):
         leavers = sorted(before)[:20]
         fake.leave(lid, leavers)
         fake.hold_after = len(fake.request_log()) + 2  # the lists page and one page of members
-        proc = start_cli(["sync-lists", "--members", lid, "--full"], env)
-        try:
-            assert wait_for(lambda: fake.held > 0, timeout=60), "the pass never reached its second page"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            fake.release()
+        kill_when(start_cli(["sync-lists", "--members", lid, "--full"], env), fake, lambda: fake.held > 0,
+                  "the pass never reached its second page")
         assert members() >= before  # nobody removed by the cut pass, the leavers included
         fake.hold_after = None
         full = run_cli(["sync-lists", "--members", lid, "--full"], env)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 from datetime import datetime, timezone
 
 from klaviyo_sync.fake import FakeKlaviyo
 from klaviyo_sync.streams.sliced import Slice, contiguous_mark
 
-from .e2e_helpers import cli_env, dump, ids, mark, parse_iso, run_cli, start_cli, wait_for
-from .test_audience import answered_all_parked, expected_row, iso_minus_1s, profile_requests, stored_rows
+from .e2e_helpers import cli_env, ids, kill_when, mark, parse_iso, run_cli, start_cli
+from .test_audience import (
+    assert_killed_profiles_sync_resumes_exactly, expected_row, iso_minus_1s, profile_requests, stored_rows,
+)
 
 
 def _updated(fake, pid: str) -> str:
@@ -68,32 +69,12 @@ def test_parallel_first_sync_killed_halfway_resumes_exactly(tmp_path, now):
     with FakeKlaviyo(n_events=0, n_profiles=3000, n_quiet_profiles=0, now=now) as fake:
         fake.hold_after = 12  # the first page and 11 more answered, then every request is parked
         env = cli_env(fake, db)
-        proc = start_cli(["sync-profiles", "--workers", "4"], env)
-        try:
-            assert wait_for(lambda: fake.held >= 4 and mark(db, "profiles.mark") is not None, timeout=60), \
-                "the run never reached its parked requests"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            fake.release()
-        answered_all_parked(fake)
-        killed_mark = mark(db, "profiles.mark")
-        stored = ids(db, "profiles")
-        assert 0 < len(stored) <= 1200
-        # Everything up to the mark is stored: the ranges committed beyond it do not move it.
-        upto = {p for p in fake.live_profile_ids() if _updated(fake, p) <= killed_mark}
-        assert upto <= stored
-        fake.hold_after = None
-        seen = len(fake.request_log())
-        rerun = run_cli(["sync-profiles", "--workers", "4"], env)
-        assert rerun.returncode == 0, rerun.describe()
-        first = profile_requests(fake, seen)[0]
-        assert first["filter"] == [f"greater-than(updated,{iso_minus_1s(killed_mark)})"]
-        assert run_cli(["sync-profiles", "--workers", "1"], cli_env(fake, clean)).returncode == 0
-        assert dump(db, ("profiles",)) == dump(clean, ("profiles",))
-        assert ids(db, "profiles") == fake.live_profile_ids()
+        kill_when(start_cli(["sync-profiles", "--workers", "4"], env), fake,
+                  lambda: fake.held >= 4 and mark(db, "profiles.mark") is not None,
+                  "the run never reached its parked requests")
+        # The ranges committed beyond the mark do not move it.
+        assert_killed_profiles_sync_resumes_exactly(fake, db, clean, env, at_most=1200, workers=("--workers", "4"),
+                                                    clean_workers=("--workers", "1"))
         assert stored_rows(db) == {pid: expected_row(fake, pid) for pid in fake.live_profile_ids()}
 
 
