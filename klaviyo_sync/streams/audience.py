@@ -302,12 +302,6 @@ LISTS_SPEC = TableSpec("lists", "Lists of the account.", (
     Column("profile_count_at", TEXT, "When it was counted (UTC)."),
 ))
 
-LIST_MEMBERS_SPEC = TableSpec("list_members", "Which profiles are members of which list.", (
-    Column("list_id", TEXT, "The list: lists.id."),
-    Column("profile_id", TEXT, "The profile: profiles.id."),
-    Column("joined_group_at", TEXT, "When the profile most recently joined (UTC)."),
-), key=("list_id", "profile_id"))
-
 SEGMENTS_SPEC = TableSpec("segments", "Segments of the account.", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
     Column("name", TEXT, "Segment name."),
@@ -321,11 +315,18 @@ SEGMENTS_SPEC = TableSpec("segments", "Segments of the account.", (
     Column("profile_count_at", TEXT, "When it was counted (UTC)."),
 ))
 
-SEGMENT_MEMBERS_SPEC = TableSpec("segment_members", "Which profiles are members of which segment.", (
-    Column("segment_id", TEXT, "The segment: segments.id."),
-    Column("profile_id", TEXT, "The profile: profiles.id."),
-    Column("joined_group_at", TEXT, "When the profile most recently joined (UTC)."),
-), key=("segment_id", "profile_id"))
+
+def _members_spec(group: str) -> TableSpec:
+    """list_members or segment_members (the same columns, as migration m002 made them)."""
+    return TableSpec(f"{group}_members", f"Which profiles are members of which {group}.", (
+        Column(f"{group}_id", TEXT, f"The {group}: {group}s.id."),
+        Column("profile_id", TEXT, "The profile: profiles.id."),
+        Column("joined_group_at", TEXT, "When the profile most recently joined (UTC)."),
+    ), key=(f"{group}_id", "profile_id"))
+
+
+LIST_MEMBERS_SPEC, SEGMENT_MEMBERS_SPEC = _members_spec("list"), _members_spec("segment")
+
 
 SYNC_PROFILES = declare(Declaration(
     command="sync-profiles", help="", scope=PROFILES_READ, tier="profiles", paths=("/api/profiles",),

@@ -237,15 +237,19 @@ CAMPAIGNS_SPEC = TableSpec("campaigns", "Campaigns of every channel, archived on
     Column("attributes", TEXT, "Every attribute as Klaviyo returned it (JSON)."),
 ))
 
+# An email message's columns, in campaign_messages and flow_messages (streams/flows.py).
+EMAIL_COLUMNS = (
+    Column("subject", TEXT, "Email subject."),
+    Column("preview_text", TEXT, "Email preview text."),
+    Column("from_email", TEXT, "Sender address."),
+    Column("from_label", TEXT, "Sender name."),
+)
 MESSAGES_SPEC = TableSpec("campaign_messages", "The messages of each campaign (one per channel variant).", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
     Column("campaign_id", TEXT, "The campaign: campaigns.id."),
     Column("channel", TEXT, "email, sms or mobile_push."),
     Column("label", TEXT, "Message label."),
-    Column("subject", TEXT, "Email subject."),
-    Column("preview_text", TEXT, "Email preview text."),
-    Column("from_email", TEXT, "Sender address."),
-    Column("from_label", TEXT, "Sender name."),
+    *EMAIL_COLUMNS,
     Column("body", TEXT, "SMS or push body."),
     Column("send_time", TEXT, "Earliest send time (UTC)."),
     Column("send_times", TEXT, "Every send time (JSON)."),

@@ -28,7 +28,7 @@ from .. import db as store
 from ..client import KlaviyoClient
 from ..errors import ApiError, RateLimitExceeded
 from ..timeutil import Window, iso, normalize_iso, parse_range, utcnow
-from .campaigns import REPORT_STAT_COLUMNS, conversion_metric_id
+from .campaigns import EMAIL_COLUMNS, REPORT_STAT_COLUMNS, conversion_metric_id
 from .declare import FLOWS_READ, INTEGER, TEMPLATES_READ, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Cursor, Stream, SyncResult, Table, run_stream
 from .series import day_end, local_days, report_zone, timeframe
@@ -387,10 +387,7 @@ MESSAGES_SPEC = TableSpec("flow_messages", "The messages sent by flow actions.",
     Column("flow_action_id", TEXT, "The action that sends it: flow_actions.id."),
     Column("channel", TEXT, "email or sms."),
     Column("name", TEXT, "Message name."),
-    Column("subject", TEXT, "Email subject."),
-    Column("preview_text", TEXT, "Email preview text."),
-    Column("from_email", TEXT, "Sender address."),
-    Column("from_label", TEXT, "Sender name."),
+    *EMAIL_COLUMNS,
     Column("template_id", TEXT, "The email template: templates.id."),
     Column("body", TEXT, "SMS body."),
     Column("definition", TEXT, "The message as Klaviyo returned it (JSON)."),
