@@ -16,6 +16,9 @@ from ..timeutil import iso, parse_datetime
 
 COVERED_KEY = "attributions.covered"
 ATTRIBUTION_UPSERT = store.upsert_sql("event_attributions", store.ATTRIBUTION_COLUMNS)
+# The relationships of an attribution resource that make its row, in ATTRIBUTION_COLUMNS order.
+ATTRIBUTION_RELATIONSHIPS = ("event", "attributed-event", "campaign", "campaign-message", "flow", "flow-message",
+                             "flow-message-variation")
 
 
 def attribution_rows(included: Iterable[dict]) -> list[tuple]:
@@ -26,8 +29,7 @@ def attribution_rows(included: Iterable[dict]) -> list[tuple]:
             continue
         rel = r.get("relationships") or {}
         ids = []
-        for name in ("event", "attributed-event", "campaign", "campaign-message", "flow", "flow-message",
-                     "flow-message-variation"):
+        for name in ATTRIBUTION_RELATIONSHIPS:
             data = (rel.get(name) or {}).get("data")
             ids.append(data.get("id") if isinstance(data, dict) else None)
         if ids[0]:
