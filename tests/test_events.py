@@ -486,6 +486,12 @@ def test_a_typed_page_makes_the_same_rows_as_plain_json():
                               ("A5", "E00005", "T5", "C5", "C5-M", None, None, None),
                               ("A7", "E00007", None, None, None, None, None, None)]
     assert [p[0] for p in r.profiles] == ["P1"] and [m[0] for m in r.metrics] == ["M1"]
+    # The typed attribution's relationships are read in the order of the table's columns.
+    import msgspec
+
+    from klaviyo_sync.streams.attributions import ATTRIBUTION_RELATIONSHIPS
+    from klaviyo_sync.streams.events_fetch import _AttributionRelationships
+    assert tuple(f.encode_name for f in msgspec.structs.fields(_AttributionRelationships)) == ATTRIBUTION_RELATIONSHIPS
 
 
 def test_a_page_of_another_shape_is_read_as_plain_json():

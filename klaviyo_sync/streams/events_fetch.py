@@ -14,12 +14,13 @@ from typing import Any
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
 from ..client import KlaviyoClient, Page, loads_json
 from ..db import to_json
 from ..timeutil import Window, iso
 from ..transform import event_row, event_tuple, metric_row, profile_row
-from .attributions import ATTRIBUTION_RELATIONSHIPS, attributed_event_ids, attribution_rows
+from .attributions import attributed_event_ids, attribution_rows
 from .metrics import METRIC_FIELDS
 from .sliced import _Stop, put_or_stop, run_fetcher
 
@@ -202,7 +203,7 @@ class _Event(msgspec.Struct):
     relationships: _EventRelationships | None = None
 
 
-class _AttributionRelationships(msgspec.Struct, rename="kebab"):  # ATTRIBUTION_RELATIONSHIPS
+class _AttributionRelationships(msgspec.Struct, rename="kebab"):  # ATTRIBUTION_RELATIONSHIPS, in order
     event: _Ref | None = None
     attributed_event: _Ref | None = None
     campaign: _Ref | None = None
@@ -278,14 +279,8 @@ def _typed_page_rows(page: Page, start: str, end: str, seen: SeenCache) -> _Rows
                 resource = {"id": inc.id, "attributes": _raw_json(inc.attributes)}
                 (profiles if kind == "profile" else metrics).append(
                     profile_row(resource) if kind == "profile" else metric_row(resource))
-        elif kind == "attribution" and inc.id:
-            rel = inc.relationships
-            ids = [None] * len(ATTRIBUTION_RELATIONSHIPS)
-            if rel is not None:
-                for k, ref in enumerate((rel.event, rel.attributed_event, rel.campaign, rel.campaign_message,
-                                         rel.flow, rel.flow_message, rel.flow_message_variation)):
-                    if ref is not None and ref.data is not None:
-                        ids[k] = ref.data.id
+        elif kind == "attribution" and inc.id and inc.relationships is not None:
+            ids = [None if ref is None or ref.data is None else ref.data.id for ref in astuple(inc.relationships)]
             if ids[0] and ids[0] in kept:
                 attributions.append((inc.id, *ids))
     last = max((e[3] for e in events), default=None)
