@@ -277,7 +277,7 @@ class KlaviyoClient:
     # -- one request, retried -----------------------------------------------------------------
     def request(self, method: str, path_or_url: str, *, params: dict | None = None,
                 json_body: dict | None = None, parse: Callable[[dict], object] | None = None,
-                expect: str = "data"):
+                expect: str = "data", decode: Callable[[bytes], object] | None = None):
         """One request, retried; returns the decoded body, or ``parse(body)`` computed while
         the body is the only copy in memory.
 
@@ -315,7 +315,7 @@ class KlaviyoClient:
             reraise=True,
         )
         try:
-            return retrying(self._send_once, method, url, params, json_body, key, label, parse, expect)
+            return retrying(self._send_once, method, url, params, json_body, key, label, parse, expect, decode)
         except _Retryable as exc:
             if budget.rate_limit_exhausted:
                 raise ApiError(
@@ -327,7 +327,8 @@ class KlaviyoClient:
             ) from None
 
     def _send_once(self, method: str, url: str, params: dict | None, json_body: dict | None, key: str,
-                   label: str, parse: Callable[[dict], object] | None, expect: str = "data"):
+                   label: str, parse: Callable[[dict], object] | None, expect: str = "data",
+                   decode: Callable[[bytes], object] | None = None):
         waited = self.limiter.acquire(key)
         if waited:
             self.stats.add(throttle_wait_s=waited)
@@ -358,7 +359,7 @@ class KlaviyoClient:
                     raise ApiError(f"{label}: the answer is larger than {self.max_body // 2**20} MB, the most "
                                    "this tool reads for one page (a malformed answer)", endpoint=urlsplit(url).path)
                 with gc_paused():
-                    body = self._checked_body(resp, content, url, label)
+                    body = self._checked_body(resp, content, url, label, decode)
                     del content
                     _check_data(body, expect, resp.status_code)
                     if parse is None:
@@ -391,11 +392,13 @@ class KlaviyoClient:
         except OSError as exc:
             return _Retryable(f"connection error ({type(exc).__name__})")
 
-    def _checked_body(self, resp: requests.Response, content: bytes, url: str, label: str) -> dict:
-        """The decoded JSON object of a 2xx answer; anything else raises the matching error."""
+    def _checked_body(self, resp: requests.Response, content: bytes, url: str, label: str,
+                      decode: Callable[[bytes], object] | None = None) -> dict:
+        """The decoded JSON object of a 2xx answer; anything else raises the matching error.
+        ``decode`` replaces the JSON decoder (it must raise ValueError on invalid JSON)."""
         status = resp.status_code
         ctype = resp.headers.get("Content-Type", "")
-        body = _decode(content, ctype)
+        body = _decode(content, ctype, decode)
         if body is _INVALID:
             body = None
             if status < 300:
@@ -434,17 +437,19 @@ class KlaviyoClient:
 
     # -- paging ---------------------------------------------------------------------------
     def paginate(self, path: str, params: dict | None = None,
-                 transform: Callable[[Page], object] | None = None) -> Iterator:
+                 transform: Callable[[Page], object] | None = None,
+                 decode: Callable[[bytes], object] | None = None) -> Iterator:
         """Yield every page, following ``links.next`` exactly as returned until it is absent.
 
         With ``transform``, yield ``transform(page)`` instead, computed under the read gate so
-        that a decoded page never outlives its transformation."""
+        that a decoded page never outlives its transformation. ``decode`` (bytes -> the body)
+        replaces the JSON decoder, e.g. with a typed one that skips what no row keeps."""
         url: str | None = self.url_for(path)
         first = True
         seen: set[str] = set()  # every page URL read in this pass: a cursor seen twice is a loop
         while url:
             parse = functools.partial(self._parse_page, url, transform)
-            item, next_url = self.request("GET", url, params=params if first else None, parse=parse,
+            item, next_url = self.request("GET", url, params=params if first else None, parse=parse, decode=decode,
                                           expect="list")
             first = False
             if next_url is not None:
@@ -604,12 +609,17 @@ def gc_paused():
 _gc_paused_state = [True]
 
 
-def _decode(content: bytes, ctype: str) -> object:
+def loads_json(content: bytes) -> object:
+    """The JSON decoder this client uses (raises ValueError on invalid JSON)."""
+    return _loads(content)
+
+
+def _decode(content: bytes, ctype: str, decode: Callable[[bytes], object] | None = None) -> object:
     """The JSON body, None for an empty or HTML one, _INVALID for one that does not parse."""
     if not content or "html" in ctype:
         return None
     try:
-        return _loads(content)
+        return (decode or _loads)(content)
     except ValueError:
         return _INVALID
 

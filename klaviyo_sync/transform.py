@@ -79,19 +79,21 @@ def _to_one(relationships: dict, name: str) -> str | None:
 def event_row(resource: dict) -> tuple:
     """The hot path of a backfill (one call per event), so it avoids helper calls it can inline."""
     a = resource.get("attributes") or {}
-    props = a.get("event_properties")
+    rels = resource.get("relationships") or {}
+    return event_tuple(resource["id"], a.get("event_properties"), a.get("datetime"), a.get("timestamp"),
+                       a.get("uuid"), _to_one(rels, "metric"), _to_one(rels, "profile"))
+
+
+def event_tuple(event_id, props, when, stamp, uuid, metric_id, profile_id) -> tuple:
+    """The events row of one event's parts (``event_row``'s, or a typed page's: events_fetch)."""
     value = _number(props.get("$value")) if props.__class__ is dict else None
-    when = a.get("datetime")
     if when is not None and len(when) == 25 and when.endswith("+00:00"):
         when = when[:19] + "Z"
     else:
         when = normalize_iso(when)
-    stamp = a.get("timestamp")
     if when is None and isinstance(stamp, (int, float)):
         when = datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rels = resource.get("relationships") or {}
-    return (resource["id"], _to_one(rels, "metric"), _to_one(rels, "profile"), when, stamp,
-            a.get("uuid"), value, to_json(props))
+    return (event_id, metric_id, profile_id, when, stamp, uuid, value, to_json(props))
 
 
 def message_row(resource: dict, campaign_id: str | None = None) -> tuple:

@@ -408,3 +408,121 @@ def test_apply_page_writes_a_page_and_moves_its_slice(db):
         apply_page(db, result, s, _DONE)
     assert s.complete and s.done_until == s.end
     assert [r[0] for r in db.execute("SELECT id FROM events ORDER BY id")] == ["E00000", "E00001", "E00002"]
+
+
+def _attribution(aid, event_id, touch, campaign=None, flow=None):
+    rel = {"event": {"data": {"type": "event", "id": event_id}, "links": {"self": "x", "related": "y"}},
+           "attributed-event": {"data": {"type": "event", "id": touch}}}
+    if campaign:
+        rel["campaign"] = {"data": {"type": "campaign", "id": campaign}}
+        rel["campaign-message"] = {"data": {"type": "campaign-message", "id": f"{campaign}-M"}}
+    if flow:
+        rel["flow"] = {"data": {"type": "flow", "id": flow}}
+        rel["flow-message"] = {"data": {"type": "flow-message", "id": f"{flow}-M"}}
+        rel["flow-message-variation"] = None
+    return {"type": "attribution", "id": aid, "relationships": rel, "links": {"self": f"{BASE}/api/attributions/{aid}/"}}
+
+
+def _with_attributions(event, *aids):
+    event["relationships"]["attributions"] = {"data": [{"type": "attribution", "id": a} for a in aids],
+                                              "links": {"self": "s", "related": "r"}}
+    return event
+
+
+def _edge_page():
+    """A page with the shapes a row must survive: no profile, a null profile, properties missing,
+    null, a list or with a string $value, no datetime (the timestamp then), no attributes (so no
+    time: dropped), an event outside the window, attributions with null relationships, an unknown
+    included type."""
+    e = [_with_attributions(make_event(i, T0 + timedelta(minutes=i)), *([f"A{i}"] if i % 2 else [])) for i in range(9)]
+    e[1]["relationships"].pop("profile")
+    e[2]["relationships"]["profile"] = {"data": None}
+    e[3]["attributes"].pop("event_properties")
+    e[4]["attributes"]["event_properties"] = None
+    e[5]["attributes"]["event_properties"] = ["x", {"$value": 3}]
+    e[6]["attributes"]["event_properties"] = {"$value": "12.50", "é": "ü\u2028"}
+    e[7]["attributes"]["datetime"] = None
+    del e[8]["attributes"]
+    e.append(_with_attributions(make_event(99, T0 + timedelta(hours=5)), "A99"))  # outside: dropped
+    e[0]["relationships"].pop("attributions")  # not asked for: its stored ones stay
+    included = [
+        {"type": "profile", "id": "P1", "attributes": {"email": "a@b.c", "location": {"city": "Ghent"},
+                                                       "properties": {"tier": "gold"}, "updated": "2026-11-20T09:00:00+00:00"}},
+        {"type": "metric", "id": "M1", "attributes": {"name": "Placed Order", "integration": {"key": "shopify"}}},
+        {"type": "segment", "id": "S1", "attributes": {"name": "ignored"}},
+        _attribution("A1", "E00001", "T1", campaign="C1"), _attribution("A3", "E00003", "T3", flow="F1"),
+        _attribution("A5", "E00005", "T5", campaign="C5"), _attribution("A99", "E00099", "T99", flow="F9"),
+        {"type": "attribution", "id": "A7", "relationships": {"event": {"data": {"type": "event", "id": "E00007"}},
+                                                              "campaign": {"data": None}}},
+    ]
+    return {"data": e, "included": included, "links": {"self": "s", "next": None}}
+
+
+def test_a_typed_page_makes_the_same_rows_as_plain_json():
+    """decode_events_page skips links while parsing; the rows must be the general path's."""
+    from dataclasses import astuple
+
+    from klaviyo_sync.client import Page
+    from klaviyo_sync.streams.events_fetch import SeenCache, _Event, _page_rows, decode_events_page
+
+    raw = json.dumps(_edge_page()).encode()
+    typed, plain = decode_events_page(raw), json.loads(raw)
+    assert typed["data"][0].__class__ is _Event  # the fast path is the one taken
+    start, end = "2026-11-20T10:00:00Z", "2026-11-20T11:00:00Z"
+    rows = [_page_rows(Page(data=b["data"], included=b["included"], url="", next_url=None), start, end, SeenCache())
+            for b in (typed, plain)]
+    assert astuple(rows[0]) == astuple(rows[1])
+    r = rows[0]
+    assert [e[0] for e in r.events] == [f"E{i:05d}" for i in range(8)] and r.dropped == 2
+    by_id = {e[0]: e for e in r.events}
+    assert by_id["E00001"][2] is None and by_id["E00002"][2] is None and by_id["E00000"][2] == "P1"
+    assert by_id["E00003"][7] is None and by_id["E00004"][7] is None and by_id["E00005"][6] is None
+    assert by_id["E00005"][7] == '["x",{"$value":3}]'
+    assert by_id["E00006"][6] == 12.5 and json.loads(by_id["E00006"][7]) == {"$value": "12.50", "é": "ü\u2028"}
+    assert by_id["E00007"][3] == "2026-11-20T10:07:00Z"
+    assert r.attributed == [f"E{i:05d}" for i in range(1, 8)]
+    assert r.attributions == [("A1", "E00001", "T1", "C1", "C1-M", None, None, None),
+                              ("A3", "E00003", "T3", None, None, "F1", "F1-M", None),
+                              ("A5", "E00005", "T5", "C5", "C5-M", None, None, None),
+                              ("A7", "E00007", None, None, None, None, None, None)]
+    assert [p[0] for p in r.profiles] == ["P1"] and [m[0] for m in r.metrics] == ["M1"]
+    # The typed attribution's relationships are read in the order of the table's columns.
+    import msgspec
+
+    from klaviyo_sync.streams.attributions import ATTRIBUTION_RELATIONSHIPS
+    from klaviyo_sync.streams.events_fetch import _AttributionRelationships
+    assert tuple(f.encode_name for f in msgspec.structs.fields(_AttributionRelationships)) == ATTRIBUTION_RELATIONSHIPS
+
+
+def test_a_page_of_another_shape_is_read_as_plain_json():
+    """A relationship the types do not expect (a list where Klaviyo sends an object) makes the
+    page plain JSON: the general path reads it as before, nothing is lost."""
+    from klaviyo_sync.streams.events_fetch import decode_events_page
+
+    page = _edge_page()
+    page["data"][1]["relationships"]["profile"] = []
+    body = decode_events_page(json.dumps(page).encode())
+    assert body == json.loads(json.dumps(page))
+    with pytest.raises(ValueError):
+        decode_events_page(b'{"data": [')
+
+
+def test_a_revised_attribution_replaces_the_stored_one_on_the_next_run(mocked, client, db):
+    """A backfill's pages are all new events (no look-up of stored attributions); a later run over
+    the same hour sees Klaviyo's revision: E1 now credited to another message, E2 organic."""
+    def page(revised):
+        e1 = _with_attributions(make_event(1, T0 + timedelta(minutes=1)), "A1b" if revised else "A1")
+        e2 = _with_attributions(make_event(2, T0 + timedelta(minutes=2)), *([] if revised else ["A2"]))
+        inc = [_attribution("A1b", "E00001", "T9", flow="F1")] if revised else [
+            _attribution("A1", "E00001", "T1", campaign="C1"), _attribution("A2", "E00002", "T2", campaign="C1")]
+        return {"data": [e1, e2], "included": inc, "links": {"next": None}}
+
+    window = Window(T0, T0 + timedelta(hours=1))
+    mocked.get(EVENTS, json=page(False))
+    sync_events(client, db, window, workers=1)
+    assert db.execute("SELECT id, event_id FROM event_attributions ORDER BY id").fetchall() == [
+        ("A1", "E00001"), ("A2", "E00002")]
+    mocked.replace("GET", EVENTS, json=page(True))
+    sync_events(client, db, window, workers=1)
+    assert db.execute("SELECT id, event_id, attributed_event_id, flow_id FROM event_attributions").fetchall() == [
+        ("A1b", "E00001", "T9", "F1")]

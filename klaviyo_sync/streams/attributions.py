@@ -31,6 +31,9 @@ ATTRIBUTIONS_SPEC = TableSpec("event_attributions", "Klaviyo's attribution of ev
     Column("flow_message_variation_id", TEXT, "The flow message's A/B variation credited, when Klaviyo names one."),
 ))
 ATTRIBUTION_UPSERT = store.upsert_sql("event_attributions", store.ATTRIBUTION_COLUMNS)
+# The relationships of an attribution resource that make its row, in ATTRIBUTION_COLUMNS order.
+ATTRIBUTION_RELATIONSHIPS = ("event", "attributed-event", "campaign", "campaign-message", "flow", "flow-message",
+                             "flow-message-variation")
 
 
 def attribution_rows(included: Iterable[dict]) -> list[tuple]:
@@ -41,8 +44,7 @@ def attribution_rows(included: Iterable[dict]) -> list[tuple]:
             continue
         rel = r.get("relationships") or {}
         ids = []
-        for name in ("event", "attributed-event", "campaign", "campaign-message", "flow", "flow-message",
-                     "flow-message-variation"):
+        for name in ATTRIBUTION_RELATIONSHIPS:
             data = (rel.get(name) or {}).get("data")
             ids.append(data.get("id") if isinstance(data, dict) else None)
         if ids[0]:

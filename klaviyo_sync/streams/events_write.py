@@ -100,8 +100,12 @@ def apply_page(db: Database, result: SyncResult, s: EventSlice, item) -> None:
     rows: _Rows = item
     result.add_rows("metrics", store.write_rows(db, METRIC_UPSERT, rows.metrics))
     result.add_rows("profiles", store.write_rows(db, PROFILE_UPSERT, rows.profiles))
-    result.add_rows("events", store.write_rows(db, EVENT_UPSERT, rows.events))
-    result.add_rows("attributions", write_attributions(db, rows.attributed, rows.attributions))
+    inserted = store.write_rows(db, EVENT_UPSERT, rows.events)
+    result.add_rows("events", inserted)
+    # Attributions are stored only here, with their events: when every event of the page is new
+    # to the database (a backfill), none has stored attributions to replace, so no look-up.
+    replaced = () if inserted == len(rows.events) else rows.attributed
+    result.add_rows("attributions", write_attributions(db, replaced, rows.attributions))
     result.pages += 1
     result.extra["events_seen"] = result.extra.get("events_seen", 0) + len(rows.events)
     if rows.dropped:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -89,13 +89,7 @@ class SlicedPages:
 
     # -- fetchers -------------------------------------------------------------------------------
     def _put(self, item) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.pages.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        raise _Stop
+        put_or_stop(self.pages, item, self.stopping)
 
     def _maybe_split(self, s: Slice, page: Page, values: list[str]) -> datetime | None:
         """Cut the rest of ``s`` in two when a fetcher would otherwise have nothing to take;
@@ -119,41 +113,27 @@ class SlicedPages:
         return mid
 
     def _fetch(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                try:
-                    s = self.work.get_nowait()
-                except queue.Empty:
-                    return
-                lo = s.lo
-                while True:
-                    restarted = False
-                    for page in self.client.paginate(self.path, self._params(lo, s.hi)):
-                        if self.stopping.is_set():
-                            raise _Stop
-                        values = _page_values(self.field, page)
-                        self._put((s, page, values))
-                        if page.next_url and values:
-                            mid = self._maybe_split(s, page, values)
-                            if mid is not None:  # go on from the newest value seen, up to mid
-                                lo = parse_datetime(max(values))
-                                restarted = True
-                                break
-                    if not restarted:
+        run_fetcher(self.work, self.stopping, self._put, self._read_range, lambda exc: (None, exc, None),
+                    (None, None, None))
+
+    def _read_range(self, s: Slice) -> None:
+        lo = s.lo
+        while True:
+            restarted = False
+            for page in self.client.paginate(self.path, self._params(lo, s.hi)):
+                if self.stopping.is_set():
+                    raise _Stop
+                values = _page_values(self.field, page)
+                self._put((s, page, values))
+                if page.next_url and values:
+                    mid = self._maybe_split(s, page, values)
+                    if mid is not None:  # go on from the newest value seen, up to mid
+                        lo = parse_datetime(max(values))
+                        restarted = True
                         break
-                self._put((s, None, None))
-        except _Stop:
-            pass
-        except BaseException as exc:  # handed to the writer, which raises it
-            try:
-                self._put((None, exc, None))
-            except _Stop:
-                pass
-        finally:
-            try:
-                self._put((None, None, None))
-            except _Stop:
-                pass
+            if not restarted:
+                break
+        self._put((s, None, None))
 
     # -- the caller's side ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[Page, str | None]]:
@@ -244,7 +224,46 @@ class SlicedPages:
 
 
 class _Stop(Exception):
-    pass
+    """Raised in a fetcher thread when the run is stopping: it ends without handing over more."""
+
+
+def put_or_stop(pages: queue.Queue, item, stopping: threading.Event) -> None:
+    """Hand ``item`` to the writer through the bounded queue ``pages``; a fetcher blocked on a
+    full queue looks at ``stopping`` every 0.2 s and raises ``_Stop`` once it is set (the
+    fetchers of sliced reads and of events share this)."""
+    while not stopping.is_set():
+        try:
+            pages.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+    raise _Stop
+
+
+def run_fetcher(work: queue.Queue, stopping: threading.Event, put: Callable[[object], None],
+                read: Callable[[object], None], failed: Callable[[BaseException], object], ended: object) -> None:
+    """A fetcher thread (of sliced reads and of events): ``read`` each piece of work taken off
+    ``work`` until none is left or the run stops; an exception is handed to the writer as
+    ``failed(exc)`` (the writer raises it), and the thread's end as ``ended``."""
+    try:
+        while not stopping.is_set():
+            try:
+                item = work.get_nowait()
+            except queue.Empty:
+                return
+            read(item)
+    except _Stop:
+        pass
+    except BaseException as exc:  # handed to the writer, which raises it
+        try:
+            put(failed(exc))
+        except _Stop:
+            pass
+    finally:
+        try:
+            put(ended)  # this fetcher is finished
+        except _Stop:
+            pass
 
 
 def pages_of(client: KlaviyoClient, path: str, stream, partition: tuple[str, ...], since: str | None,
