@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -18,7 +18,7 @@ from ..errors import RateLimitExceeded
 from ..timeutil import Window, normalize_iso, parse_range, utcnow
 from .declare import FORMS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Stream, SyncResult, run_stream
-from .series import any_filter, days_needed, local_days, report_zone, sync_series
+from .series import SYNC_ALL_MAX_AGE, any_filter, days_needed, local_days, report_zone, sync_series
 
 FORMS_TABLE = TableSpec("forms", "The account's sign-up forms (sync-forms).", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
@@ -78,10 +78,10 @@ def _body(ids: list[str], timeframe: dict) -> dict:
 
 
 def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, now: datetime | None = None,
-               result: SyncResult | None = None) -> SyncResult:
+               result: SyncResult | None = None, max_age: timedelta = timedelta(0)) -> SyncResult:
     """Every form, then the daily statistics of the live ones for the days of ``window`` (in the
-    account's time zone) not read since they settled; a spent report quota keeps what was read
-    and makes the run partial."""
+    account's time zone) not read since they settled (nor in the last ``max_age``); a spent
+    report quota keeps what was read and makes the run partial."""
     now = now or utcnow()
     result = SyncResult.begin(result, ["forms", "form_stats_daily"], window)
     run_stream(client, db, FORMS, result, on_missing=_remove_missing)
@@ -95,9 +95,9 @@ def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, no
     try:
         sync_series(client, db, result, path="/api/form-series-reports", table=FORM_STATS_TABLE.table,
                     id_column="form_id", ids=live, days=days, zone=zone, now=now, body=_body,
-                    statistics=STAT_NAMES, group="form_id")
+                    statistics=STAT_NAMES, group="form_id", max_age=max_age)
     except RateLimitExceeded as exc:
-        left = days_needed(db, "form_stats_daily", "form_id", live, days, zone, now)
+        left = days_needed(db, "form_stats_daily", "form_id", live, days, zone, now, max_age)
         missing = sum(len(v) for v in left.values())
         result.extra["stats_missing_form_days"] = missing
         result.partial = (f"forms stored, but statistics are missing for {missing} form-day(s) of "
@@ -108,6 +108,7 @@ def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, no
 SYNC_FORMS = declare(Declaration(
     command="sync-forms", help="", scope=FORMS_READ, tier="S",  # 3/s, 60/m
     paths=("/api/forms", "/api/form-series-reports"), tables=(FORMS_TABLE, FORM_STATS_TABLE),
-    run=lambda client, db, result: sync_forms(client, db, parse_range("30d"), result=result),
+    run=lambda client, db, result: sync_forms(client, db, parse_range("30d"), result=result,
+                                              max_age=SYNC_ALL_MAX_AGE),
     sync_all=92, arguments={"range": "30d"},
 ))

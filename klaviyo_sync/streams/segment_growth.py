@@ -6,7 +6,7 @@ data before 2023-06-01: earlier days are never asked for."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -15,7 +15,7 @@ from ..errors import RateLimitExceeded
 from ..timeutil import Window, parse_range, utcnow
 from .declare import INTEGER, SEGMENTS_READ, TEXT, Column, Declaration, TableSpec, declare
 from .engine import SyncResult
-from .series import any_filter, days_needed, local_days, report_zone, sync_series
+from .series import SYNC_ALL_MAX_AGE, any_filter, days_needed, local_days, report_zone, sync_series
 
 DATA_FROM = date(2023, 6, 1)
 STAT_NAMES = ["total_members", "members_added", "members_removed", "net_members_changed"]
@@ -40,9 +40,10 @@ def _body(ids: list[str], timeframe: dict) -> dict:
 
 
 def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, now: datetime | None = None,
-                        result: SyncResult | None = None) -> SyncResult:
+                        result: SyncResult | None = None, max_age: timedelta = timedelta(0)) -> SyncResult:
     """Daily growth of every stored segment (run sync-segments first) for the days of
-    ``window`` from 2023-06-01 on, in the account's time zone."""
+    ``window`` from 2023-06-01 on, in the account's time zone; a day still settling is read
+    again unless it was read in the last ``max_age``."""
     now = now or utcnow()
     result = SyncResult.begin(result, ["segment_growth_daily"], window)
     zone = report_zone(db)
@@ -55,9 +56,9 @@ def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, 
     try:
         sync_series(client, db, result, path="/api/segment-series-reports", table=GROWTH_TABLE.table,
                     id_column="segment_id", ids=segments, days=days, zone=zone, now=now, body=_body,
-                    statistics=STAT_NAMES, group="segment_id")
+                    statistics=STAT_NAMES, group="segment_id", max_age=max_age)
     except RateLimitExceeded as exc:
-        left = days_needed(db, "segment_growth_daily", "segment_id", segments, days, zone, now)
+        left = days_needed(db, "segment_growth_daily", "segment_id", segments, days, zone, now, max_age)
         missing = sum(len(v) for v in left.values())
         result.extra["growth_missing_segment_days"] = missing
         result.partial = f"segment growth is missing for {missing} segment-day(s) of {len(left)} segment(s): {exc}"
@@ -67,6 +68,7 @@ def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, 
 SYNC_SEGMENT_GROWTH = declare(Declaration(
     command="sync-segment-growth", help="", scope=SEGMENTS_READ, tier="reports",
     paths=("/api/segment-series-reports",), tables=(GROWTH_TABLE,),
-    run=lambda client, db, result: sync_segment_growth(client, db, parse_range("30d"), result=result),
+    run=lambda client, db, result: sync_segment_growth(client, db, parse_range("30d"), result=result,
+                                                       max_age=SYNC_ALL_MAX_AGE),
     sync_all=94, arguments={"range": "30d"},
 ))
