@@ -81,9 +81,17 @@ def make_fake(a, now: datetime) -> FakeKlaviyo:
                        n_flows=a.flows, n_campaigns_per_channel=max(1, a.campaigns // 3))
 
 
-def run(args: list[str], env: dict) -> dict:
+# Runs `python -m klaviyo_sync` from the code in argv[1] (--before): an editable install's
+# import hook would otherwise find this checkout's package whatever PYTHONPATH says.
+_FROM_DIR = ("import runpy, sys; d = sys.argv.pop(1); sys.path.insert(0, d); "
+             "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]; "
+             "runpy.run_module('klaviyo_sync', run_name='__main__', alter_sys=True)")
+
+
+def run(args: list[str], env: dict, code_dir: Path | None = None) -> dict:
     t0 = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-f", "TIME %M %U %S", sys.executable, "-m", "klaviyo_sync", *args],
+    python = [sys.executable, "-m", "klaviyo_sync"] if code_dir is None else [sys.executable, "-c", _FROM_DIR, str(code_dir)]
+    proc = subprocess.run(["/usr/bin/time", "-f", "TIME %M %U %S", *python, *args],
                           env=env, capture_output=True, text=True)
     seconds = time.monotonic() - t0
     rss_kb, user, system = proc.stderr.strip().splitlines()[-1].split()[1:]
@@ -171,7 +179,7 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     ap.add_argument("--build-only", action="store_true", help="build (or find) the cached database and stop")
     ap.add_argument("--before", type=Path, default=None, metavar="DIR",
-                    help="a checkout of older code (its klaviyo_sync/ on PYTHONPATH): its runs alternate with this code's")
+                    help="a directory holding older code's klaviyo_sync/ (e.g. from git archive): its runs alternate with this code's")
     a = ap.parse_args()
 
     src, meta = cached_db(a)
@@ -204,8 +212,7 @@ def main() -> int:
             time.sleep(a.pause)
             seen, first_id = len(fake.request_log()), last_run_id(db)
             load0 = os.getloadavg()[0]
-            run_env = env if code != "before" else {**env, "PYTHONPATH": str(a.before)}
-            r = run(["sync-all"], run_env)
+            r = run(["sync-all"], env, a.before if code == "before" else None)
             r["code"] = code
             log = fake.request_log()[seen:]
             r["load_avg_1m"] = round(load0, 1)
