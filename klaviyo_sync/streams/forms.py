@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -17,7 +17,7 @@ from ..client import KlaviyoClient
 from ..timeutil import Window, normalize_iso, parse_range, utcnow
 from .declare import FORMS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Stream, SyncResult, run_stream
-from .series import SeriesReport, local_days, report_zone, sync_series
+from .series import SYNC_ALL_MAX_AGE, SeriesReport, local_days, report_zone, sync_series
 
 FORMS_TABLE = TableSpec("forms", "The account's sign-up forms (sync-forms).", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
@@ -77,10 +77,10 @@ FORM_REPORT = SeriesReport(
 
 
 def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, now: datetime | None = None,
-               result: SyncResult | None = None) -> SyncResult:
+               result: SyncResult | None = None, max_age: timedelta = timedelta(0)) -> SyncResult:
     """Every form, then the daily statistics of the live ones for the days of ``window`` (in the
-    account's time zone) not read since they settled; a spent report quota keeps what was read
-    and makes the run partial."""
+    account's time zone) not read since they settled (nor in the last ``max_age``); a spent
+    report quota keeps what was read and makes the run partial."""
     now = now or utcnow()
     result = SyncResult.begin(result, ["forms", "form_stats_daily"], window)
     run_stream(client, db, FORMS, result, on_missing=_remove_missing)
@@ -91,13 +91,14 @@ def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, no
     result.extra["timezone"] = zone.key
     days = local_days(window, zone, now)
     live = [r[0] for r in db.execute("SELECT id FROM forms WHERE status = 'live' ORDER BY id")]
-    sync_series(client, db, result, FORM_REPORT, ids=live, days=days, zone=zone, now=now)
+    sync_series(client, db, result, FORM_REPORT, ids=live, days=days, zone=zone, now=now, max_age=max_age)
     return result
 
 
 SYNC_FORMS = declare(Declaration(
     command="sync-forms", help="", scope=FORMS_READ, tier="S",  # 3/s, 60/m
     paths=("/api/forms", "/api/form-series-reports"), tables=(FORMS_TABLE, FORM_STATS_TABLE),
-    run=lambda client, db, result: sync_forms(client, db, parse_range("30d"), result=result),
+    run=lambda client, db, result: sync_forms(client, db, parse_range("30d"), result=result,
+                                              max_age=SYNC_ALL_MAX_AGE),
     sync_all=92, arguments={"range": "30d"},
 ))

@@ -6,7 +6,7 @@ data before 2023-06-01: earlier days are never asked for."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlite_utils import Database
 
@@ -14,7 +14,7 @@ from ..client import KlaviyoClient
 from ..timeutil import Window, parse_range, utcnow
 from .declare import INTEGER, SEGMENTS_READ, TEXT, Column, Declaration, TableSpec, declare
 from .engine import SyncResult
-from .series import SeriesReport, local_days, report_zone, sync_series
+from .series import SYNC_ALL_MAX_AGE, SeriesReport, local_days, report_zone, sync_series
 
 DATA_FROM = date(2023, 6, 1)
 STAT_NAMES = ["total_members", "members_added", "members_removed", "net_members_changed"]
@@ -39,9 +39,10 @@ GROWTH_REPORT = SeriesReport(
 
 
 def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, now: datetime | None = None,
-                        result: SyncResult | None = None) -> SyncResult:
+                        result: SyncResult | None = None, max_age: timedelta = timedelta(0)) -> SyncResult:
     """Daily growth of every stored segment (run sync-segments first) for the days of
-    ``window`` from 2023-06-01 on, in the account's time zone."""
+    ``window`` from 2023-06-01 on, in the account's time zone; a day still settling is read
+    again unless it was read in the last ``max_age``."""
     now = now or utcnow()
     result = SyncResult.begin(result, ["segment_growth_daily"], window)
     zone = report_zone(db)
@@ -51,13 +52,14 @@ def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, 
     result.extra["segments"] = len(segments)
     with db.atomic():  # segments deleted from the account lose their growth
         db.execute("DELETE FROM segment_growth_daily WHERE segment_id NOT IN (SELECT id FROM segments)")
-    sync_series(client, db, result, GROWTH_REPORT, ids=segments, days=days, zone=zone, now=now)
+    sync_series(client, db, result, GROWTH_REPORT, ids=segments, days=days, zone=zone, now=now, max_age=max_age)
     return result
 
 
 SYNC_SEGMENT_GROWTH = declare(Declaration(
     command="sync-segment-growth", help="", scope=SEGMENTS_READ, tier="reports",
     paths=("/api/segment-series-reports",), tables=(GROWTH_TABLE,),
-    run=lambda client, db, result: sync_segment_growth(client, db, parse_range("30d"), result=result),
+    run=lambda client, db, result: sync_segment_growth(client, db, parse_range("30d"), result=result,
+                                                       max_age=SYNC_ALL_MAX_AGE),
     sync_all=94, arguments={"range": "30d"},
 ))
