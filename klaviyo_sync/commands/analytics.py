@@ -11,6 +11,7 @@ from .. import output
 from ..errors import UsageError
 from ..streams.attributions import refill_args, uncovered_events
 from ..timeutil import RANGE_FORMS, Window, parse_range
+from .customers import resolve_metric
 from .base import PROG, ChartFormatOpt, RowsFormatOpt, Settings, _parse, app, check_format, common
 
 DEFAULT_METRIC = "Placed Order"
@@ -32,12 +33,12 @@ def _open(settings: Settings, metric: str, model: str, window_text: str, fmt: st
     if not settings.db.exists():
         raise UsageError(f"no database at {settings.db}: run sync-events first (or pass --db)")
     database = store.open_db(settings.db)
-    found = database.execute("SELECT id FROM metrics WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
-                             [metric, metric, metric]).fetchone()
-    if found is None and database.execute("SELECT 1 FROM metrics LIMIT 1").fetchone():
+    try:
+        metric_id = resolve_metric(database, metric)
+    except UsageError:
         database.close()
-        raise UsageError(f"--metric: no metric {metric!r} in the database (names are case-sensitive)")
-    return database, window, found[0] if found else None
+        raise
+    return database, window, metric_id
 
 
 def _notes(settings: Settings, database, window: Window, metric_id: str | None, model: str) -> None:
