@@ -794,9 +794,14 @@ def create_event_touches(db: Database) -> None:
     if "event_touches" in db.table_names():
         return
     db.execute("""CREATE TABLE event_touches (event_id TEXT PRIMARY KEY, profile_id TEXT, datetime TEXT,
-                  metric_id TEXT, message TEXT, flow TEXT)""")
+                  metric_id TEXT, message TEXT, flow TEXT) WITHOUT ROWID""")
     db.execute("CREATE INDEX idx_event_touches_datetime ON event_touches (datetime)")
-    is_touch = f"EXISTS (SELECT 1 FROM metrics WHERE id = NEW.metric_id AND name IN ({_TOUCH_NAMES}))"
+    # The ids of the touch metrics, for the events trigger's test: a look-up in this table of
+    # three rows costs a fifth of one in metrics by id and name (measured, 200,000 events: the
+    # trigger added 0.75 s of CPU to their insert that way, 0.3 s this way).
+    db.execute("CREATE TABLE event_touch_metrics (id TEXT PRIMARY KEY) WITHOUT ROWID")
+    db.execute(f"INSERT INTO event_touch_metrics SELECT id FROM metrics WHERE name IN ({_TOUCH_NAMES})")
+    is_touch = "EXISTS (SELECT 1 FROM event_touch_metrics WHERE id = NEW.metric_id)"
     db.execute(f"""CREATE TRIGGER event_touches_insert AFTER INSERT ON events WHEN {is_touch}
         BEGIN INSERT OR REPLACE INTO event_touches {_touch_select("NEW", "")}; END""")
     db.execute("""CREATE TRIGGER event_touches_delete AFTER DELETE ON events
@@ -808,15 +813,21 @@ def create_event_touches(db: Database) -> None:
         END""")
     refill = _touch_select("e", "FROM events e WHERE e.metric_id = NEW.id")
     db.execute(f"""CREATE TRIGGER event_touches_metric_insert AFTER INSERT ON metrics
-        WHEN NEW.name IN ({_TOUCH_NAMES})
-        BEGIN INSERT OR REPLACE INTO event_touches {refill}; END""")
+        WHEN NEW.name IN ({_TOUCH_NAMES}) BEGIN
+            INSERT OR IGNORE INTO event_touch_metrics VALUES (NEW.id);
+            INSERT OR REPLACE INTO event_touches {refill};
+        END""")
     db.execute(f"""CREATE TRIGGER event_touches_metric_rename AFTER UPDATE OF id, name ON metrics
         WHEN OLD.name IS NOT NEW.name OR OLD.id IS NOT NEW.id BEGIN
+            DELETE FROM event_touch_metrics WHERE id IN (OLD.id, NEW.id);
+            INSERT INTO event_touch_metrics SELECT NEW.id WHERE NEW.name IN ({_TOUCH_NAMES});
             DELETE FROM event_touches WHERE metric_id IN (OLD.id, NEW.id);
             INSERT OR REPLACE INTO event_touches {refill} AND NEW.name IN ({_TOUCH_NAMES});
         END""")
-    db.execute("""CREATE TRIGGER event_touches_metric_delete AFTER DELETE ON metrics
-        BEGIN DELETE FROM event_touches WHERE metric_id = OLD.id; END""")
+    db.execute("""CREATE TRIGGER event_touches_metric_delete AFTER DELETE ON metrics BEGIN
+            DELETE FROM event_touch_metrics WHERE id = OLD.id;
+            DELETE FROM event_touches WHERE metric_id = OLD.id;
+        END""")
     db.execute("INSERT INTO event_touches " + _touch_select(
         "e", f"FROM events e WHERE e.metric_id IN (SELECT id FROM metrics WHERE name IN ({_TOUCH_NAMES}))"))
 

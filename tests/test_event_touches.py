@@ -134,6 +134,7 @@ def test_the_migration_fills_event_touches_for_a_database_without_them(tiny):
                                               "AND name LIKE 'event_touches%'")]:
             db.execute(f"DROP TRIGGER {name}")
         db.execute("DROP TABLE event_touches")
+        db.execute("DROP TABLE event_touch_metrics")
         add(db, "E4", "OE", {"$message": "CM4"})
         db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm011_event_touches'")
     db.close()

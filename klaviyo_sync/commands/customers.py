@@ -46,7 +46,10 @@ def resolve_metric(database, metric: str) -> str | None:
 def _range_where(window: Window | None) -> tuple[str, list]:
     if window is None:
         return "e.metric_id = ?", []
-    return "e.metric_id = ? AND e.datetime >= ? AND e.datetime < ?", [iso(window.start), iso(window.end)]
+    # The unary + keeps SQLite from reading the range through events(metric_id, datetime) and each
+    # conversion from the table: the metric's entries of the covering index (EVENT_INDEXES, per
+    # profile) are read instead (measured, 5,000,000 events: `rfm` 365 days 1.9 -> 1.0 s CPU).
+    return "e.metric_id = ? AND +e.datetime >= ? AND +e.datetime < ?", [iso(window.start), iso(window.end)]
 
 
 def _write(rows: list[dict], fmt: str, columns, title: str, fields: list[str]) -> None:
