@@ -139,6 +139,9 @@ def build(path: Path, n_events: int, end: int) -> dict:
         done = min(n_events, lo + chunk)
         if done % 1_000_000 == 0 or done == n_events:
             print(f"  built {done:,} events ({time.perf_counter() - t0:.0f} s)", flush=True)
+    # Synced with their attributions (sync-events records the windows it fetched them for).
+    conn.execute("INSERT INTO sync_state (key, value, updated_at) VALUES ('attributions.covered', ?, ?)",
+                 [json.dumps([[iso(start), iso(end)]]), iso(end)])
     conn.execute("COMMIT")
     n_att = conn.execute("SELECT count(*) FROM event_attributions").fetchone()[0]
     n_touches = conn.execute("SELECT count(*) FROM event_touches").fetchone()[0]

@@ -49,7 +49,7 @@ def _notes(settings: Settings, database, window: Window, metric_id: str | None, 
         return
     _, _, lo, hi = queries.day_range(window)
     if model == "klaviyo":
-        gap = uncovered_events(database)
+        gap = uncovered_events(database, count=False)
         if gap and gap["first"] < hi and gap["last"] >= lo:
             print(f"{PROG}: note: events from {gap['first']} to {gap['last']} were synced before attributions were "
                   f"kept and count as organic: run sync-events {refill_args(gap)} to fill them in", file=sys.stderr)
