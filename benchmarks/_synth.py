@@ -2,9 +2,6 @@
 (bench_analytics.py, bench_incremental.py): the shared steps of building one fast with direct
 sqlite3 (bulk inserts with the secondary indexes dropped, then each index built once), and the
 cache under benchmarks/.cache/ keyed by the tool's schema.
-
-The tool's triggers stay on while a builder inserts (e.g. event_touches is filled as the events
-writer fills it), so a built database is what the tool would have written.
 """
 
 from __future__ import annotations

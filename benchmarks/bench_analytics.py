@@ -38,7 +38,7 @@ DAY = 86400
 
 
 def build(path: Path, n_events: int, end: int) -> dict:
-    conn, tmp, indexes = bulk_open(path, ("events", "profiles", "event_attributions", "event_touches"))
+    conn, tmp, indexes = bulk_open(path, ("events", "profiles", "event_attributions"))
     t0 = time.perf_counter()
     conn.execute("BEGIN")
     metrics = [(f"SYNm{k:02d}", name, weight) for k, (name, _, _, weight) in enumerate(METRIC_CATALOG)]
@@ -144,10 +144,9 @@ def build(path: Path, n_events: int, end: int) -> dict:
                  [json.dumps([[iso(start), iso(end)]]), iso(end)])
     conn.execute("COMMIT")
     n_att = conn.execute("SELECT count(*) FROM event_attributions").fetchone()[0]
-    n_touches = conn.execute("SELECT count(*) FROM event_touches").fetchone()[0]
     bulk_close(conn, tmp, path, indexes)
     return {"events": n_events, "profiles": n_profiles, "orders": orders, "attributions": n_att,
-            "touches": n_touches,
+
             "end": iso(end), "build_seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -187,7 +186,7 @@ def commands(db: Path) -> list[list[str]]:
 
 
 def index_costs(db: Path) -> list[dict]:
-    """Build time and size of each index of events, event_attributions and event_touches on a copy: what a
+    """Build time and size of each index of events and event_attributions on a copy: what a
     backfill pays at its end (it drops them and builds each once; see db.ensure_event_indexes)."""
     copy = db.with_name("index-costs.db")
     remove_db(copy)
@@ -197,7 +196,7 @@ def index_costs(db: Path) -> list[dict]:
     try:
         conn.execute("PRAGMA cache_size = -4096")  # as ensure_event_indexes builds them
         found = conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                             "AND tbl_name IN ('events', 'event_attributions', 'event_touches')").fetchall()
+                             "AND tbl_name IN ('events', 'event_attributions')").fetchall()
         for name, tbl, sql in found:
             conn.execute(f'DROP INDEX "{name}"')
             t0 = time.perf_counter()

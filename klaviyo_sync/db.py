@@ -365,7 +365,7 @@ EVENT_INDEXES = {
     "idx_events_metric_id_datetime": ("metric_id", "datetime"),
     "idx_events_profile_id": ("profile_id",),
     # customers, rfm and cohorts (analytics.py) read a metric's events per profile from this index
-    # alone, never the table (m012).
+    # alone, never the table (m011).
     "idx_events_metric_id_profile_id": ("metric_id", "profile_id", "datetime", "value", "id"),
 }
 
@@ -731,15 +731,16 @@ def session_conversions_sql(where: str = "1", touch_where: str = "1") -> str:
     time), not a look-up per event: a command restricts both to its metric and range first
     (touches from 120 hours before the range), the view session_attributed_conversions does not."""
     sms = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS if "SMS" in n)
+    smsg = _prop("s", "$message")
     return f"""
         SELECT x.id AS event_id, x.profile_id, x.metric_id, m.name AS metric_name, x.datetime,
                substr(x.datetime, 1, 10) AS day, coalesce(x.value, 0.0) AS value,
-               s.event_id AS attributed_event_id, s.datetime AS touch_datetime,
+               s.id AS attributed_event_id, s.datetime AS touch_datetime,
                coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
-               coalesce(fm.flow_id, s.flow) AS flow_id,
+               coalesce(fm.flow_id, {_prop("s", "$flow")}) AS flow_id,
                fm.id AS flow_message_id, NULL AS flow_message_variation_id,
                coalesce(cm.id, fm.id) AS message_id,
-               CASE WHEN s.event_id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
+               CASE WHEN s.id IS NULL THEN NULL WHEN sm.name IN ({sms}) THEN 'sms' ELSE 'email' END AS channel
         FROM (SELECT k.id, k.profile_id, k.metric_id, k.datetime, k.value, k.kind,
                      max(k.touch) OVER (PARTITION BY k.profile_id ORDER BY k.datetime, k.kind
                                         ROWS UNBOUNDED PRECEDING) AS last_touch
@@ -749,14 +750,14 @@ def session_conversions_sql(where: str = "1", touch_where: str = "1") -> str:
                     SELECT t.event_id, t.profile_id, NULL, t.datetime, NULL, 0, t.datetime || ' ' || t.event_id
                     FROM session_touches t WHERE t.profile_id IS NOT NULL AND ({touch_where})) k) x
         LEFT JOIN metrics m ON m.id = x.metric_id
-        LEFT JOIN event_touches s ON s.event_id = substr(x.last_touch, instr(x.last_touch, ' ') + 1)
+        LEFT JOIN events s ON s.id = substr(x.last_touch, instr(x.last_touch, ' ') + 1)
           AND {_EPOCH.format(d='x.datetime')} - {_EPOCH.format(d='s.datetime')}
               <= CASE WHEN s.metric_id IN (SELECT id FROM metrics WHERE name IN ({sms}))
                       THEN {SESSION_SMS_HOURS * 3600} ELSE {SESSION_EMAIL_HOURS * 3600} END
         LEFT JOIN metrics sm ON sm.id = s.metric_id
-        LEFT JOIN campaign_messages cm ON cm.id = s.message
-        LEFT JOIN campaigns c ON c.id = s.message
-        LEFT JOIN flow_messages fm ON fm.id = s.message
+        LEFT JOIN campaign_messages cm ON cm.id = {smsg}
+        LEFT JOIN campaigns c ON c.id = {smsg}
+        LEFT JOIN flow_messages fm ON fm.id = {smsg}
         WHERE x.kind = 1"""
 
 
@@ -769,95 +770,6 @@ def lag_sql(model: str, source: str) -> str:
                v.message_id, v.channel, {lag} AS lag_seconds, {_lag_bucket_sql(lag)} AS lag_bucket
         FROM {source} v
         WHERE {is_attributed("v")}"""
-
-
-# -- the session model's touches, kept in step with events (migrations m007 / m011) ---------------
-# event_touches holds each stored event of a session touch metric (SESSION_TOUCH_METRICS) whose
-# properties name a $message or a $flow, the two read out of its JSON once. Triggers keep it in
-# step with events and metrics inside the writing transaction (a killed run leaves both as they
-# were): an event inserted, deleted or changed; a touch metric stored or renamed after its
-# events. Whether the $message is a stored campaign or flow message is left to the readers
-# (session_touches), as campaigns and flows are synced apart from events.
-_TOUCH_NAMES = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS)
-
-
-def _touch_select(e: str, source: str) -> str:
-    """The event_touches row of each event ``e`` of ``source`` (none without $message or $flow)."""
-    return f"""SELECT x.id, x.profile_id, x.datetime, x.metric_id, x.message, x.flow
-        FROM (SELECT {e}.id, {e}.profile_id, {e}.datetime, {e}.metric_id, {_prop(e, "$message")} AS message,
-                     {_prop(e, "$flow")} AS flow {source}) x
-        WHERE (x.message IS NOT NULL OR x.flow IS NOT NULL)"""
-
-
-def create_event_touches(db: Database) -> None:
-    """event_touches, its index and its triggers, filled from the stored events (once)."""
-    if "event_touches" in db.table_names():
-        return
-    db.execute("""CREATE TABLE event_touches (event_id TEXT PRIMARY KEY, profile_id TEXT, datetime TEXT,
-                  metric_id TEXT, message TEXT, flow TEXT) WITHOUT ROWID""")
-    db.execute("CREATE INDEX idx_event_touches_datetime ON event_touches (datetime)")
-    # The ids of the touch metrics, for the events trigger's test: a look-up in this table of
-    # three rows costs a fifth of one in metrics by id and name (measured, 200,000 events: the
-    # trigger added 0.75 s of CPU to their insert that way, 0.3 s this way).
-    db.execute("CREATE TABLE event_touch_metrics (id TEXT PRIMARY KEY) WITHOUT ROWID")
-    db.execute(f"INSERT INTO event_touch_metrics SELECT id FROM metrics WHERE name IN ({_TOUCH_NAMES})")
-    is_touch = "EXISTS (SELECT 1 FROM event_touch_metrics WHERE id = NEW.metric_id)"
-    db.execute(f"""CREATE TRIGGER event_touches_insert AFTER INSERT ON events WHEN {is_touch}
-        BEGIN INSERT OR REPLACE INTO event_touches {_touch_select("NEW", "")}; END""")
-    db.execute("""CREATE TRIGGER event_touches_delete AFTER DELETE ON events
-        BEGIN DELETE FROM event_touches WHERE event_id = OLD.id; END""")
-    db.execute(f"""CREATE TRIGGER event_touches_update
-        AFTER UPDATE OF id, metric_id, profile_id, datetime, properties ON events BEGIN
-            DELETE FROM event_touches WHERE event_id = OLD.id;
-            INSERT OR REPLACE INTO event_touches {_touch_select("NEW", "")} AND {is_touch};
-        END""")
-    refill = _touch_select("e", "FROM events e WHERE e.metric_id = NEW.id")
-    db.execute(f"""CREATE TRIGGER event_touches_metric_insert AFTER INSERT ON metrics
-        WHEN NEW.name IN ({_TOUCH_NAMES}) BEGIN
-            INSERT OR IGNORE INTO event_touch_metrics VALUES (NEW.id);
-            INSERT OR REPLACE INTO event_touches {refill};
-        END""")
-    db.execute(f"""CREATE TRIGGER event_touches_metric_rename AFTER UPDATE OF id, name ON metrics
-        WHEN OLD.name IS NOT NEW.name OR OLD.id IS NOT NEW.id BEGIN
-            DELETE FROM event_touch_metrics WHERE id IN (OLD.id, NEW.id);
-            INSERT INTO event_touch_metrics SELECT NEW.id WHERE NEW.name IN ({_TOUCH_NAMES});
-            DELETE FROM event_touches WHERE metric_id IN (OLD.id, NEW.id);
-            INSERT OR REPLACE INTO event_touches {refill} AND NEW.name IN ({_TOUCH_NAMES});
-        END""")
-    db.execute("""CREATE TRIGGER event_touches_metric_delete AFTER DELETE ON metrics BEGIN
-            DELETE FROM event_touch_metrics WHERE id = OLD.id;
-            DELETE FROM event_touches WHERE metric_id = OLD.id;
-        END""")
-    db.execute("INSERT INTO event_touches " + _touch_select(
-        "e", f"FROM events e WHERE e.metric_id IN (SELECT id FROM metrics WHERE name IN ({_TOUCH_NAMES}))"))
-
-
-def create_session_views(db: Database) -> None:
-    """session_touches, session_attributed_conversions and conversion_lag (over event_touches)."""
-    create_event_touches(db)
-    for view in ("conversion_lag", "session_attributed_conversions", "session_touches"):
-        db.execute(f"DROP VIEW IF EXISTS {view}")
-    # The touches that start a session in dbt_klaviyo's model: opened or clicked emails and
-    # clicked SMS whose $message is a stored campaign message (or campaign) or flow message, or
-    # that name a $flow.
-    db.create_view("session_touches", f"""
-        SELECT t.event_id, t.profile_id, t.datetime, m.name AS metric_name,
-               {_CHANNEL_OF_METRIC.format(m='m.name')} AS channel,
-               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
-               coalesce(fm.flow_id, t.flow) AS flow_id,
-               fm.id AS flow_message_id
-        FROM event_touches t
-        JOIN metrics m ON m.id = t.metric_id
-        LEFT JOIN campaign_messages cm ON cm.id = t.message
-        LEFT JOIN campaigns c ON c.id = t.message
-        LEFT JOIN flow_messages fm ON fm.id = t.message
-        WHERE m.name IN ({_TOUCH_NAMES})
-          AND coalesce(cm.campaign_id, c.id, fm.flow_id, t.flow) IS NOT NULL""")
-    # dbt_klaviyo's session model (session_conversions_sql), over every event.
-    db.create_view("session_attributed_conversions", session_conversions_sql())
-    # How long after its touch each attributed event came, under either model (model column).
-    db.create_view("conversion_lag", lag_sql("klaviyo", "attributed_conversions")
-                   + "\n        UNION ALL\n        " + lag_sql("session", "session_attributed_conversions"))
 
 
 @migrations()
@@ -893,9 +805,29 @@ def m007_attributions(db: Database) -> None:
         LEFT JOIN campaign_messages cm ON cm.id = a.campaign_message_id
         LEFT JOIN campaigns c ON c.id = a.campaign_id
         LEFT JOIN flow_messages fm ON fm.id = a.flow_message_id""")
-    # The session model's touches (event_touches) and its views (session_touches,
-    # session_attributed_conversions, conversion_lag).
-    create_session_views(db)
+    # The touches that start a session in dbt_klaviyo's model: opened or clicked emails and
+    # clicked SMS whose $message is a stored campaign message (or campaign) or flow message, or
+    # that name a $flow.
+    names = ", ".join(f"'{n}'" for n in SESSION_TOUCH_METRICS)
+    msg = _prop("e", "$message")
+    db.create_view("session_touches", f"""
+        SELECT e.id AS event_id, e.profile_id, e.datetime, m.name AS metric_name,
+               {_CHANNEL_OF_METRIC.format(m='m.name')} AS channel,
+               coalesce(cm.campaign_id, c.id) AS campaign_id, cm.id AS campaign_message_id,
+               coalesce(fm.flow_id, {_prop("e", "$flow")}) AS flow_id,
+               fm.id AS flow_message_id
+        FROM events e
+        JOIN metrics m ON m.id = e.metric_id
+        LEFT JOIN campaign_messages cm ON cm.id = {msg}
+        LEFT JOIN campaigns c ON c.id = {msg}
+        LEFT JOIN flow_messages fm ON fm.id = {msg}
+        WHERE m.name IN ({names})
+          AND coalesce(cm.campaign_id, c.id, fm.flow_id, {_prop("e", "$flow")}) IS NOT NULL""")
+    # dbt_klaviyo's session model (session_conversions_sql), over every event.
+    db.create_view("session_attributed_conversions", session_conversions_sql())
+    # How long after its touch each attributed event came, under either model (model column).
+    db.create_view("conversion_lag", lag_sql("klaviyo", "attributed_conversions")
+                   + "\n        UNION ALL\n        " + lag_sql("session", "session_attributed_conversions"))
 
 
 @migrations()
@@ -936,14 +868,11 @@ def m010_unverifiable_metrics(db: Database) -> None:
 
 
 @migrations()
-def m011_event_touches(db: Database) -> None:
-    # The session model's touches read out of the events' JSON once and kept in step by triggers
-    # (create_event_touches), for a database whose m007 made the views parse every event.
-    create_session_views(db)
-
-
-@migrations()
-def m012_customer_index(db: Database) -> None:
+def m011_customer_index(db: Database) -> None:
     # The conversions of a metric per profile, with every column customers, rfm and cohorts read
-    # (EVENT_INDEXES): they answer from the index without reading the events table.
+    # (EVENT_INDEXES): they answer from the index without reading the events table. The views
+    # made of those rules (m008) are made again from their current SQL.
+    from .analytics import create_views
+
     ensure_event_indexes(db)
+    create_views(db)

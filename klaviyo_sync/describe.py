@@ -52,11 +52,6 @@ TABLES: dict[str, str] = {
                               "whose touch is latest, then the smallest id); the attribution columns are empty for "
                               "an organic event. `attribution --model klaviyo`, `customers`, `customer`, "
                               "customer_summary and customer_timeline read it.",
-    "event_touches": "The session model's candidate touches: every stored Opened Email, Clicked Email or Clicked "
-                     "SMS event whose properties name a $message or a $flow, the two read out of its JSON once. "
-                     "Kept in step with events by triggers (in the same transaction); session_touches reads it.",
-    "event_touch_metrics": "The ids of the session model's touch metrics, kept by triggers on metrics: the test "
-                           "event_touches' trigger makes per inserted event.",
     "session_touches": "Opened or clicked emails and clicked SMS that carry a stored campaign or flow message "
                        "($message, $flow): the touches that start a session in dbt_klaviyo's model.",
     "session_attributed_conversions": "Every event attributed by dbt_klaviyo's session model: the latest session "
@@ -299,12 +294,6 @@ _CONVERSION = {
 COLUMNS["attributed_conversions"] = dict(_CONVERSION)
 COLUMNS["session_attributed_conversions"] = {
     **_CONVERSION, "flow_message_variation_id": "Always empty: the session model does not know variations."}
-COLUMNS["event_touch_metrics"] = {"id": "A touch metric's id (metrics.id): Opened Email, Clicked Email, Clicked SMS."}
-COLUMNS["event_touches"] = {
-    "event_id": "The touch (events.id; primary key).", "profile_id": "Its profile (profiles.id).",
-    "datetime": "When it happened (UTC; indexed).", "metric_id": "Its metric (metrics.id).",
-    "message": "Its $message property (a campaign message, campaign or flow message id when stored).",
-    "flow": "Its $flow property."}
 COLUMNS["session_touches"] = {
     "event_id": "The touch (events.id).", "metric_name": "Opened Email, Clicked Email or Clicked SMS.",
     "channel": "email or sms.", "campaign_id": "The campaign its $message names (campaigns.id).",

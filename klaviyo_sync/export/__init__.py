@@ -44,10 +44,8 @@ EXTRA_HINT = "pip install 'klaviyo-sync[export]'"
 # Views left out unless named in --tables: event_details is events joined to two small tables,
 # as big as events and rewritten whole whenever any event changes; so are the attribution views
 # and the customer timeline (one row per event; the table event_attributions they read is exported).
-# event_touches (and event_touch_metrics) are derived from events and metrics, kept by triggers.
 NOT_BY_DEFAULT = {"event_details", "attributed_conversions", "session_attributed_conversions",
-                  "session_touches", "conversion_lag", "customer_timeline", "event_touches",
-                  "event_touch_metrics"}
+                  "session_touches", "conversion_lag", "customer_timeline"}
 FETCH = 5000
 
 DUCK_TYPES = {"text": "VARCHAR", "integer": "BIGINT", "real": "DOUBLE", "timestamp": "TIMESTAMP",
