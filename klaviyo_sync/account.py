@@ -11,6 +11,7 @@ the other account does not have them.
 from __future__ import annotations
 
 import logging
+import sys
 
 from sqlite_utils import Database
 
@@ -68,9 +69,10 @@ def check_account(client: KlaviyoClient, db: Database) -> dict | None:
     account = fetch_account(client)
     stored = stored_account_id(db)
     if account is None:
-        log.warning("warning: the API key cannot read %s (scope accounts:read): cannot check that it "
-                    "belongs to the account this database holds%s", ACCOUNTS_PATH,
-                    f" ({stored})" if stored else "")
+        # Said like every other warning of the tool (not through the log's timestamped format).
+        print(f"klaviyo-sync: warning: the API key cannot read {ACCOUNTS_PATH} (scope accounts:read): "
+              "cannot check that it belongs to the account this database holds"
+              f"{f' ({stored})' if stored else ''}", file=sys.stderr)
         return None
     if stored is not None and stored != account["id"]:
         raise AccountMismatch(

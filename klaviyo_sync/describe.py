@@ -1,40 +1,25 @@
 """What each table and column of the database means, for tools that show it (Datasette's
 metadata.json, with the canned queries and dashboard of dashboard.py): ``datasette_metadata``
 walks the actual schema of a database and attaches these descriptions, so a column added by a
-migration shows up even before it is described here (tests/test_describe.py fails until it is)."""
+migration shows up even before it is described (tests/test_describe.py fails until it is).
+
+A stream's tables are described by its declaration (klaviyo_sync/streams/, ``TableSpec`` and
+``Column``); this module holds the descriptions of what belongs to no stream: the bookkeeping
+tables (sync_runs, sync_state, verify's) and the views, each once."""
 
 from __future__ import annotations
 
 from sqlite_utils import Database
 
 from . import dashboard
+from .streams.attributions import ATTRIBUTIONS_SPEC
 
 TITLE = "Klaviyo (klaviyo-sync)"
 
 TABLES: dict[str, str] = {
-    "metrics": "Every metric (event type) of the account, e.g. Placed Order, Opened Email.",
-    "profiles": "The profiles that events point at (customers and subscribers).",
-    "events": "Every event synced, once each (primary key: Klaviyo's event id).",
-    "campaigns": "Campaigns of every channel, archived ones too.",
-    "campaign_messages": "The messages of each campaign (one per channel variant).",
-    "campaign_stats": "Performance of each campaign message, from Klaviyo's campaign values report. "
-                      "A campaign the report had nothing for has one row with empty statistics "
-                      "and campaign_message_id = ''.",
     "sync_runs": "One row per klaviyo-sync run: what it did, how long it took, how it ended.",
     "sync_state": "High-water marks: every event before events.mark is stored.",
-    "flows": "Every flow (automation) of the account, archived and deleted ones too.",
-    "flow_actions": "The actions (steps) of each flow: sends, delays, splits.",
-    "flow_messages": "The messages sent by flow actions.",
-    "templates": "Email templates.",
-    "flow_stats_daily": "Performance of each flow message per day of the account's time zone (sync-account; "
-                        "UTC when unknown), from Klaviyo's flow series report. "
-                        "Days a message sent nothing have no row.",
-    "flow_stats_days": "Which days' flow statistics were read, for which conversion metric, and when.",
     "flow_message_daily": "Per-day flow statistics with the flow's and the message's names.",
-    "lists": "Lists of the account.",
-    "segments": "Segments of the account.",
-    "list_members": "Which profiles are members of which list.",
-    "segment_members": "Which profiles are members of which segment.",
     "verify_results": "One row per metric, day and verify run: local counts against Klaviyo's.",
     "unverifiable_metrics": "Metrics Klaviyo refused to aggregate (custom ones): verify asks again only "
                             "7 days after the last refusal, or with --retry-unverifiable.",
@@ -45,9 +30,6 @@ TABLES: dict[str, str] = {
     "campaign_performance": "One row per campaign with its statistics summed over its messages.",
     "suppressions": ("Who may not be emailed or texted, and why: one row per profile and channel Klaviyo will not "
                      "send marketing to (global exclusions, as Fivetran and Airbyte call them; from sync-profiles)."),
-    "event_attributions": "Klaviyo's attribution of events (GET /api/events?include=attributions): which campaign "
-                          "or flow message, through which touch (attributed event), earned the event. Written with "
-                          "the event; an event without a row is organic (or was synced before attributions were kept).",
     "attributed_conversions": "Every event with Klaviyo's stored attribution (one per event: of several, the one "
                               "whose touch is latest, then the smallest id); the attribution columns are empty for "
                               "an organic event. `attribution --model klaviyo`, `customers`, `customer`, "
@@ -69,91 +51,8 @@ _COMMON = {
     "created_at": "When Klaviyo created it (UTC).",
     "updated_at": "When it last changed in Klaviyo (UTC).",
 }
-_STATS = {
-    "recipients": "Recipients of the message.",
-    "delivered": "Messages delivered.",
-    "delivery_rate": "delivered / recipients (a fraction 0-1).",
-    "opens": "Opens, counting repeats.",
-    "opens_unique": "Recipients who opened.",
-    "open_rate": "opens_unique / delivered (a fraction 0-1).",
-    "clicks": "Clicks, counting repeats.",
-    "clicks_unique": "Recipients who clicked.",
-    "click_rate": "clicks_unique / delivered (a fraction 0-1).",
-    "conversions": "Conversions (the conversion metric's events) attributed to the message.",
-    "conversion_uniques": "Recipients who converted.",
-    "conversion_rate": "conversion_uniques / delivered (a fraction 0-1).",
-    "conversion_value": "Revenue attributed to the message.",
-    "unsubscribes": "Unsubscribes.",
-    "unsubscribe_rate": "Unsubscribe rate (a fraction 0-1).",
-    "bounced": "Bounces (email).",
-    "bounce_rate": "bounced / recipients (a fraction 0-1).",
-    "spam_complaints": "Spam complaints.",
-    "spam_complaint_rate": "spam_complaints / delivered (a fraction 0-1).",
-}
 
 COLUMNS: dict[str, dict[str, str]] = {
-    "metrics": {
-        "name": "The metric's name, e.g. Placed Order.",
-        "integration_id": "The integration that sends it (id).",
-        "integration_key": "The integration's key, e.g. shopify.",
-        "integration_name": "The integration's name.",
-        "integration_category": "The integration's category.",
-        "attributes": "Every attribute as Klaviyo returned it (JSON).",
-    },
-    "profiles": {
-        "email": "Email address.", "phone_number": "Phone number (E.164).",
-        "external_id": "Your own id for the profile, if set.", "first_name": "First name.",
-        "last_name": "Last name.", "organization": "Organization.", "locale": "Locale, e.g. en-US.",
-        "title": "Job title.", "image": "Image URL.",
-        "last_event_date": "When the profile's latest event happened (UTC).",
-        "location": "Address and coordinates (JSON).", "properties": "Custom properties (JSON).",
-        "email_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED (sync-profiles).",
-        "email_can_receive": "1 if email marketing can reach the profile.",
-        "email_suppression": "Suppression reasons, comma-separated, e.g. HARD_BOUNCE.",
-        "email_consent_at": "When email consent was given or changed (UTC).",
-        "sms_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED.",
-        "sms_can_receive": "1 if SMS marketing can reach the profile.",
-        "sms_consent_at": "When SMS consent was given or changed (UTC).",
-        "push_consent": "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED.",
-        "push_can_receive": "1 if push can reach the profile.",
-        "subscriptions": "Subscriptions as Klaviyo returned them (JSON).",
-        "predictive_analytics": "Predictive analytics (JSON, with --predictive).",
-        "deleted_at": "Set when the profile was deleted in Klaviyo (UTC).",
-    },
-    "events": {
-        "metric_id": "The metric (event type): metrics.id.",
-        "profile_id": "The profile: profiles.id (NULL when the event has none).",
-        "datetime": "When the event happened (UTC, YYYY-MM-DDTHH:MM:SSZ).",
-        "timestamp": "The same instant in epoch seconds.",
-        "uuid": "Klaviyo's event UUID.",
-        "value": "The event's value (event_properties $value), e.g. an order's revenue.",
-        "properties": "The event's properties (JSON).",
-    },
-    "campaigns": {
-        "name": "Campaign name.", "channel": "email, sms or mobile_push.",
-        "status": "Klaviyo's status, e.g. Sent, Draft.", "archived": "1 if archived, else 0.",
-        "send_time": "When it was sent (UTC): send_time, else its messages' earliest send time.",
-        "scheduled_at": "When it was scheduled (UTC).", "send_strategy": "How it is sent (JSON).",
-        "subject": "Subject of its first message.", "label": "Label of its first message.",
-        "attributes": "Every attribute as Klaviyo returned it (JSON).",
-    },
-    "campaign_messages": {
-        "campaign_id": "The campaign: campaigns.id.", "channel": "email, sms or mobile_push.",
-        "label": "Message label.", "subject": "Email subject.", "preview_text": "Email preview text.",
-        "from_email": "Sender address.", "from_label": "Sender name.", "body": "SMS or push body.",
-        "send_time": "Earliest send time (UTC).", "send_times": "Every send time (JSON).",
-        "definition": "The message definition as Klaviyo returned it (JSON).",
-    },
-    "campaign_stats": {
-        "campaign_id": "The campaign: campaigns.id.",
-        "campaign_message_id": "The message: campaign_messages.id ('' on an empty row).",
-        "send_channel": "The report's channel: email, sms, push-notification.",
-        **_STATS,
-        "conversion_metric_id": "The metric counted as a conversion: metrics.id.",
-        "timeframe_start": "Start of the report timeframe asked for (UTC).",
-        "timeframe_end": "End of the report timeframe asked for (UTC).",
-        "fetched_at": "When these statistics were fetched (UTC).",
-    },
     "sync_runs": {
         "id": "Run number.", "command": "The command, e.g. sync-events.",
         "arguments": "Its arguments (JSON; never the API key).",
@@ -173,62 +72,6 @@ COLUMNS: dict[str, dict[str, str]] = {
     },
 }
 
-COLUMNS["flows"] = {
-    "name": "Flow name.", "status": "draft, manual or live.", "archived": "1 if archived, else 0.",
-    "trigger_type": "What starts the flow, e.g. Added to List, Metric.",
-    "deleted_at": "Set when the flow left the account (UTC).",
-    "definition_updated": "The flow's `updated` its definition was read at.",
-    "entry_action_id": "The first action: flow_actions.id.",
-    "triggers": "Its triggers (JSON).", "profile_filter": "Who may enter (JSON).",
-    "reentry_criteria": "When a profile may enter again (JSON).",
-}
-COLUMNS["flow_actions"] = {
-    "flow_id": "The flow: flows.id.",
-    "type": "send-email, send-sms, time-delay, conditional-split, ...",
-    "status": "The action's status.",
-    "position": "Order in a walk from the entry action, true branch first.",
-    "next_action_ids": "The actions that follow (JSON).",
-    "delay_value": "A time delay's amount.", "delay_unit": "A time delay's unit.",
-    "delay_seconds": "A time delay in seconds.", "definition": "The action as Klaviyo returned it (JSON).",
-}
-COLUMNS["flow_messages"] = {
-    "flow_id": "The flow: flows.id.", "flow_action_id": "The action that sends it: flow_actions.id.",
-    "channel": "email or sms.", "name": "Message name.", "subject": "Email subject.",
-    "preview_text": "Email preview text.", "from_email": "Sender address.", "from_label": "Sender name.",
-    "template_id": "The email template: templates.id.", "body": "SMS body.",
-    "definition": "The message as Klaviyo returned it (JSON).",
-}
-COLUMNS["templates"] = {
-    "name": "Template name.", "editor_type": "How it was built, e.g. CODE, SYSTEM_DRAGGABLE.",
-    "html": "HTML (NULL with --no-html).", "text": "Plain text (NULL with --no-html).",
-    "amp": "AMP HTML (NULL with --no-html).",
-}
-COLUMNS["flow_stats_daily"] = {
-    "flow_id": "The flow: flows.id.", "flow_message_id": "The message: flow_messages.id.",
-    "day": "The day, YYYY-MM-DD, in the account's time zone (the account table; UTC when unknown).",
-    "send_channel": "email or sms.", **_STATS,
-    "conversion_metric_id": "The metric counted as a conversion: metrics.id.",
-    "fetched_at": "When these statistics were fetched (UTC).",
-}
-COLUMNS["flow_stats_days"] = {
-    "flow_id": "The flow: flows.id.", "day": "The day, YYYY-MM-DD, in the account's time zone.",
-    "conversion_metric_id": "The conversion metric it was read for: metrics.id.",
-    "fetched_at": "When that day was read (UTC).",
-}
-
-COLUMNS["lists"] = {
-    "name": "List name.", "opt_in_process": "single_opt_in or double_opt_in.",
-    "profile_count": "Members, as Klaviyo counted them.", "profile_count_at": "When it was counted (UTC).",
-}
-COLUMNS["segments"] = {
-    "name": "Segment name.", "definition": "Its conditions (JSON).", "is_active": "1 if active.",
-    "is_processing": "1 while Klaviyo is (re)computing it.", "is_starred": "1 if starred.",
-    "profile_count": "Members, as Klaviyo counted them.", "profile_count_at": "When it was counted (UTC).",
-}
-COLUMNS["list_members"] = {"list_id": "The list: lists.id.", "profile_id": "The profile: profiles.id.",
-                           "joined_group_at": "When the profile most recently joined (UTC)."}
-COLUMNS["segment_members"] = {"segment_id": "The segment: segments.id.", "profile_id": "The profile: profiles.id.",
-                              "joined_group_at": "When the profile most recently joined (UTC)."}
 COLUMNS["verify_results"] = {
     "run_id": "The verify run: sync_runs.id.", "metric_id": "metrics.id.", "metric": "The metric's name.",
     "day": "The day checked, YYYY-MM-DD in timezone.", "timezone": "The time zone the days are in.",
@@ -269,17 +112,8 @@ COLUMNS["campaign_performance"] = {
     "conversion_rate": "Recomputed from the sums: conversion_uniques / delivered.",
 }
 
-_ATTRIBUTION = {
-    "event_id": "The attributed event (events.id), e.g. a Placed Order.",
-    "attributed_event_id": "The touch that earned it (events.id): the opened or clicked email, the clicked or "
-                           "received SMS, the opened push. May not be stored (outside the synced window).",
-    "campaign_id": "The campaign credited (campaigns.id); empty for a flow.",
-    "campaign_message_id": "The campaign message credited (campaign_messages.id).",
-    "flow_id": "The flow credited (flows.id); empty for a campaign.",
-    "flow_message_id": "The flow message credited (flow_messages.id).",
-    "flow_message_variation_id": "The flow message's A/B variation credited, when Klaviyo names one.",
-}
-COLUMNS["event_attributions"] = {"id": "Klaviyo's attribution id (primary key).", **_ATTRIBUTION}
+# The views of attributed events describe the attribution columns as event_attributions does.
+_ATTRIBUTION = {k: v for k, v in ATTRIBUTIONS_SPEC.descriptions().items() if k != "id"}
 _CONVERSION = {
     **_ATTRIBUTION,
     "event_id": "The event (events.id).",
@@ -305,18 +139,6 @@ COLUMNS["conversion_lag"] = {
     "lag_bucket": "The hour bucket of the lag: 0-1h, 1-2h, 2-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h, "
                   "72-96h, 96-120h or 120h+; empty when the touch is not stored."}
 
-
-def _declared() -> None:
-    """Declared streams describe their own tables (klaviyo_sync/streams/)."""
-    from .streams import declarations  # the streams import describe's neighbours: import them late
-
-    for decl in declarations():
-        for spec in decl.tables:
-            TABLES[spec.name] = spec.description
-            COLUMNS[spec.name] = spec.descriptions()
-
-
-_declared()
 
 # Tables that are bookkeeping, not data: left out of the metadata (Datasette shows them anyway).
 INTERNAL = {"_sqlite_migrations"}
@@ -368,15 +190,6 @@ def undescribed(db: Database) -> list[str]:
 
 
 # -- the analytics views (migration m008_analytics; their rules: klaviyo_sync/analytics.py) ---------
-TABLES.setdefault("event_attributions", "Klaviyo's attribution of an event (a conversion) to the campaign or flow "
-                                        "message that earned it, kept by sync-events.")
-COLUMNS.setdefault("event_attributions", {
-    "event_id": "The attributed event (the conversion): events.id.",
-    "attributed_event_id": "The touch it is attributed to (an open, click or receipt): events.id.",
-    "campaign_id": "The campaign: campaigns.id.", "campaign_message_id": "The campaign message: campaign_messages.id.",
-    "flow_id": "The flow: flows.id.", "flow_message_id": "The flow message: flow_messages.id.",
-    "flow_message_variation_id": "The flow message's A/B variation.",
-})
 TABLES.update({
     "customer_summary": "One row per conversion metric (Placed Order, and the metrics the stored statistics were "
                         "read for) and profile with at least one of its events: what `customers` answers.",
@@ -434,3 +247,20 @@ COLUMNS.update({
         "message_name": "The message's label or name.", "channel": "The message's channel: email, sms or mobile_push.",
     },
 })
+
+
+def _declared() -> None:
+    """Declared streams describe their own tables (klaviyo_sync/streams/: each ``Column`` next to
+    the declaration that owns the table); this module describes only what no stream owns (the
+    bookkeeping tables and the views). A table described in both places is an error."""
+    from .streams import declarations  # the streams import describe's neighbours: import them late
+
+    for decl in declarations():
+        for spec in decl.tables:
+            if spec.name in TABLES or spec.name in COLUMNS:
+                raise ValueError(f"{spec.name} is described by {decl.command}'s declaration: not in describe.py")
+            TABLES[spec.name] = spec.description
+            COLUMNS[spec.name] = spec.descriptions()
+
+
+_declared()

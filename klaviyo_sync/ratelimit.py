@@ -300,7 +300,7 @@ class RateLimiter:
         *,
         headroom: float = 0.9,
         clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] = random.random,
         max_spread: float = 1.0,
         database: str | os.PathLike | None = None,
@@ -313,7 +313,8 @@ class RateLimiter:
         self._daily = dict(DAILY_LIMITS)
         self._daily.update(daily or {})
         self._headroom = headroom
-        self._sleep = sleep
+        # time.sleep looked up at call time (not bound at import), so a patched sleep reaches it.
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._lock = threading.Lock()
         self._rng = rng
         self._max_spread = max_spread

@@ -4,6 +4,7 @@ command or a README section; and sync-all treats optional steps as the README sa
 
 from __future__ import annotations
 
+import pkgutil
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
+from klaviyo_sync import cli, commands
 from klaviyo_sync import db as store
 from klaviyo_sync.cli import app
 from klaviyo_sync.describe import TABLES, column_description
@@ -61,6 +63,27 @@ def test_every_declared_table_and_column_is_described_and_created_as_declared(de
         database.close()
 
 
+def test_every_table_of_a_fresh_database_is_declared_by_its_stream_with_every_column_described(tmp_path):
+    """A table is described once, by the declaration of the stream that writes it; only the bookkeeping
+    tables (runs, marks, verify's results) are described in describe.py, with the views."""
+    owned = {spec.name: spec for decl in DECLARED for spec in decl.tables}
+    bookkeeping = {"sync_runs", "sync_state", "verify_results", "unverifiable_metrics"}
+    database = store.open_db(tmp_path / "k.db")
+    try:
+        tables = [t for t in database.table_names() if not t.startswith("_")]
+        assert {"metrics", "events", "profiles", "lists", "segment_members", "campaign_stats", "flows",
+                "templates", "flow_stats_daily", "event_attributions", "images"} <= set(owned)
+        for name in tables:
+            if name in bookkeeping:
+                continue
+            assert name in owned, f"{name}: no stream declares it (declare its TableSpec in klaviyo_sync/streams/)"
+            described = owned[name].descriptions()
+            for column in database[name].columns:
+                assert described.get(column.name), f"{name}.{column.name} has no description in its declaration"
+    finally:
+        database.close()
+
+
 @pytest.mark.parametrize("decl", DECLARED, ids=by_command)
 def test_every_declared_path_has_a_fake_route_needing_the_declared_scope(decl):
     for path in decl.paths:
@@ -75,6 +98,19 @@ def test_every_declared_stream_has_its_command_and_a_readme_section(decl):
     assert decl.command in get_command(app).commands
     headings = [line for line in README.splitlines() if line.startswith("### ")]
     assert any(f"`{decl.command}`" in h for h in headings), f"README has no ### `{decl.command}` section"
+
+
+def test_every_command_module_is_registered_without_an_import_in_cli():
+    """cli.register() imports every module of klaviyo_sync/commands/: a new one (a stream's own
+    command, like sync-coupons --codes) cannot be forgotten, and each command it defines exists."""
+    modules = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    assert sorted(cli.register()) == modules and {"coupons", "forms", "flows"} <= set(modules)
+    registered = get_command(app).commands
+    for name in modules:
+        source = (Path(commands.__file__).parent / f"{name}.py").read_text()
+        for command in re.findall(r'app\.command\("([^"]+)"\)', source):
+            assert command in registered, f"commands/{name}.py: {command} is not registered"
+    assert {"sync-coupons", "sync-forms", "forms", "sync-account", "sync-segment-growth"} <= set(registered)
 
 
 def test_upsert_sql_quotes_identifiers_so_keywords_can_be_columns(tmp_path):

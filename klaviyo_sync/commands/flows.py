@@ -7,14 +7,15 @@ from typing import Annotated, Optional
 import typer
 
 from .. import db as store
-from .. import errors, output, queries
+from .. import output, queries
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..streams.series import report_zone
 from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, report_range, utcnow
 from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
-                   _check_summary_format, _parse, _report, app, check_format, common, recorded_run)
+                   _check_summary_format, _parse, _report, app, check_format, common, exit_if_partial, local_or_api,
+                   recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Send days (whole days of the account's time zone): {RANGE_FORMS}.")]
@@ -124,34 +125,26 @@ def flows_cmd(
     if by not in ("flow", "message"):
         raise UsageError(f"--by: {by!r} is not one of flow, message")
     tagged = None if tag is None else queries.tagged(settings.db, "flow", tag)
-    covered, rows, zone = (False, [], None)
-    if not refresh and settings.db.exists():
-        covered, rows, zone = _query_flows(settings, window, by, warn=True)
-        if covered and not settings.quiet:
-            database = store.open_db(settings.db)
-            try:
-                synced = queries.last_run_finished(database, "sync-flows")
-            finally:
-                database.close()
-            age = f"synced {humanize_age((utcnow() - parse_datetime(synced)).total_seconds())} ago" if synced else "sync time unknown"
-            print(f"{len(rows)} {by}(s) from the local database ({age}); --refresh fetches from the API",
-                  file=sys.stderr)
-    partial = None
-    if refresh or not covered:
-        run = _flow_sync(settings, window, True, conversion_metric, wait)
-        partial = run["result"].partial
-        _, rows, zone = _query_flows(settings, window, by)
-        if not settings.quiet:
-            print(f"{len(rows)} {by}(s) fetched from the API", file=sys.stderr)
+
+    def synced() -> str:
+        database = store.open_db(settings.db)
+        try:
+            at = queries.last_run_finished(database, "sync-flows")
+        finally:
+            database.close()
+        return f" (synced {humanize_age((utcnow() - parse_datetime(at)).total_seconds())} ago)" if at else \
+            " (sync time unknown)"
+
+    rows, zone, partial = local_or_api(settings, refresh, lambda warn: _query_flows(settings, window, by, warn=warn),
+                                       lambda: _flow_sync(settings, window, True, conversion_metric, wait),
+                                       f"{by}(s)", synced)
     first, last = queries.day_bounds(window, zone)
     if tagged is not None:
         rows = [r for r in rows if r["flow_id" if by == "message" else "id"] in tagged]
     output.write_rows(rows, output.resolve_format(fmt),
                       queries.FLOW_MESSAGE_TABLE if by == "message" else queries.FLOW_TABLE,
                       title=f"Flows that sent {first} .. {last} ({zone.key} days)" + (f" tagged {tag}" if tag else ""))
-    if partial:
-        print(f"{PROG}: warning: {partial}", file=sys.stderr)
-        raise typer.Exit(errors.PARTIAL)
+    exit_if_partial(partial)
 
 
 @app.command("revenue")

@@ -1,20 +1,19 @@
 """sync-account; sync-forms and the analyst's forms command; sync-segment-growth."""
 
-import sys
 from typing import Annotated
 
 import typer
 
 from .. import db as store
-from .. import errors, output
+from .. import output
 from ..streams import declaration
 from ..streams.account import sync_account
 from ..streams.forms import sync_forms
 from ..streams.segment_growth import sync_segment_growth
 from ..streams.series import local_days, report_zone
 from ..timeutil import RANGE_FORMS, Window, report_range, utcnow
-from .base import (PROG, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format, _parse,
-                   _report, app, check_format, common, denied_as, recorded_run)
+from .base import (RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt, _check_summary_format, _parse, _report, app,
+                   check_format, common, denied_as, exit_if_partial, local_or_api, recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
                                        help=f"Days in the account's time zone: {RANGE_FORMS}.")]
@@ -106,7 +105,7 @@ def forms_cmd(
     window = _parse(report_range, range_, "--range")
     check_format(fmt)
 
-    def read(warn: bool = False) -> tuple[bool, list[dict], list]:
+    def read(warn: bool) -> tuple[bool, list[dict], list]:
         database = store.open_db(settings.db)
         try:
             zone = report_zone(database, warn=warn and not settings.quiet)
@@ -118,22 +117,11 @@ def forms_cmd(
         finally:
             database.close()
 
-    covered, rows, (first, last, zone) = (False, [], [None, None, None])
-    if not refresh and settings.db.exists():
-        covered, rows, (first, last, zone) = read(warn=True)
-        if covered and not settings.quiet:
-            print(f"{len(rows)} form(s) from the local database; --refresh fetches from the API", file=sys.stderr)
-    partial = None
-    if refresh or not covered:
-        partial = _forms_sync(settings, window, wait)["result"].partial
-        _, rows, (first, last, zone) = read()
-        if not settings.quiet:
-            print(f"{len(rows)} form(s) fetched from the API", file=sys.stderr)
+    rows, (first, last, zone), partial = local_or_api(settings, refresh, read,
+                                                      lambda: _forms_sync(settings, window, wait), "form(s)")
     output.write_rows(rows, output.resolve_format(fmt), FORM_TABLE,
                       title=f"Forms shown {first} .. {last} ({zone} days)")
-    if partial:
-        print(f"{PROG}: warning: {partial}", file=sys.stderr)
-        raise typer.Exit(errors.PARTIAL)
+    exit_if_partial(partial)
 
 
 @app.command("sync-segment-growth")

@@ -3,6 +3,7 @@ progress bar on a terminal."""
 
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import typer
@@ -43,6 +44,35 @@ def _report(settings: Settings, run: dict, fmt: str = "auto") -> None:
     print_summary(settings, summary, fmt)
     if summary["status"] == "partial":
         print(f"{PROG}: warning: {run['result'].partial}", file=sys.stderr)
+        raise typer.Exit(errors.PARTIAL)
+
+
+def local_or_api(settings: Settings, refresh: bool, read: Callable[[bool], tuple], fetch: Callable[[], dict],
+                 noun: str, note: Callable[[], str] = str) -> tuple[list, object, str | None]:
+    """The body the range commands share (flows, forms): the rows of a range from the database
+    when it covers the range, else (and with --refresh) from a sync first. ``read(warn)`` gives
+    (covered, rows, context), ``fetch()`` runs the sync and returns its run, ``note()`` adds to
+    the local line (e.g. the sync's age). Says on stderr where the rows came from; returns
+    (rows, context, why the sync was partial or None): write the rows, then ``exit_if_partial``."""
+    covered, rows, context = False, [], None
+    if not refresh and settings.db.exists():
+        covered, rows, context = read(True)
+        if covered and not settings.quiet:
+            print(f"{len(rows)} {noun} from the local database{note()}; --refresh fetches from the API",
+                  file=sys.stderr)
+    partial = None
+    if refresh or not covered:
+        partial = fetch()["result"].partial
+        _, rows, context = read(False)
+        if not settings.quiet:
+            print(f"{len(rows)} {noun} fetched from the API", file=sys.stderr)
+    return rows, context, partial
+
+
+def exit_if_partial(partial: str | None) -> None:
+    """After the rows are written: a partial sync behind them is a warning and exit 3."""
+    if partial:
+        print(f"{PROG}: warning: {partial}", file=sys.stderr)
         raise typer.Exit(errors.PARTIAL)
 
 

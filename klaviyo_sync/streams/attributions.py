@@ -13,8 +13,23 @@ from sqlite_utils import Database
 
 from .. import db as store
 from ..timeutil import iso, parse_datetime
+from .declare import TEXT, Column, TableSpec
 
 COVERED_KEY = "attributions.covered"
+ATTRIBUTIONS_SPEC = TableSpec("event_attributions", "Klaviyo's attribution of events (GET "
+    "/api/events?include=attributions): which campaign or flow message, through which touch (attributed event), "
+    "earned the event. Written with the event; an event without a row is organic (or was synced before "
+    "attributions were kept).", (
+    Column("id", TEXT, "Klaviyo's attribution id (primary key)."),
+    Column("event_id", TEXT, "The attributed event (events.id), e.g. a Placed Order."),
+    Column("attributed_event_id", TEXT, "The touch that earned it (events.id): the opened or clicked email, the "
+           "clicked or received SMS, the opened push. May not be stored (outside the synced window)."),
+    Column("campaign_id", TEXT, "The campaign credited (campaigns.id); empty for a flow."),
+    Column("campaign_message_id", TEXT, "The campaign message credited (campaign_messages.id)."),
+    Column("flow_id", TEXT, "The flow credited (flows.id); empty for a campaign."),
+    Column("flow_message_id", TEXT, "The flow message credited (flow_messages.id)."),
+    Column("flow_message_variation_id", TEXT, "The flow message's A/B variation credited, when Klaviyo names one."),
+))
 ATTRIBUTION_UPSERT = store.upsert_sql("event_attributions", store.ATTRIBUTION_COLUMNS)
 
 

@@ -27,7 +27,9 @@ from ..db import to_json
 from ..errors import RemovalsRefused, UsageError
 from ..timeutil import iso, normalize_iso, parse_datetime, utcnow
 from ..transform import profile_row
-from .declare import LISTS_READ, PROFILES_READ, SEGMENTS_READ, Declaration, declare, flag
+from .declare import (
+    INTEGER, LISTS_READ, PROFILES_READ, SEGMENTS_READ, TEXT, Column, Declaration, TableSpec, declare, flag,
+)
 from .engine import Cursor, Included, Stream, SyncResult, Table, full_pass_key, run_stream
 
 PROFILE_PAGE_SIZE = 100
@@ -260,20 +262,89 @@ def sync_members(client: KlaviyoClient, db: Database, group: str, gid: str, *, f
     return full
 
 
+PROFILES_SPEC = TableSpec("profiles", "The profiles that events point at (customers and subscribers).", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("email", TEXT, "Email address."),
+    Column("phone_number", TEXT, "Phone number (E.164)."),
+    Column("external_id", TEXT, "Your own id for the profile, if set."),
+    Column("first_name", TEXT, "First name."),
+    Column("last_name", TEXT, "Last name."),
+    Column("organization", TEXT, "Organization."),
+    Column("locale", TEXT, "Locale, e.g. en-US."),
+    Column("title", TEXT, "Job title."),
+    Column("image", TEXT, "Image URL."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("last_event_date", TEXT, "When the profile's latest event happened (UTC)."),
+    Column("location", TEXT, "Address and coordinates (JSON)."),
+    Column("properties", TEXT, "Custom properties (JSON)."),
+    Column("email_consent", TEXT, "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED (sync-profiles)."),
+    Column("email_can_receive", INTEGER, "1 if email marketing can reach the profile."),
+    Column("email_suppression", TEXT, "Suppression reasons, comma-separated, e.g. HARD_BOUNCE."),
+    Column("email_consent_at", TEXT, "When email consent was given or changed (UTC)."),
+    Column("sms_consent", TEXT, "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED."),
+    Column("sms_can_receive", INTEGER, "1 if SMS marketing can reach the profile."),
+    Column("sms_consent_at", TEXT, "When SMS consent was given or changed (UTC)."),
+    Column("push_consent", TEXT, "SUBSCRIBED, UNSUBSCRIBED or NEVER_SUBSCRIBED."),
+    Column("push_can_receive", INTEGER, "1 if push can reach the profile."),
+    Column("subscriptions", TEXT, "Subscriptions as Klaviyo returned them (JSON)."),
+    Column("predictive_analytics", TEXT, "Predictive analytics (JSON, with --predictive)."),
+    Column("deleted_at", TEXT, "Set when the profile was deleted in Klaviyo (UTC)."),
+))
+
+LISTS_SPEC = TableSpec("lists", "Lists of the account.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "List name."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("opt_in_process", TEXT, "single_opt_in or double_opt_in."),
+    Column("profile_count", INTEGER, "Members, as Klaviyo counted them."),
+    Column("profile_count_at", TEXT, "When it was counted (UTC)."),
+))
+
+SEGMENTS_SPEC = TableSpec("segments", "Segments of the account.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "Segment name."),
+    Column("definition", TEXT, "Its conditions (JSON)."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("is_active", INTEGER, "1 if active."),
+    Column("is_processing", INTEGER, "1 while Klaviyo is (re)computing it."),
+    Column("is_starred", INTEGER, "1 if starred."),
+    Column("profile_count", INTEGER, "Members, as Klaviyo counted them."),
+    Column("profile_count_at", TEXT, "When it was counted (UTC)."),
+))
+
+
+def _members_spec(group: str) -> TableSpec:
+    """list_members or segment_members (the same columns, as migration m002 made them)."""
+    return TableSpec(f"{group}_members", f"Which profiles are members of which {group}.", (
+        Column(f"{group}_id", TEXT, f"The {group}: {group}s.id."),
+        Column("profile_id", TEXT, "The profile: profiles.id."),
+        Column("joined_group_at", TEXT, "When the profile most recently joined (UTC)."),
+    ), key=(f"{group}_id", "profile_id"))
+
+
+LIST_MEMBERS_SPEC, SEGMENT_MEMBERS_SPEC = _members_spec("list"), _members_spec("segment")
+
+
 SYNC_PROFILES = declare(Declaration(
     command="sync-profiles", help="", scope=PROFILES_READ, tier="profiles", paths=("/api/profiles",),
+    tables=(PROFILES_SPEC,),
     run=lambda client, db, result: sync_profiles(client, db, result=result), sync_all=20, core=True,
     arguments={"full": False},
 ))
 SYNC_LISTS = declare(Declaration(
     command="sync-lists", help="", scope=LISTS_READ, tier="lists",
     paths=("/api/lists", "/api/lists/{id}", "/api/lists/{id}/profiles"),
+    tables=(LISTS_SPEC, LIST_MEMBERS_SPEC),
     run=lambda client, db, result: sync_groups(client, db, "list", result=result), sync_all=40, core=True,
     arguments={"counts": False, "members": []},
 ))
 SYNC_SEGMENTS = declare(Declaration(
     command="sync-segments", help="", scope=SEGMENTS_READ, tier="segments",
     paths=("/api/segments", "/api/segments/{id}", "/api/segments/{id}/profiles"),
+    tables=(SEGMENTS_SPEC, SEGMENT_MEMBERS_SPEC),
     run=lambda client, db, result: sync_groups(client, db, "segment", result=result), sync_all=50, core=True,
     arguments={"counts": False, "members": []},
 ))

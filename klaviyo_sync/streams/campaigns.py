@@ -14,7 +14,7 @@ from ..client import KlaviyoClient, Page
 from ..errors import RateLimitExceeded, UsageError
 from ..timeutil import Window, iso, parse_datetime, parse_range, utcnow
 from ..transform import campaign_row, message_row, related_ids
-from .declare import CAMPAIGNS_READ, Declaration, declare
+from .declare import CAMPAIGNS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare
 from .engine import Stream, SyncResult, Table, run_stream
 from .metrics import resolve_metrics
 
@@ -198,9 +198,83 @@ def sync_campaigns(
     return result
 
 
+# The report statistics of campaign_stats and flow_stats_daily (streams/flows.py).
+REPORT_STAT_COLUMNS = (
+    Column("recipients", INTEGER, "Recipients of the message."),
+    Column("delivered", INTEGER, "Messages delivered."),
+    Column("delivery_rate", REAL, "delivered / recipients (a fraction 0-1)."),
+    Column("opens", INTEGER, "Opens, counting repeats."),
+    Column("opens_unique", INTEGER, "Recipients who opened."),
+    Column("open_rate", REAL, "opens_unique / delivered (a fraction 0-1)."),
+    Column("clicks", INTEGER, "Clicks, counting repeats."),
+    Column("clicks_unique", INTEGER, "Recipients who clicked."),
+    Column("click_rate", REAL, "clicks_unique / delivered (a fraction 0-1)."),
+    Column("conversions", INTEGER, "Conversions (the conversion metric's events) attributed to the message."),
+    Column("conversion_uniques", INTEGER, "Recipients who converted."),
+    Column("conversion_rate", REAL, "conversion_uniques / delivered (a fraction 0-1)."),
+    Column("conversion_value", REAL, "Revenue attributed to the message."),
+    Column("unsubscribes", INTEGER, "Unsubscribes."),
+    Column("unsubscribe_rate", REAL, "Unsubscribe rate (a fraction 0-1)."),
+    Column("bounced", INTEGER, "Bounces (email)."),
+    Column("bounce_rate", REAL, "bounced / recipients (a fraction 0-1)."),
+    Column("spam_complaints", INTEGER, "Spam complaints."),
+    Column("spam_complaint_rate", REAL, "spam_complaints / delivered (a fraction 0-1)."),
+)
+
+CAMPAIGNS_SPEC = TableSpec("campaigns", "Campaigns of every channel, archived ones too.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "Campaign name."),
+    Column("channel", TEXT, "email, sms or mobile_push."),
+    Column("status", TEXT, "Klaviyo's status, e.g. Sent, Draft."),
+    Column("archived", INTEGER, "1 if archived, else 0."),
+    Column("send_time", TEXT, "When it was sent (UTC): send_time, else its messages' earliest send time."),
+    Column("scheduled_at", TEXT, "When it was scheduled (UTC)."),
+    Column("created_at", TEXT, "When Klaviyo created it (UTC)."),
+    Column("updated_at", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("send_strategy", TEXT, "How it is sent (JSON)."),
+    Column("subject", TEXT, "Subject of its first message."),
+    Column("label", TEXT, "Label of its first message."),
+    Column("attributes", TEXT, "Every attribute as Klaviyo returned it (JSON)."),
+))
+
+# An email message's columns, in campaign_messages and flow_messages (streams/flows.py).
+EMAIL_COLUMNS = (
+    Column("subject", TEXT, "Email subject."),
+    Column("preview_text", TEXT, "Email preview text."),
+    Column("from_email", TEXT, "Sender address."),
+    Column("from_label", TEXT, "Sender name."),
+)
+MESSAGES_SPEC = TableSpec("campaign_messages", "The messages of each campaign (one per channel variant).", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("campaign_id", TEXT, "The campaign: campaigns.id."),
+    Column("channel", TEXT, "email, sms or mobile_push."),
+    Column("label", TEXT, "Message label."),
+    *EMAIL_COLUMNS,
+    Column("body", TEXT, "SMS or push body."),
+    Column("send_time", TEXT, "Earliest send time (UTC)."),
+    Column("send_times", TEXT, "Every send time (JSON)."),
+    Column("created_at", TEXT, "When Klaviyo created it (UTC)."),
+    Column("updated_at", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("definition", TEXT, "The message definition as Klaviyo returned it (JSON)."),
+))
+
+STATS_SPEC = TableSpec("campaign_stats", "Performance of each campaign message, from Klaviyo's campaign values "
+    "report. A campaign the report had nothing for has one row with empty statistics and campaign_message_id = "
+    "''.", (
+    Column("campaign_id", TEXT, "The campaign: campaigns.id."),
+    Column("campaign_message_id", TEXT, "The message: campaign_messages.id ('' on an empty row)."),
+    Column("send_channel", TEXT, "The report's channel: email, sms, push-notification."),
+    *REPORT_STAT_COLUMNS,
+    Column("conversion_metric_id", TEXT, "The metric counted as a conversion: metrics.id."),
+    Column("timeframe_start", TEXT, "Start of the report timeframe asked for (UTC)."),
+    Column("timeframe_end", TEXT, "End of the report timeframe asked for (UTC)."),
+    Column("fetched_at", TEXT, "When these statistics were fetched (UTC)."),
+), key=("campaign_id", "campaign_message_id"))
+
 SYNC_CAMPAIGNS = declare(Declaration(
     command="sync-campaigns", help="", scope=CAMPAIGNS_READ, tier="campaigns",
     paths=("/api/campaigns", "/api/campaign-values-reports"),
+    tables=(CAMPAIGNS_SPEC, MESSAGES_SPEC, STATS_SPEC),
     run=lambda client, db, result: sync_campaigns(client, db, parse_range("30d"), result=result),
     sync_all=60, core=True, arguments={"range": "30d"},
 ))

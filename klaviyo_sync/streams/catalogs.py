@@ -10,7 +10,7 @@ from sqlite_utils import Database
 from ..db import to_json
 from ..timeutil import normalize_iso
 from .declare import CATALOGS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare, flag
-from .engine import Stream, SyncResult, run_stream
+from .engine import Stream, SyncResult, delete_unseen, related, remove_unseen, run_stream
 
 NONE_FOUND = ("found no catalog: the API returns only catalogs built through the API, "
               "not one Klaviyo syncs from Shopify or another integration")
@@ -74,37 +74,27 @@ CATEGORIES = Stream(name="catalog_categories", path="/api/catalog-categories", t
                     row=category_row, type="catalog-category", page_size=100)
 
 
-def _remover(table):
-    def remove(db: Database, seen: str) -> int:
-        key = ", ".join(f'"{c}"' for c in table.key)
-        return db.execute(f'DELETE FROM "{table.name}" WHERE ({key}) NOT IN (SELECT {key} FROM {seen})').rowcount
-    return remove
-
-
 def sync_catalogs(client, db: Database, result: SyncResult | None = None) -> SyncResult:
     result = SyncResult.begin(result, ["catalog_items", "catalog_variants", "catalog_categories"])
     items, variants = ITEMS_TABLE.table, VARIANTS_TABLE.table
-    seen_items: set[str] = set()
-    seen_variants: set[str] = set()
+    seen_items: set[tuple] = set()
+    seen_variants: set[tuple] = set()
     params = {"include": "variants", "page[size]": "100"}
     for page in client.paginate("/api/catalog-items", params):
-        item_of = {v["id"]: r["id"] for r in page.data
-                   for v in (((r.get("relationships") or {}).get("variants") or {}).get("data") or [])}
+        item_of = {v["id"]: r["id"] for r in page.data for v in related(r, "variants")}
         item_rows = [item_row(r) for r in page.data if r.get("type") == "catalog-item"]
         variant_rows = [variant_row(v, item_of.get(v["id"])) for v in page.included
                         if v.get("type") == "catalog-variant"]
         with db.atomic():
             result.add_rows("catalog_items", items.write(db, item_rows))
             result.add_rows("catalog_variants", variants.write(db, variant_rows))
-        seen_items.update(r[0] for r in item_rows)
-        seen_variants.update(r[0] for r in variant_rows)
+        seen_items.update((r[0],) for r in item_rows)
+        seen_variants.update((r[0],) for r in variant_rows)
         result.pages += 1
-    run_stream(client, db, CATEGORIES, result, on_missing=_remover(CATEGORIES.table))
+    run_stream(client, db, CATEGORIES, result, on_missing=remove_unseen(CATEGORIES.table))
     with db.atomic():
         for table, seen in ((items, seen_items), (variants, seen_variants)):
-            gone = sorted({r[0] for r in db.execute(f'SELECT id FROM "{table.name}"').fetchall()} - seen)
-            db.conn.executemany(f'DELETE FROM "{table.name}" WHERE id = ?', [(i,) for i in gone])
-            result.extra[f"{table.name}_removed"] = len(gone)
+            result.extra[f"{table.name}_removed"] = delete_unseen(db, table, seen)
     result.extra.setdefault("catalog_categories_removed", 0)
     if not seen_items and not db.execute("SELECT 1 FROM catalog_categories LIMIT 1").fetchone():
         result.extra["note"] = NONE_FOUND

@@ -14,7 +14,7 @@ from ..client import KlaviyoClient
 from ..timeutil import normalize_iso
 from ..db import to_json
 from .declare import COUPONS_READ, TEXT, Column, Declaration, TableSpec, declare
-from .engine import Stream, SyncResult, run_stream
+from .engine import Stream, SyncResult, remove_unseen, run_stream
 
 COUPONS_TABLE = TableSpec("coupons", "Coupons of the account (sync-coupons).", (
     Column("id", TEXT, "Klaviyo's id (primary key): the coupon's name in Klaviyo, e.g. SUMMER20."),
@@ -48,16 +48,9 @@ COUPONS = Stream(name="coupons", path="/api/coupons", table=COUPONS_TABLE.table,
                  page_size=100, params={"fields[coupon]": "external_id,description,monitor_configuration"})
 
 
-def _remover(table):
-    def remove(db: Database, seen: str) -> int:
-        key = ", ".join(f'"{c}"' for c in table.key)
-        return db.execute(f'DELETE FROM "{table.name}" WHERE ({key}) NOT IN (SELECT {key} FROM {seen})').rowcount
-    return remove
-
-
 def sync_coupons(client: KlaviyoClient, db: Database, result: SyncResult | None = None) -> SyncResult:
     result = SyncResult.begin(result, ["coupons"])
-    run_stream(client, db, COUPONS, result, on_missing=_remover(COUPONS.table))
+    run_stream(client, db, COUPONS, result, on_missing=remove_unseen(COUPONS.table))
     result.extra.setdefault("coupons_removed", 0)
     return result
 

@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from .. import ratelimit
 from ..transform import flag  # noqa: F401 - the 0/1 helper, for declarations
-from .engine import Stream, SyncResult, Table, run_stream
+from .engine import Stream, SyncResult, Table, remove_unseen, run_stream
 
 # The API key scopes, written once (Klaviyo's names).
 ACCOUNTS_READ = "accounts:read"
@@ -155,12 +155,7 @@ def sync_declared(client, db: Database, decl: Declaration, *, full: bool = False
     result = SyncResult.begin(result, stream.tables())
     table = stream.table
     removed = f"{table.name}_removed"
-
-    def remove_missing(db: Database, seen: str) -> int:
-        key = ", ".join(f'"{c}"' for c in table.key)
-        return db.execute(f'DELETE FROM "{table.name}" WHERE ({key}) NOT IN (SELECT {key} FROM {seen})').rowcount
-
-    run_stream(client, db, stream, result, full=full, on_missing=remove_missing if decl.removals else None)
+    run_stream(client, db, stream, result, full=full, on_missing=remove_unseen(table) if decl.removals else None)
     if decl.removals:
         result.extra[removed] = result.extra.pop(removed, 0)
     result.extra[table.name] = db.execute(f'SELECT count(*) FROM "{table.name}"').fetchone()[0]

@@ -201,6 +201,37 @@ def seen_table(table: Table) -> str:
     return f"temp.seen_{table.name}"
 
 
+def related(resource: dict, name: str) -> list[dict]:
+    """The resource identifiers (``{"type", "id"}``) of a resource's relationship ``name`` as a
+    list: a to-many's, a to-one's only one, none when the page did not include it. This is how
+    a page's ``included`` resources (or another listing's) are tied to the resource naming them."""
+    data = ((resource.get("relationships") or {}).get(name) or {}).get("data")
+    if isinstance(data, dict):
+        data = [data]
+    return [d for d in data if isinstance(d, dict) and d.get("id")] if isinstance(data, list) else []
+
+
+def remove_unseen(table: Table) -> Callable[[Database, str], int]:
+    """``run_stream``'s ``on_missing`` for a pass over everything: delete the rows of ``table``
+    whose key the pass did not see (the keys it saw are in the temporary table ``seen``)."""
+    def remove(db: Database, seen: str) -> int:
+        key = ", ".join(store.quote(c) for c in table.key)
+        return db.execute(f"DELETE FROM {store.quote(table.name)} WHERE ({key}) NOT IN (SELECT {key} FROM {seen})"
+                          ).rowcount
+    return remove
+
+
+def delete_unseen(db: Database, table: Table, seen: set[tuple]) -> int:
+    """The same for a pass read without ``run_stream``: delete the rows of ``table`` whose key (a
+    tuple in ``table.key`` order) is not in ``seen``. Call it in the transaction that writes the
+    pass's last rows; returns how many rows it deleted."""
+    key = ", ".join(store.quote(c) for c in table.key)
+    gone = sorted(set(db.execute(f"SELECT {key} FROM {store.quote(table.name)}").fetchall()) - seen)
+    where = " AND ".join(f"{store.quote(c)} = ?" for c in table.key)
+    db.conn.executemany(f"DELETE FROM {store.quote(table.name)} WHERE {where}", gone)
+    return len(gone)
+
+
 def run_stream(
     client: KlaviyoClient,
     db: Database,

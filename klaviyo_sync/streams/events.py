@@ -21,9 +21,9 @@ from sqlite_utils import Database
 from .. import db as store
 from ..client import KlaviyoClient
 from ..timeutil import Window, floor_second, iso, parse_datetime, utcnow
-from .attributions import add_covered
+from .attributions import ATTRIBUTIONS_SPEC, add_covered
 from .autoscale import BUSY_FETCHERS, GROW_MIN_GAIN, GROW_WAIT_SHARE, START_WORKERS, TICK_SECONDS, Autoscale  # noqa: F401
-from .declare import EVENTS_READ, Declaration, declare
+from .declare import EVENTS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare
 from .engine import SyncResult
 from .events_fetch import (  # noqa: F401
     _DONE, EVENT_FIELDS, EVENT_PAGE_SIZE, PAGES_QUEUED, PROFILE_FIELDS, EventSlice, Fetchers, _page_rows, _Rows,
@@ -148,8 +148,20 @@ def _sync_all_events(client: KlaviyoClient, db: Database, result: SyncResult) ->
     sync_events(client, db, window, workers=DEFAULT_WORKERS, result=result)
 
 
+EVENTS_SPEC = TableSpec("events", "Every event synced, once each (primary key: Klaviyo's event id).", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("metric_id", TEXT, "The metric (event type): metrics.id."),
+    Column("profile_id", TEXT, "The profile: profiles.id (NULL when the event has none)."),
+    Column("datetime", TEXT, "When the event happened (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("timestamp", INTEGER, "The same instant in epoch seconds."),
+    Column("uuid", TEXT, "Klaviyo's event UUID."),
+    Column("value", REAL, "The event's value (event_properties $value), e.g. an order's revenue."),
+    Column("properties", TEXT, "The event's properties (JSON)."),
+))
+
 SYNC_EVENTS = declare(Declaration(
     command="sync-events", help="", scope=EVENTS_READ, tier="events", paths=("/api/events",),
+    tables=(EVENTS_SPEC, ATTRIBUTIONS_SPEC),
     run=_sync_all_events, sync_all=30, core=True,
     arguments={"resume": True, "overlap": "1h", "workers": DEFAULT_WORKERS},
 ))

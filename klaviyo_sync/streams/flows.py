@@ -28,8 +28,8 @@ from .. import db as store
 from ..client import KlaviyoClient
 from ..errors import ApiError, RateLimitExceeded
 from ..timeutil import Window, iso, normalize_iso, parse_range, utcnow
-from .campaigns import conversion_metric_id
-from .declare import FLOWS_READ, TEMPLATES_READ, Declaration, declare, flag
+from .campaigns import EMAIL_COLUMNS, REPORT_STAT_COLUMNS, conversion_metric_id
+from .declare import FLOWS_READ, INTEGER, TEMPLATES_READ, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Cursor, Stream, SyncResult, Table, run_stream
 from .series import day_end, local_days, report_zone, timeframe
 
@@ -352,17 +352,92 @@ def sync_flow_stats(client: KlaviyoClient, db: Database, window: Window, *, conv
     return result
 
 
+FLOWS_SPEC = TableSpec("flows", "Every flow (automation) of the account, archived and deleted ones too.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "Flow name."),
+    Column("status", TEXT, "draft, manual or live."),
+    Column("archived", INTEGER, "1 if archived, else 0."),
+    Column("trigger_type", TEXT, "What starts the flow, e.g. Added to List, Metric."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("deleted_at", TEXT, "Set when the flow left the account (UTC)."),
+    Column("definition_updated", TEXT, "The flow's `updated` its definition was read at."),
+    Column("entry_action_id", TEXT, "The first action: flow_actions.id."),
+    Column("triggers", TEXT, "Its triggers (JSON)."),
+    Column("profile_filter", TEXT, "Who may enter (JSON)."),
+    Column("reentry_criteria", TEXT, "When a profile may enter again (JSON)."),
+))
+
+ACTIONS_SPEC = TableSpec("flow_actions", "The actions (steps) of each flow: sends, delays, splits.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("flow_id", TEXT, "The flow: flows.id."),
+    Column("type", TEXT, "send-email, send-sms, time-delay, conditional-split, ..."),
+    Column("status", TEXT, "The action's status."),
+    Column("position", INTEGER, "Order in a walk from the entry action, true branch first."),
+    Column("next_action_ids", TEXT, "The actions that follow (JSON)."),
+    Column("delay_value", INTEGER, "A time delay's amount."),
+    Column("delay_unit", TEXT, "A time delay's unit."),
+    Column("delay_seconds", INTEGER, "A time delay in seconds."),
+    Column("definition", TEXT, "The action as Klaviyo returned it (JSON)."),
+))
+
+MESSAGES_SPEC = TableSpec("flow_messages", "The messages sent by flow actions.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("flow_id", TEXT, "The flow: flows.id."),
+    Column("flow_action_id", TEXT, "The action that sends it: flow_actions.id."),
+    Column("channel", TEXT, "email or sms."),
+    Column("name", TEXT, "Message name."),
+    *EMAIL_COLUMNS,
+    Column("template_id", TEXT, "The email template: templates.id."),
+    Column("body", TEXT, "SMS body."),
+    Column("definition", TEXT, "The message as Klaviyo returned it (JSON)."),
+))
+
+TEMPLATES_SPEC = TableSpec("templates", "Email templates.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "Template name."),
+    Column("editor_type", TEXT, "How it was built, e.g. CODE, SYSTEM_DRAGGABLE."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("html", TEXT, "HTML (NULL with --no-html)."),
+    Column("text", TEXT, "Plain text (NULL with --no-html)."),
+    Column("amp", TEXT, "AMP HTML (NULL with --no-html)."),
+))
+
+STATS_SPEC = TableSpec("flow_stats_daily", "Performance of each flow message per day of the account's time zone "
+    "(sync-account; UTC when unknown), from Klaviyo's flow series report. Days a message sent nothing have no "
+    "row.", (
+    Column("flow_id", TEXT, "The flow: flows.id."),
+    Column("flow_message_id", TEXT, "The message: flow_messages.id."),
+    Column("day", TEXT, "The day, YYYY-MM-DD, in the account's time zone (the account table; UTC when unknown)."),
+    Column("send_channel", TEXT, "email or sms."),
+    *REPORT_STAT_COLUMNS,
+    Column("conversion_metric_id", TEXT, "The metric counted as a conversion: metrics.id."),
+    Column("fetched_at", TEXT, "When these statistics were fetched (UTC)."),
+), key=("flow_message_id", "day"))
+
+DAYS_SPEC = TableSpec("flow_stats_days", "Which days' flow statistics were read, for which conversion metric, and "
+    "when.", (
+    Column("flow_id", TEXT, "The flow: flows.id."),
+    Column("day", TEXT, "The day, YYYY-MM-DD, in the account's time zone."),
+    Column("conversion_metric_id", TEXT, "The conversion metric it was read for: metrics.id."),
+    Column("fetched_at", TEXT, "When that day was read (UTC)."),
+), key=("flow_id", "day"))
+
 SYNC_FLOWS = declare(Declaration(
     command="sync-flows", help="", scope=FLOWS_READ, tier="flows", paths=("/api/flows", "/api/flows/{id}"),
+    tables=(FLOWS_SPEC, ACTIONS_SPEC, MESSAGES_SPEC),
     run=lambda client, db, result: sync_flows(client, db, result=result), sync_all=70, core=True,
     arguments={"stats": False},
 ))
 SYNC_TEMPLATES = declare(Declaration(
     command="sync-templates", help="", scope=TEMPLATES_READ, tier="templates", paths=("/api/templates",),
+    tables=(TEMPLATES_SPEC,),
     run=lambda client, db, result: sync_templates(client, db, result=result), sync_all=75, core=True,
 ))
 SYNC_FLOW_STATS = declare(Declaration(
     command="sync-flow-stats", help="", scope=FLOWS_READ, tier="reports", paths=("/api/flow-series-reports",),
+    tables=(STATS_SPEC, DAYS_SPEC),
     run=lambda client, db, result: sync_flow_stats(client, db, parse_range("30d"), result=result,
                                                    max_age=STATS_MAX_AGE),
     sync_all=80, core=True, arguments={"range": "30d"},

@@ -14,11 +14,10 @@ from datetime import datetime
 from sqlite_utils import Database
 
 from ..client import KlaviyoClient
-from ..errors import RateLimitExceeded
 from ..timeutil import Window, normalize_iso, parse_range, utcnow
 from .declare import FORMS_READ, INTEGER, REAL, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Stream, SyncResult, run_stream
-from .series import any_filter, days_needed, local_days, report_zone, sync_series
+from .series import SeriesReport, local_days, report_zone, sync_series
 
 FORMS_TABLE = TableSpec("forms", "The account's sign-up forms (sync-forms).", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
@@ -71,10 +70,10 @@ def _remove_missing(db: Database, seen: str) -> int:
     return db.execute(f"DELETE FROM forms WHERE id NOT IN (SELECT id FROM {seen})").rowcount
 
 
-def _body(ids: list[str], timeframe: dict) -> dict:
-    return {"data": {"type": "form-series-report", "attributes": {
-        "statistics": STAT_NAMES, "timeframe": timeframe, "interval": "daily",
-        "group_by": ["form_id"], "filter": any_filter("form_id", ids)}}}
+FORM_REPORT = SeriesReport(
+    path="/api/form-series-reports", type="form-series-report", table=FORM_STATS_TABLE.table, id_column="form_id",
+    statistics=STAT_NAMES, group_by=True, missing_key="stats_missing_form_days",
+    partial="forms stored, but statistics are missing for {missing} form-day(s) of {of} form(s)")
 
 
 def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, now: datetime | None = None,
@@ -92,16 +91,7 @@ def sync_forms(client: KlaviyoClient, db: Database, window: Window | None, *, no
     result.extra["timezone"] = zone.key
     days = local_days(window, zone, now)
     live = [r[0] for r in db.execute("SELECT id FROM forms WHERE status = 'live' ORDER BY id")]
-    try:
-        sync_series(client, db, result, path="/api/form-series-reports", table=FORM_STATS_TABLE.table,
-                    id_column="form_id", ids=live, days=days, zone=zone, now=now, body=_body,
-                    statistics=STAT_NAMES, group="form_id")
-    except RateLimitExceeded as exc:
-        left = days_needed(db, "form_stats_daily", "form_id", live, days, zone, now)
-        missing = sum(len(v) for v in left.values())
-        result.extra["stats_missing_form_days"] = missing
-        result.partial = (f"forms stored, but statistics are missing for {missing} form-day(s) of "
-                          f"{len(left)} form(s): {exc}")
+    sync_series(client, db, result, FORM_REPORT, ids=live, days=days, zone=zone, now=now)
     return result
 
 

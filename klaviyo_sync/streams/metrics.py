@@ -8,7 +8,7 @@ from .. import db as store
 from ..client import KlaviyoClient
 from ..errors import UsageError
 from ..transform import metric_row
-from .declare import METRICS_READ, Declaration, declare
+from .declare import METRICS_READ, TEXT, Column, Declaration, TableSpec, declare
 from .engine import Stream, SyncResult, Table, run_stream
 
 METRIC_FIELDS = "name,created,updated,integration"
@@ -32,8 +32,22 @@ def sync_metrics(client: KlaviyoClient, db: Database, *, result: SyncResult | No
     return result
 
 
+METRICS_SPEC = TableSpec("metrics", "Every metric (event type) of the account, e.g. Placed Order, Opened Email.", (
+    Column("id", TEXT, "Klaviyo's id (primary key)."),
+    Column("name", TEXT, "The metric's name, e.g. Placed Order."),
+    Column("created", TEXT, "When Klaviyo created it (UTC, YYYY-MM-DDTHH:MM:SSZ)."),
+    Column("updated", TEXT, "When it last changed in Klaviyo (UTC)."),
+    Column("integration_id", TEXT, "The integration that sends it (id)."),
+    Column("integration_key", TEXT, "The integration's key, e.g. shopify."),
+    Column("integration_name", TEXT, "The integration's name."),
+    Column("integration_category", TEXT, "The integration's category."),
+    Column("attributes", TEXT, "Every attribute as Klaviyo returned it (JSON)."),
+))
+
+
 SYNC_METRICS = declare(Declaration(
     command="sync-metrics", help="", scope=METRICS_READ, tier="metrics", paths=("/api/metrics",),
+    tables=(METRICS_SPEC,),
     run=lambda client, db, result: sync_metrics(client, db, result=result), sync_all=10, core=True,
 ))
 

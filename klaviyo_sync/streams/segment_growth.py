@@ -11,11 +11,10 @@ from datetime import date, datetime
 from sqlite_utils import Database
 
 from ..client import KlaviyoClient
-from ..errors import RateLimitExceeded
 from ..timeutil import Window, parse_range, utcnow
 from .declare import INTEGER, SEGMENTS_READ, TEXT, Column, Declaration, TableSpec, declare
 from .engine import SyncResult
-from .series import any_filter, days_needed, local_days, report_zone, sync_series
+from .series import SeriesReport, local_days, report_zone, sync_series
 
 DATA_FROM = date(2023, 6, 1)
 STAT_NAMES = ["total_members", "members_added", "members_removed", "net_members_changed"]
@@ -33,10 +32,10 @@ GROWTH_TABLE = TableSpec(
     key=("segment_id", "day"))
 
 
-def _body(ids: list[str], timeframe: dict) -> dict:
-    return {"data": {"type": "segment-series-report", "attributes": {
-        "statistics": STAT_NAMES, "timeframe": timeframe, "interval": "daily",
-        "filter": any_filter("segment_id", ids)}}}
+GROWTH_REPORT = SeriesReport(
+    path="/api/segment-series-reports", type="segment-series-report", table=GROWTH_TABLE.table,
+    id_column="segment_id", statistics=STAT_NAMES, missing_key="growth_missing_segment_days",
+    partial="segment growth is missing for {missing} segment-day(s) of {of} segment(s)")
 
 
 def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, now: datetime | None = None,
@@ -52,15 +51,7 @@ def sync_segment_growth(client: KlaviyoClient, db: Database, window: Window, *, 
     result.extra["segments"] = len(segments)
     with db.atomic():  # segments deleted from the account lose their growth
         db.execute("DELETE FROM segment_growth_daily WHERE segment_id NOT IN (SELECT id FROM segments)")
-    try:
-        sync_series(client, db, result, path="/api/segment-series-reports", table=GROWTH_TABLE.table,
-                    id_column="segment_id", ids=segments, days=days, zone=zone, now=now, body=_body,
-                    statistics=STAT_NAMES, group="segment_id")
-    except RateLimitExceeded as exc:
-        left = days_needed(db, "segment_growth_daily", "segment_id", segments, days, zone, now)
-        missing = sum(len(v) for v in left.values())
-        result.extra["growth_missing_segment_days"] = missing
-        result.partial = f"segment growth is missing for {missing} segment-day(s) of {len(left)} segment(s): {exc}"
+    sync_series(client, db, result, GROWTH_REPORT, ids=segments, days=days, zone=zone, now=now)
     return result
 
 

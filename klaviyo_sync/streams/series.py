@@ -7,21 +7,22 @@ unknown. A timeframe is sent as local wall-clock times *with the zone's offset*,
 readings (the offset honoured, or ignored and the zone used) are the same instants.
 
 The report endpoints share one quota (225 a day, 2 a minute) with the campaign and flow
-reports: a spent quota raises ``RateLimitExceeded``, which the streams turn into a partial run
+reports: a spent quota raises ``RateLimitExceeded``, which ``sync_series`` turns into a partial run
 (exit 6) keeping every day already stored. A (thing, day) row is read again until it was read a
 day after the day ended in the account's zone (``SETTLE``)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlite_utils import Database
 
 from ..client import KlaviyoClient
-from ..errors import ApiError
+from ..errors import ApiError, RateLimitExceeded
 from ..timeutil import Window, iso
 from .engine import SyncResult, Table
 
@@ -141,12 +142,47 @@ def fetch_series(client: KlaviyoClient, path: str, body: dict, span: int) -> tup
     return results, span
 
 
-def sync_series(client: KlaviyoClient, db: Database, result: SyncResult, *, path: str, table: Table,
-                id_column: str, ids: Sequence[str], days: list[date], zone: ZoneInfo, now: datetime,
-                body: Callable[[list[str], dict], dict], statistics: Sequence[str], group: str) -> None:
+@dataclass(frozen=True)
+class SeriesReport:
+    """One daily series report, declared: where it is posted, what it counts per what, and what a
+    spent quota leaves behind (the ``result.extra`` key and the partial line, with ``{missing}``
+    and ``{of}``: the id-days not read and how many ids they belong to)."""
+
+    path: str  # e.g. /api/form-series-reports
+    type: str  # the request's type, e.g. form-series-report
+    table: Table  # (id_column, day, *statistics, timezone, fetched_at)
+    id_column: str  # the filter's and the grouping's field, e.g. form_id
+    statistics: Sequence[str]
+    missing_key: str
+    partial: str
+    group_by: bool = False  # send group_by [id_column] (the form report wants it; the segment one groups by itself)
+
+    def body(self, ids: list[str], timeframe: dict) -> dict:
+        """One request: the statistics of up to 100 ids for a timeframe, daily."""
+        attributes = {"statistics": list(self.statistics), "timeframe": timeframe, "interval": "daily"}
+        if self.group_by:
+            attributes["group_by"] = [self.id_column]
+        attributes["filter"] = any_filter(self.id_column, ids)
+        return {"data": {"type": self.type, "attributes": attributes}}
+
+
+def sync_series(client: KlaviyoClient, db: Database, result: SyncResult, report: SeriesReport, *,
+                ids: Sequence[str], days: list[date], zone: ZoneInfo, now: datetime) -> None:
     """Read the (id, day) pairs not stored or not settled and replace them, one transaction a
     request. Every (id, day) of a request gets a row: an id the report leaves out had nothing
-    (zeros). ``body(ids, timeframe)`` builds a request."""
+    (zeros). A spent report quota keeps what was read and makes the run partial."""
+    try:
+        _read_series(client, db, result, report, ids, days, zone, now)
+    except RateLimitExceeded as exc:
+        left = days_needed(db, report.table.name, report.id_column, ids, days, zone, now)
+        missing = sum(len(v) for v in left.values())
+        result.extra[report.missing_key] = missing
+        result.partial = f"{report.partial.format(missing=missing, of=len(left))}: {exc}"
+
+
+def _read_series(client: KlaviyoClient, db: Database, result: SyncResult, report: SeriesReport,
+                 ids: Sequence[str], days: list[date], zone: ZoneInfo, now: datetime) -> None:
+    table, id_column, statistics, group = report.table, report.id_column, report.statistics, report.id_column
     fetched_at = iso(now)
     with db.atomic():  # days of another zone (the account's changed, or was unknown): read again
         gone = db.execute(f'DELETE FROM "{table.name}" WHERE timezone IS NOT ?', [zone.key]).rowcount
@@ -156,7 +192,7 @@ def sync_series(client: KlaviyoClient, db: Database, result: SyncResult, *, path
     result.extra["report_requests_planned"] = result.extra.get("report_requests_planned", 0) + len(requests)
     for batch, first, last in requests:
         span = (last - first).days + 1
-        results, _ = fetch_series(client, path, body(batch, timeframe(first, last, zone)), span)
+        results, _ = fetch_series(client, report.path, report.body(batch, timeframe(first, last, zone)), span)
         series = {}
         for r in results:
             key = (r.get("groupings") or {}).get(group)

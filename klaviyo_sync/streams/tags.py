@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from ..client import KlaviyoClient
 from .declare import INTEGER, TAGS_READ, TEXT, Column, Declaration, TableSpec, declare, flag
-from .engine import Stream, SyncResult, run_stream
+from .engine import Stream, SyncResult, delete_unseen, related, remove_unseen, run_stream
 
 TAG_GROUPS_TABLE = TableSpec("tag_groups", "Tag groups: every tag is in one (sync-tags).", (
     Column("id", TEXT, "Klaviyo's id (primary key)."),
@@ -41,7 +41,7 @@ GROUPS = Stream(name="tag_groups", path="/api/tag-groups", table=TAG_GROUPS_TABL
 TAGS = Stream(name="tags", path="/api/tags", table=TAGS_TABLE.table, type="tag", page_size=50, sort="id",
               params={"fields[tag]": "name", "include": "tag-group", "fields[tag-group]": "name"},
               row=lambda r: (r["id"], r["attributes"].get("name"),
-                             ((r.get("relationships") or {}).get("tag-group") or {}).get("data", {}).get("id")))
+                             next(iter(related(r, "tag-group")), {}).get("id")))
 
 
 def _parents() -> list[tuple[str, str, dict]]:
@@ -58,32 +58,20 @@ def _parents() -> list[tuple[str, str, dict]]:
     return passes
 
 
-def _remover(table):
-    def remove(db: Database, seen: str) -> int:
-        key = ", ".join(f'"{c}"' for c in table.key)
-        return db.execute(f'DELETE FROM "{table.name}" WHERE ({key}) NOT IN (SELECT {key} FROM {seen})').rowcount
-    return remove
-
-
 def sync_tags(client: KlaviyoClient, db: Database, result: SyncResult | None = None) -> SyncResult:
     result = SyncResult.begin(result, ["tag_groups", "tags", "tag_links"])
     for stream in (GROUPS, TAGS):
-        run_stream(client, db, stream, result, on_missing=_remover(stream.table))
+        run_stream(client, db, stream, result, on_missing=remove_unseen(stream.table))
     links: set[tuple[str, str, str]] = set()
     for kind, path, params in _parents():
         for page in client.paginate(path, params):
             result.pages += 1
             for parent in page.data:
-                rel = ((parent.get("relationships") or {}).get("tags") or {}).get("data") or []
-                links.update((t["id"], kind, parent["id"]) for t in rel)
+                links.update((t["id"], kind, parent["id"]) for t in related(parent, "tags"))
     table = TAG_LINKS_TABLE.table
     with db.atomic():
         result.add_rows("tag_links", table.write(db, sorted(links)))
-        stored = set(db.execute('SELECT tag_id, resource_type, resource_id FROM tag_links').fetchall())
-        gone = stored - links
-        db.conn.executemany("DELETE FROM tag_links WHERE tag_id = ? AND resource_type = ? AND resource_id = ?",
-                            sorted(gone))
-    result.extra["tag_links_removed"] = len(gone)
+        result.extra["tag_links_removed"] = delete_unseen(db, table, links)
     for name in ("tag_groups", "tags"):
         result.extra.setdefault(f"{name}_removed", 0)
     return result
