@@ -123,6 +123,9 @@ def test_shell_completion_is_on_and_help_still_works(cli):
     proc = subprocess.run([sys.executable, "-m", "klaviyo_sync"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout.split() == ["sync-events"], proc.stderr
-    script = subprocess.run([sys.executable, "-m", "klaviyo_sync", "--show-completion", "bash"],
+    # --show-completion detects the shell it runs under (shellingham, from its parent processes):
+    # run from bash, as a user would, not from whatever started pytest (under nohup no shell is
+    # found and typer answers "Shell  not supported"); "; exit $?" keeps bash from exec'ing it.
+    script = subprocess.run(["bash", "-c", '"$0" -m klaviyo_sync --show-completion; exit $?', sys.executable],
                             env=base_env(), capture_output=True, text=True, timeout=60)
-    assert script.returncode == 0 and "_KLAVIYO_SYNC_COMPLETE" in script.stdout
+    assert script.returncode == 0 and "_KLAVIYO_SYNC_COMPLETE" in script.stdout, script.stderr
