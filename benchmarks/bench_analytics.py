@@ -28,35 +28,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from _harness import BENCH_DIR, PYTHON, REPO, code_version, emit_result, remove_db, run_measured, system_busy_s, table
+from _harness import PYTHON, REPO, code_version, emit_result, remove_db, run_measured, system_busy_s, table
+from _synth import bulk_close, bulk_open, cached, insert_profiles, iso, profile_ids, schema_fingerprint
 
 from klaviyo_sync.fake.data import METRIC_CATALOG, M64, b62, mix  # noqa: E402
 
-CACHE = BENCH_DIR / ".cache"
-BUILD_VERSION = 1  # bump when the synthetic data changes
+BUILD_VERSION = 2  # bump when the synthetic data changes
 DAY = 86400
 
 
-def iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
-
-
 def build(path: Path, n_events: int, end: int) -> dict:
-    from klaviyo_sync.db import PROFILE_COLUMNS, open_db
-
-    tmp = path.with_name(path.name + ".building")
-    remove_db(tmp)
-    open_db(tmp).close()
+    conn, tmp, indexes = bulk_open(path, ("events", "profiles", "event_attributions"))
     t0 = time.perf_counter()
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -1048576")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                           "AND tbl_name IN ('events', 'profiles', 'event_attributions')").fetchall()
-    for name, _ in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
     conn.execute("BEGIN")
     metrics = [(f"SYNm{k:02d}", name, weight) for k, (name, _, _, weight) in enumerate(METRIC_CATALOG)]
     conn.executemany("INSERT INTO metrics (id, name, created, updated) VALUES (?, ?, ?, ?)",
@@ -65,12 +48,8 @@ def build(path: Path, n_events: int, end: int) -> dict:
     assert metrics[0][1] == "Placed Order"
     wheel = [mid for mid, _, w in metrics for _ in range(w)]
     n_profiles = max(1, n_events // 20)
-    pids = [f"01SYN{b62(mix(0xABCDEF0000 + k))}{k:09d}" for k in range(n_profiles)]
-    conn.executemany(f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) VALUES ({', '.join('?' * 15)})", (
-        (pid, f"user.{k}@example.com", None, f"cust_{k}", "Ada", "Lovelace", None, "en-US", None, None,
-         "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2025-01-01T00:00:00Z",
-         '{"city":"Boston","country":"United States","zip":"02110"}', '{"$source":"Shopify"}')
-        for k, pid in enumerate(pids)))
+    pids = profile_ids(n_profiles)
+    insert_profiles(conn, pids)
 
     start = end - 365 * DAY
     # A campaign a day (email, sms or push), one message each, with statistics.
@@ -142,7 +121,12 @@ def build(path: Path, n_events: int, end: int) -> dict:
                         (f"att{eid}", eid, b62(mix(h)), None, None, f[0], f[1], None))
             else:
                 profile = None if h % 17 == 0 else pids[(h >> 12) % n_profiles]
-                props = '{"Subject":"New arrivals just for you","Campaign Name":"Campaign 7","$message":"M007"}'
+                # A message event names a campaign message of the last 3 days, a flow message,
+                # or one not stored, a third each (opens and clicks then start sessions).
+                k = (h >> 40) % 3
+                msg = (campaigns[max(0, (ts - start) // DAY - (h >> 44) % 3)][1] if k == 0 else
+                       flows[(h >> 48) % len(flows)][1] if k == 1 else f"M{(h >> 30) % 100:03d}")
+                props = f'{{"Subject":"New arrivals just for you","Campaign Name":"Campaign 7","$message":"{msg}"}}'
             u = f"{h:016x}{mix(h):016x}"
             yield (eid, mid, profile, iso(ts), ts, f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", value, props)
 
@@ -155,51 +139,22 @@ def build(path: Path, n_events: int, end: int) -> dict:
         done = min(n_events, lo + chunk)
         if done % 1_000_000 == 0 or done == n_events:
             print(f"  built {done:,} events ({time.perf_counter() - t0:.0f} s)", flush=True)
+    # Synced with their attributions (sync-events records the windows it fetched them for).
+    conn.execute("INSERT INTO sync_state (key, value, updated_at) VALUES ('attributions.covered', ?, ?)",
+                 [json.dumps([[iso(start), iso(end)]]), iso(end)])
     conn.execute("COMMIT")
-    for name, sql in indexes:
-        conn.execute(sql)
-    conn.execute("ANALYZE")
-    conn.execute("PRAGMA journal_mode = WAL")
     n_att = conn.execute("SELECT count(*) FROM event_attributions").fetchone()[0]
-    conn.close()
-    os.replace(tmp, path)
+    bulk_close(conn, tmp, path, indexes)
     return {"events": n_events, "profiles": n_profiles, "orders": orders, "attributions": n_att,
+
             "end": iso(end), "build_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def schema_fingerprint() -> str:
-    """Changes when the tool's tables, indexes or migrations change (then the cached file is
-    rebuilt); not when a view changes: the commands run their rules' SQL, not the views."""
-    import hashlib
-
-    from klaviyo_sync.db import open_db
-
-    db = open_db(":memory:")
-    try:
-        sql = sorted(r[0] for r in db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND type != 'view'"))
-        names = sorted(r[0] for r in db.execute("SELECT name FROM _sqlite_migrations"))
-    finally:
-        db.close()
-    return hashlib.sha256(json.dumps([sql, names, BUILD_VERSION]).encode()).hexdigest()[:12]
-
-
 def cached_db(n_events: int, rebuild: bool) -> tuple[Path, dict]:
-    CACHE.mkdir(exist_ok=True)
-    ignore = CACHE / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")
-    path = CACHE / f"analytics-{n_events}-v{BUILD_VERSION}-{schema_fingerprint()}.db"
-    meta_path = path.with_name(path.name + ".json")
-    if path.exists() and meta_path.exists() and not rebuild:
-        return path, json.loads(meta_path.read_text())
-    for old in CACHE.glob(f"analytics-{n_events}-*.db*"):
-        old.unlink()
-    print(f"building {path.name}: {n_events:,} events (cached for later runs)", flush=True)
     # Whole days, ending at today's midnight UTC, so absolute ranges below are stable per day.
-    meta = build(path, n_events, int(time.time()) // DAY * DAY)
-    meta["bytes"] = path.stat().st_size
-    meta_path.write_text(json.dumps(meta))
-    return path, meta
+    # Views are left out of the key: the commands run their rules' SQL, not the views.
+    return cached(f"analytics-{n_events}", f"v{BUILD_VERSION}-{schema_fingerprint(BUILD_VERSION, views=False)}",
+                  f"{n_events:,} events", lambda p: build(p, n_events, int(time.time()) // DAY * DAY), rebuild)
 
 
 def commands(db: Path) -> list[list[str]]:
@@ -218,10 +173,11 @@ def commands(db: Path) -> list[list[str]]:
         ["cohorts"], ["cohorts", "--months", "24"],
         ["deliverability"], ["deliverability", "--last", "3"], ["deliverability", "--range", "365d"],
     ]
-    for name, extra in (("attribution", [["attribution", "--range", "30d"], ["attribution", "--range", "30d",
-                                                                             "--by", "message"],
-                                         ["attribution", "--range", "30d", "--model", "session"]]),
-                        ("conversion-lag", [["conversion-lag", "--range", "30d"]])):
+    att = [["attribution", "--range", "30d", "--model", model, *(["--by", by] if by != "campaign" else [])]
+           for model in ("klaviyo", "session") for by in ("campaign", "flow", "message", "channel", "day")]
+    for name, extra in (("attribution", att),
+                        ("conversion-lag", [["conversion-lag", "--range", "30d"],
+                                            ["conversion-lag", "--range", "30d", "--model", "session"]])):
         if f" {name} " in have or f"│ {name} " in have:
             cmds += extra
         else:

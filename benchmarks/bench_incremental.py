@@ -18,7 +18,6 @@ the tool, not the disk.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -30,26 +29,12 @@ from pathlib import Path
 
 from _harness import (code_version, emit_result, BENCH_DIR, FAKE_API_KEY, PYTHON, REPO, Fake, remove_db, run_measured, table, tool_env,
                       tool_exe)
+from _synth import CACHE, bulk_close, bulk_open, cached, insert_profiles, iso, profile_ids, schema_fingerprint
 
-CACHE = BENCH_DIR / ".cache"
 BUILD_VERSION = 1  # bump when the synthetic data changes
 
 # The fake's id helpers: a bijective 64-bit mixer, so synthetic ids never collide.
 from klaviyo_sync.fake.data import M64, b62, mix  # noqa: E402
-from klaviyo_sync.db import PROFILE_COLUMNS  # noqa: E402
-
-
-def schema_fingerprint() -> str:
-    """Changes when the tool's migrations change (then the cached file is rebuilt)."""
-    from klaviyo_sync.db import open_db
-
-    db = open_db(":memory:")
-    try:
-        sql = sorted(r[0] for r in db.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
-        names = sorted(r[0] for r in db.execute("SELECT name FROM _sqlite_migrations"))
-    finally:
-        db.close()
-    return hashlib.sha256(json.dumps([sql, names, BUILD_VERSION]).encode()).hexdigest()[:12]
 
 
 METRICS = [("SYNm%02d" % k, name) for k, name in enumerate(
@@ -65,33 +50,14 @@ PROPS = [
 
 def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days: float = 365.0) -> dict:
     """Write a database with n_events synthetic events in [end - span, end) into path."""
-    from klaviyo_sync.db import open_db
-
-    tmp = path.with_name(path.name + ".building")
-    remove_db(tmp)
-    open_db(tmp).close()  # the tool's own schema and migrations table
+    conn, tmp, indexes = bulk_open(path, ("events", "profiles"))
     t0 = time.perf_counter()
-    conn = sqlite3.connect(tmp, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = DELETE")
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -1048576")  # 1 GiB
-    conn.execute("PRAGMA temp_store = MEMORY")
-    indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                           "AND tbl_name IN ('events', 'profiles')").fetchall()
-    for name, _ in indexes:  # bulk insert first, index after: much faster; same indexes in the end
-        conn.execute(f'DROP INDEX "{name}"')
     conn.execute("BEGIN")
     conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         (mid, name, "2023-01-01T00:00:00Z", "2024-01-01T00:00:00Z", "0eMvjm", "shopify", "Shopify", "eCommerce",
          json.dumps({"name": name, "created": "2023-01-01T00:00:00+00:00"})) for mid, name in METRICS])
-    pids = [f"01SYN{b62(mix(0xABCDEF0000 + k))}{k:09d}" for k in range(n_profiles)]
-    # Named columns: later migrations add columns (consent, deleted_at ...) that stay NULL here.
-    conn.executemany(f"INSERT INTO profiles ({', '.join(PROFILE_COLUMNS)}) VALUES ({', '.join('?' * 15)})", (
-        (pid, f"user.{k}@example.com", None, f"cust_{k}", "Ada", "Lovelace", None, "en-US", None, None,
-         "2024-01-01T00:00:00Z", "2024-02-01T00:00:00Z", "2025-01-01T00:00:00Z",
-         '{"city":"Boston","country":"United States","zip":"02110"}', '{"$source":"Shopify"}')
-        for k, pid in enumerate(pids)))
+    pids = profile_ids(n_profiles)
+    insert_profiles(conn, pids)
 
     start = end_epoch - int(span_days * 86400)
     span = end_epoch - start
@@ -125,9 +91,6 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
         if done % 1_000_000 == 0 or done == n_events:
             print(f"  built {done:,} events ({time.perf_counter() - t0:.0f} s)", flush=True)
     conn.execute("COMMIT")
-    for name, sql in indexes:
-        conn.execute(sql)
-    print(f"  indexed ({time.perf_counter() - t0:.0f} s)", flush=True)
     last = conn.execute("SELECT max(datetime) FROM events").fetchone()[0]
     conn.execute("BEGIN")
     conn.execute("INSERT INTO sync_state (key, value, updated_at) VALUES ('events.mark', ?, ?)", [last, last])
@@ -139,33 +102,15 @@ def build(path: Path, n_events: int, n_profiles: int, end_epoch: int, span_days:
         [(iso(end_epoch - k * 3600), iso(end_epoch - k * 3600 + 1), iso(end_epoch - k * 3600 - 7200),
           iso(end_epoch - k * 3600)) for k in range(8760, 0, -1)])
     conn.execute("COMMIT")
-    conn.execute("PRAGMA journal_mode = WAL")  # persistent in the file, as the tool leaves it
-    conn.close()
-    os.replace(tmp, path)
+    bulk_close(conn, tmp, path, indexes)
     return {"events": n_events, "profiles": n_profiles, "end": iso(end_epoch), "build_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
-
-
 def cached_db(n_events: int, n_profiles: int, rebuild: bool) -> tuple[Path, dict]:
-    CACHE.mkdir(exist_ok=True)
-    ignore = CACHE / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("*\n")
-    path = CACHE / f"incremental-{n_events}-p{n_profiles}-{schema_fingerprint()}.db"
-    meta_path = path.with_name(path.name + ".json")
-    if path.exists() and meta_path.exists() and not rebuild:
-        return path, json.loads(meta_path.read_text())
-    for old in CACHE.glob(f"incremental-{n_events}-p{n_profiles}-*.db*"):
-        old.unlink()
-    print(f"building {path.name}: {n_events:,} events, {n_profiles:,} profiles (cached for later runs)", flush=True)
     # Synthetic history ends 3 hours before now, so it never overlaps the 2-hour window.
-    meta = build(path, n_events, n_profiles, int(time.time()) - 3 * 3600)
-    meta["bytes"] = path.stat().st_size
-    meta_path.write_text(json.dumps(meta))
-    return path, meta
+    return cached(f"incremental-{n_events}-p{n_profiles}", schema_fingerprint(BUILD_VERSION),
+                  f"{n_events:,} events, {n_profiles:,} profiles",
+                  lambda p: build(p, n_events, n_profiles, int(time.time()) - 3 * 3600), rebuild)
 
 
 def fresh_copy(src: Path, dst: Path) -> float:

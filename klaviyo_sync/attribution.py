@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from sqlite_utils import Database
 
 from .db import LAG_BUCKETS, SESSION_EMAIL_HOURS, SESSION_SMS_HOURS, is_attributed, lag_sql, session_conversions_sql
+from .queries import dict_rows
 from .timeutil import Window
 
 MODELS = {"klaviyo": "attributed_conversions", "session": "session_attributed_conversions"}
@@ -64,11 +65,6 @@ def day_range(window: Window) -> tuple[str, str, str, str]:
         f"{(last + timedelta(days=1)).isoformat()}T00:00:00Z"
 
 
-def _rows(cursor) -> list[dict]:
-    cols = [c[0] for c in cursor.description]
-    return [dict(zip(cols, r)) for r in cursor.fetchall()]
-
-
 def attribution(db: Database, window: Window, metric_id: str | None, by: str, model: str) -> list[dict]:
     """Conversions and revenue of ``metric_id`` per group over the range's whole UTC days; with a
     ``group: None`` row (not for ``by='day'``) holding the rest, so the rows add up to every
@@ -83,7 +79,7 @@ def attribution(db: Database, window: Window, metric_id: str | None, by: str, mo
                          sum({_ATTRIBUTED}) AS attributed_conversions,
                          round(coalesce(sum(CASE WHEN {_ATTRIBUTED} THEN v.value END), 0), 2) AS attributed_revenue
                   FROM {view} v WHERE {where} GROUP BY v.day"""
-        got = {r["group"]: r for r in _rows(db.execute(sql, params))}
+        got = {r["group"]: r for r in dict_rows(db.execute(sql, params))}
         rows = []
         d, end = date.fromisoformat(first), date.fromisoformat(last)
         while d <= end:
@@ -115,7 +111,7 @@ def attribution(db: Database, window: Window, metric_id: str | None, by: str, mo
                   FROM {view} v WHERE {where} GROUP BY v.channel"""
     else:
         raise ValueError(by)
-    rows = _rows(db.execute(sql, params))
+    rows = dict_rows(db.execute(sql, params))
     groups = [r for r in rows if r["group"] is not None]
     groups.sort(key=lambda r: (-r["revenue"], -r["conversions"], r["group"]))
     null = next((r for r in rows if r["group"] is None), None)

@@ -364,6 +364,9 @@ EVENT_INDEXES = {
     "idx_events_datetime": ("datetime",),
     "idx_events_metric_id_datetime": ("metric_id", "datetime"),
     "idx_events_profile_id": ("profile_id",),
+    # customers, rfm and cohorts (analytics.py) read a metric's events per profile from this index
+    # alone, never the table (m011).
+    "idx_events_metric_id_profile_id": ("metric_id", "profile_id", "datetime", "value", "id"),
 }
 
 
@@ -862,3 +865,14 @@ def m010_unverifiable_metrics(db: Database) -> None:
         {"metric_id": TEXT, "metric": TEXT, "reason": TEXT, "first_refused_at": TEXT, "refused_at": TEXT},
         pk="metric_id",
     )
+
+
+@migrations()
+def m011_customer_index(db: Database) -> None:
+    # The conversions of a metric per profile, with every column customers, rfm and cohorts read
+    # (EVENT_INDEXES): they answer from the index without reading the events table. The views
+    # made of those rules (m008) are made again from their current SQL.
+    from .analytics import create_views
+
+    ensure_event_indexes(db)
+    create_views(db)

@@ -148,7 +148,8 @@ def flow_stats_cover(db: Database, window: Window, zone: ZoneInfo = UTC_ZONE) ->
                       [first, last]).fetchone() is not None
 
 
-def _rows(cursor) -> list[dict]:
+def dict_rows(cursor) -> list[dict]:
+    """A cursor's rows as dicts keyed by column name (every command that answers rows)."""
     cols = [c[0] for c in cursor.description]
     return [dict(zip(cols, r)) for r in cursor.fetchall()]
 
@@ -177,7 +178,7 @@ def flows_in_range(db: Database, window: Window, by: str = "flow", zone: ZoneInf
                   WHERE s.day >= ? AND s.day <= ?
                   GROUP BY s.flow_id HAVING sum(s.recipients) > 0
                   ORDER BY conversion_value DESC, recipients DESC, id"""
-    rows = _rows(db.execute(sql, [first, last]))
+    rows = dict_rows(db.execute(sql, [first, last]))
     for row in rows:
         if "archived" in row:
             row["archived"] = None if row["archived"] is None else bool(row["archived"])

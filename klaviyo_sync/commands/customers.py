@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import analytics, output, queries
+from ..queries import dict_rows
 from .. import db as store
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
@@ -28,14 +29,10 @@ def _open(settings: Settings):
     return store.open_db(settings.db)
 
 
-def _rows(cursor) -> list[dict]:
-    cols = [c[0] for c in cursor.description]
-    return [dict(zip(cols, r)) for r in cursor.fetchall()]
-
-
 def resolve_metric(database, metric: str) -> str | None:
     """The metric's id; None when no metric is stored at all (an empty database answers with
-    no rows). A name or id the database does not know is a usage error (exit 2)."""
+    no rows). A name or id the database does not know is a usage error (exit 2). Every analytics
+    command (also attribution and conversion-lag) resolves --metric here."""
     found = database.execute("SELECT id FROM metrics WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
                              [metric, metric, metric]).fetchone()
     if found:
@@ -49,7 +46,10 @@ def resolve_metric(database, metric: str) -> str | None:
 def _range_where(window: Window | None) -> tuple[str, list]:
     if window is None:
         return "e.metric_id = ?", []
-    return "e.metric_id = ? AND e.datetime >= ? AND e.datetime < ?", [iso(window.start), iso(window.end)]
+    # The unary + keeps SQLite from reading the range through events(metric_id, datetime) and each
+    # conversion from the table: the metric's entries of the covering index (EVENT_INDEXES, per
+    # profile) are read instead (measured, 5,000,000 events: `rfm` 365 days 1.9 -> 1.0 s CPU).
+    return "e.metric_id = ? AND +e.datetime >= ? AND +e.datetime < ?", [iso(window.start), iso(window.end)]
 
 
 def _write(rows: list[dict], fmt: str, columns, title: str, fields: list[str]) -> None:
@@ -100,7 +100,7 @@ def customers_cmd(
             where, params = _range_where(window)
             sql = (f"SELECT {', '.join(CUSTOMER_FIELDS)} FROM ({analytics.customers_sql(where)}) "
                    f"ORDER BY {CUSTOMER_SORTS[sort]}" + (" LIMIT ?" if top else ""))
-            rows = _rows(database.execute(sql, [metric_id, *params, *([top] if top else [])]))
+            rows = dict_rows(database.execute(sql, [metric_id, *params, *([top] if top else [])]))
     finally:
         database.close()
     span = f"{iso(window.start)} .. {iso(window.end)}" if window else "all stored conversions"
@@ -152,7 +152,7 @@ def customer_cmd(
         profile_id, email = find_profile(database, who)
         sql = (f"SELECT *, metric_id IS ? AS conversion FROM ({analytics.timeline_sql('e.profile_id = ?')}) "
                "ORDER BY datetime, event_id")
-        rows = _rows(database.execute(sql, [metric_id, profile_id]))
+        rows = dict_rows(database.execute(sql, [metric_id, profile_id]))
     finally:
         database.close()
     for row in rows:
@@ -214,11 +214,11 @@ def rfm_cmd(
             rfm = analytics.rfm_sql(where, "?")
             params = [iso(window.end), metric_id, *params]
             if name is not None:
-                rows = _rows(database.execute(
+                rows = dict_rows(database.execute(
                     f"SELECT {', '.join(RFM_CUSTOMER_FIELDS)} FROM ({rfm}) WHERE rfm_group = ? "
                     "ORDER BY monetary DESC, profile_id", [*params, name]))
             else:
-                found = {r["rfm_group"]: r for r in _rows(database.execute(
+                found = {r["rfm_group"]: r for r in dict_rows(database.execute(
                     f"SELECT * FROM ({analytics.rfm_groups_sql(rfm)})", params))}
                 total = sum(r["customers"] for r in found.values())
                 # Every group, in Klaviyo's order, zeros included, once there are customers.
@@ -279,7 +279,7 @@ def cohorts_cmd(
                                       [metric_id]).fetchone()[0]
             if latest:
                 first = _month_back(latest[:7], months - 1)
-                rows = _rows(database.execute(
+                rows = dict_rows(database.execute(
                     f"SELECT cohort, cohort_size, months_after, month, customers, share "
                     f"FROM ({analytics.cohorts_sql('e.metric_id = ?')}) WHERE cohort >= ? "
                     "ORDER BY cohort, months_after", [metric_id, first]))
@@ -369,7 +369,7 @@ def deliverability_cmd(
                 "(SELECT campaign_id FROM campaign_stats WHERE campaign_message_id != '') "
                 "ORDER BY send_time DESC, id LIMIT ?)", "0")
             params = [last]
-        rows = _rows(database.execute(
+        rows = dict_rows(database.execute(
             f"SELECT * FROM ({sql}) ORDER BY source, last_send DESC, parent_name, message_id", params))
     finally:
         database.close()
