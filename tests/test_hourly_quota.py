@@ -11,7 +11,7 @@ from klaviyo_sync import db as store
 from klaviyo_sync.fake import FakeKlaviyo
 from klaviyo_sync.streams.series import SYNC_ALL_MAX_AGE, days_needed
 
-from .e2e_helpers import NOW, cli_env, query, run_cli
+from .e2e_helpers import cli_env, fake_now, query, run_cli
 
 REPORT = re.compile(r"^/api/(campaign|flow|form|segment)-(values|series)-reports$")
 ZONE = "America/Los_Angeles"
@@ -49,7 +49,7 @@ def test_a_second_sync_all_in_the_same_hour_on_an_unchanged_account_spends_no_re
     zone = ZoneInfo(ZONE)
     for attempt in range(2):  # a pair of runs straddling midnight in the account's zone has a new day to read
         db = tmp_path / f"k{attempt}.db"
-        with FakeKlaviyo(n_events=600, span_hours=48, now=NOW, account_timezone=ZONE) as fake:
+        with FakeKlaviyo(n_events=600, span_hours=48, now=fake_now(), account_timezone=ZONE) as fake:
             day = datetime.now(zone).date()
             # The first run reads every report (four kinds); its report budget raised so the test
             # does not wait out Klaviyo's 2 a minute.
