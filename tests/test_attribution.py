@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,17 +15,39 @@ import requests
 from klaviyo_sync import db as store
 from klaviyo_sync.fake import FAKE_API_KEY, FakeKlaviyo
 
-from .e2e_helpers import base_env, cli_env, floor_now, iso, query, run_cli
+from .e2e_helpers import base_env, cli_env, fake_now, iso, query, run_cli
 
 UTC = timezone.utc
-NOW = floor_now() - timedelta(minutes=1)
 SPAN = timedelta(days=7)
 # Every catalog metric, so every kind of touch exists (Clicked SMS, Opened Push ...).
-FAKE = dict(n_events=6000, n_profiles=120, n_metrics=18, span_hours=24 * 7, now=NOW)
-FIRST_DAY, LAST_DAY = (NOW - SPAN).date(), NOW.date()
-RANGE = f"{FIRST_DAY}..{LAST_DAY}"
-LO = f"{FIRST_DAY}T00:00:00Z"
-HI = f"{LAST_DAY + timedelta(days=1)}T00:00:00Z"
+FAKE = dict(n_events=6000, n_profiles=120, n_metrics=18, span_hours=24 * 7)
+
+
+@dataclass(frozen=True)
+class Days:
+    """The module's fake clock and the whole UTC days its span covers (read when the module's
+    first test runs, never at import)."""
+    now: datetime
+
+    @property
+    def first_day(self):
+        return (self.now - SPAN).date()
+
+    @property
+    def last_day(self):
+        return self.now.date()
+
+    @property
+    def range(self) -> str:
+        return f"{self.first_day}..{self.last_day}"
+
+    @property
+    def lo(self) -> str:
+        return f"{self.first_day}T00:00:00Z"
+
+    @property
+    def hi(self) -> str:
+        return f"{self.last_day + timedelta(days=1)}T00:00:00Z"
 # Klaviyo's windows (help centre, "Understanding message attribution").
 WINDOWS = {"Opened Email": 5 * 86400, "Clicked Email": 5 * 86400, "Clicked SMS": 5 * 86400,
            "Received SMS": 12 * 3600, "Opened Push": 86400}
@@ -34,17 +57,22 @@ KLAVIYO_INTEGRATION_METRICS = {"Received Email", "Opened Email", "Clicked Email"
 
 
 @pytest.fixture(scope="module")
-def fake():
-    with FakeKlaviyo(**FAKE) as f:
+def span():
+    return Days(fake_now())
+
+
+@pytest.fixture(scope="module")
+def fake(span):
+    with FakeKlaviyo(**FAKE, now=span.now) as f:
         yield f
 
 
 @pytest.fixture(scope="module")
-def synced(fake, tmp_path_factory):
+def synced(fake, tmp_path_factory, span):
     """A database holding the fake's whole span: events (with attributions), campaigns, flows."""
     db = tmp_path_factory.mktemp("attr") / "k.db"
     env = cli_env(fake, db)
-    for args in (["sync-events", "--since", iso(NOW - SPAN - timedelta(hours=1)), "--until", iso(NOW)],
+    for args in (["sync-events", "--since", iso(span.now - SPAN - timedelta(hours=1)), "--until", iso(span.now)],
                  ["sync-campaigns", "--range", "90d", "--no-stats"], ["sync-flows", "--no-stats"]):
         r = run_cli(args, env, timeout=120)
         assert r.returncode == 0, r.describe()
@@ -108,15 +136,15 @@ def test_the_fakes_attribution_is_klaviyos_rule_computed_from_its_served_events(
     assert checked > 2000 and 0 < attributed < checked  # both kinds occur
 
 
-def test_the_fakes_reports_agree_with_its_attributed_events(fake):
+def test_the_fakes_reports_agree_with_its_attributed_events(fake, span):
     po = po_id(fake)
-    truth = fake.attributed_conversions(po, NOW - SPAN - timedelta(days=1), NOW + timedelta(days=1))
+    truth = fake.attributed_conversions(po, span.now - SPAN - timedelta(days=1), span.now + timedelta(days=1))
     per_message = defaultdict(lambda: [0, 0])
     for a in truth.values():
         per_message[a["message_id"]][0] += 1
         per_message[a["message_id"]][1] += round(a["value"] * 100)
-    first = int(datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp())
-    last = int(datetime(LAST_DAY.year, LAST_DAY.month, LAST_DAY.day, tzinfo=UTC).timestamp())
+    first = int(datetime(span.first_day.year, span.first_day.month, span.first_day.day, tzinfo=UTC).timestamp())
+    last = int(datetime(span.last_day.year, span.last_day.month, span.last_day.day, tzinfo=UTC).timestamp())
     seen = 0
     for cid in fake.campaign_ids():
         for mid, st in fake.campaign_statistics(cid, po).items():
@@ -173,32 +201,32 @@ def test_events_include_attributions_shaped_as_the_spec(fake):
 
 
 # -- 2. sync and the attribution command against the truth -----------------------------------
-def test_sync_events_stores_the_fakes_attributions_exactly(fake, synced):
+def test_sync_events_stores_the_fakes_attributions_exactly(fake, synced, span):
     db, _ = synced
     stored = {r[1]: r for r in query(db, f"SELECT {', '.join(store.ATTRIBUTION_COLUMNS)} FROM event_attributions")}
     want = {}
-    for eid in fake.event_ids(NOW - SPAN - timedelta(hours=1), NOW):
+    for eid in fake.event_ids(span.now - SPAN - timedelta(hours=1), span.now):
         a = fake.attribution(eid)
         if a:
             want[eid] = tuple(a[c] for c in store.ATTRIBUTION_COLUMNS)
     assert stored == want
 
 
-def attribution_json(env, *args):
-    r = run_cli(["attribution", "--range", RANGE, "--format", "json", *args], env)
+def attribution_json(env, span, *args):
+    r = run_cli(["attribution", "--range", span.range, "--format", "json", *args], env)
     assert r.returncode == 0, r.describe()
     return json.loads(r.stdout)
 
 
-def test_per_campaign_and_flow_the_conversions_and_revenue_equal_the_truth_and_the_reports(fake, synced):
+def test_per_campaign_and_flow_the_conversions_and_revenue_equal_the_truth_and_the_reports(fake, synced, span):
     db, env = synced
     po = po_id(fake)
-    truth = fake.attributed_conversions(po, LO, HI)
-    all_orders = fake.event_ids(LO, HI, [po])
+    truth = fake.attributed_conversions(po, span.lo, span.hi)
+    all_orders = fake.event_ids(span.lo, span.hi, [po])
     total_cents = sum(round(fake.event(fake.event_index(e))["attributes"]["event_properties"]["$value"] * 100)
                       for e in all_orders)
     for by, kind in (("campaign", "campaign"), ("flow", "flow"), ("message", None), ("channel", None)):
-        rows = attribution_json(env, "--by", by)
+        rows = attribution_json(env, span, "--by", by)
         assert [list(r)[:4] for r in rows] == [["group", "name", "conversions", "revenue"]] * len(rows)
         want = defaultdict(lambda: [0, 0])
         for a in truth.values():
@@ -219,31 +247,31 @@ def test_per_campaign_and_flow_the_conversions_and_revenue_equal_the_truth_and_t
                     st = fake.campaign_statistics(cid, po).values()
                     assert (sum(s["conversions"] for s in st), round(sum(s["conversion_value"] for s in st), 2)) == (n, rev)
         if by == "flow":
-            first = int(datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp())
-            last = int(datetime(LAST_DAY.year, LAST_DAY.month, LAST_DAY.day, tzinfo=UTC).timestamp())
+            first = int(datetime(span.first_day.year, span.first_day.month, span.first_day.day, tzinfo=UTC).timestamp())
+            last = int(datetime(span.last_day.year, span.last_day.month, span.last_day.day, tzinfo=UTC).timestamp())
             for fid, (n, rev) in got.items():
                 if fid is not None:
                     st = [fake.flow_statistics(m, first, last, po) for m in fake.flow_message_ids(fid)]
                     assert (sum(s["conversions"] for s in st), round(sum(s["conversion_value"] for s in st), 2)) == (n, rev)
-    names = {r["group"]: r["name"] for r in attribution_json(env, "--by", "flow")}
+    names = {r["group"]: r["name"] for r in attribution_json(env, span, "--by", "flow")}
     assert all(names[f] == fake.flow(f)["attributes"]["name"] for f in names if f)
-    assert {r["group"] for r in attribution_json(env, "--by", "channel")} <= {"email", "sms", "mobile_push", None}
+    assert {r["group"] for r in attribution_json(env, span, "--by", "channel")} <= {"email", "sms", "mobile_push", None}
 
 
-def test_by_day_counts_each_conversion_on_its_own_day(fake, synced):
+def test_by_day_counts_each_conversion_on_its_own_day(fake, synced, span):
     _, env = synced
     po = po_id(fake)
-    rows = attribution_json(env, "--by", "day")
-    assert [r["group"] for r in rows] == [str(FIRST_DAY + timedelta(days=k)) for k in range((LAST_DAY - FIRST_DAY).days + 1)]
-    truth = fake.attributed_conversions(po, LO, HI)
+    rows = attribution_json(env, span, "--by", "day")
+    assert [r["group"] for r in rows] == [str(span.first_day + timedelta(days=k)) for k in range((span.last_day - span.first_day).days + 1)]
+    truth = fake.attributed_conversions(po, span.lo, span.hi)
     for r in rows:
         lo, hi = f"{r['group']}T00:00:00Z", f"{datetime.fromisoformat(r['group']).date() + timedelta(days=1)}T00:00:00Z"
         assert r["conversions"] == len(fake.event_ids(lo, hi, [po]))
         assert r["attributed_conversions"] == sum(1 for e in truth if lo <= fake.event_datetime(e).replace("+00:00", "Z") < hi)
     # --format chart: a line per day ending with that day's attributed revenue (the truth's).
-    chart = run_cli(["attribution", "--range", RANGE, "--by", "day", "--format", "chart"], env)
+    chart = run_cli(["attribution", "--range", span.range, "--by", "day", "--format", "chart"], env)
     assert chart.returncode == 0, chart.describe()
-    title = f"Placed Order by day, klaviyo model, {FIRST_DAY} .. {LAST_DAY} (UTC days): Attributed revenue"
+    title = f"Placed Order by day, klaviyo model, {span.first_day} .. {span.last_day} (UTC days): Attributed revenue"
     assert " ".join(chart.stdout.split()).startswith(title)  # wrapped at 80 columns
     lines = [ln for ln in chart.stdout.splitlines() if ln[:4].isdigit()]
     for r, line in zip(rows, lines, strict=True):
@@ -254,20 +282,20 @@ def test_by_day_counts_each_conversion_on_its_own_day(fake, synced):
         assert line.rstrip().endswith(f" {cents / 100:,.2f}") if cents else line.rstrip() == r["group"]
 
 
-def test_conversion_lag_buckets_add_up_to_the_attributed_conversions(fake, synced):
+def test_conversion_lag_buckets_add_up_to_the_attributed_conversions(fake, synced, span):
     _, env = synced
     po = po_id(fake)
-    r = run_cli(["conversion-lag", "--range", RANGE, "--format", "json"], env)
+    r = run_cli(["conversion-lag", "--range", span.range, "--format", "json"], env)
     assert r.returncode == 0, r.describe()
     rows = json.loads(r.stdout)
     assert [x["bucket"] for x in rows] == ["0-1h", "1-2h", "2-4h", "4-8h", "8-12h", "12-24h", "24-48h", "48-72h",
                                            "72-96h", "96-120h", "120h+"]
-    truth = fake.attributed_conversions(po, LO, HI)
+    truth = fake.attributed_conversions(po, span.lo, span.hi)
     want = defaultdict(int)
     not_stored = 0
     for eid, a in truth.items():
         lag = (datetime.fromisoformat(fake.event_datetime(eid)) - datetime.fromisoformat(fake.event_datetime(a["attributed_event_id"]))).total_seconds()
-        if fake.event_datetime(a["attributed_event_id"]) < iso(NOW - SPAN - timedelta(hours=1)).replace("Z", "+00:00"):
+        if fake.event_datetime(a["attributed_event_id"]) < iso(span.now - SPAN - timedelta(hours=1)).replace("Z", "+00:00"):
             not_stored += 1
             continue
         h = lag / 3600
@@ -279,9 +307,9 @@ def test_conversion_lag_buckets_add_up_to_the_attributed_conversions(fake, synce
     assert rows[-1]["conversions"] == 0  # nothing beyond Klaviyo's longest window
 
 
-def test_empty_database_and_a_range_without_conversions_answer_zero(fake, synced, tmp_path):
+def test_empty_database_and_a_range_without_conversions_answer_zero(fake, synced, tmp_path, span):
     _, env = synced
-    rows = attribution_json(env, "--range", "2020-01-01..2020-01-31")
+    rows = attribution_json(env, span, "--range", "2020-01-01..2020-01-31")
     assert rows == [{"group": None, "name": "not attributed to a campaign (organic or a flow)", "conversions": 0,
                      "revenue": 0.0, "channel": None, "send_time": None}]
     empty = tmp_path / "empty.db"
@@ -317,10 +345,10 @@ def test_bad_input_exits_2_with_one_line(synced, args, message):
 
 
 # -- 3. a database synced before attributions were kept ----------------------------------------
-def test_an_old_database_says_so_and_a_window_resync_fills_the_attributions(fake, tmp_path):
+def test_an_old_database_says_so_and_a_window_resync_fills_the_attributions(fake, tmp_path, span):
     db = tmp_path / "old.db"
     env = cli_env(fake, db)
-    since, until = iso(NOW - timedelta(hours=30)), iso(NOW - timedelta(hours=6))
+    since, until = iso(span.now - timedelta(hours=30)), iso(span.now - timedelta(hours=6))
     assert run_cli(["sync-events", "--since", since, "--until", until], env).returncode == 0
     want = query(db, "SELECT * FROM event_attributions ORDER BY id")
     assert want

@@ -12,9 +12,8 @@ import pytest
 from klaviyo_sync import db as store
 from klaviyo_sync.fake import FakeKlaviyo
 
-from .e2e_helpers import cli_env, floor_now, iso, query, run_cli
+from .e2e_helpers import cli_env, fake_now, iso, query, run_cli
 
-NOW = floor_now() - timedelta(minutes=1)
 ORDER = "m_order"
 
 
@@ -28,8 +27,9 @@ def rows_of(result) -> list:
 def synced(tmp_path_factory):
     """The fake's last 3 days of events synced into a database: (fake, env, since, until)."""
     db = tmp_path_factory.mktemp("customers") / "k.db"
-    since, until = NOW - timedelta(days=3), NOW
-    with FakeKlaviyo(seed=11, now=NOW, n_events=4000, span_hours=24 * 4, n_profiles=120) as fake:
+    now = fake_now()  # read when the module's first test runs, not at import
+    since, until = now - timedelta(days=3), now
+    with FakeKlaviyo(seed=11, now=now, n_events=4000, span_hours=24 * 4, n_profiles=120) as fake:
         env = cli_env(fake, db)
         run = run_cli(["sync-events", "--since", iso(since), "--until", iso(until), "--workers", "2"], env)
         assert run.returncode == 0, run.describe()
@@ -76,9 +76,9 @@ def test_customers_orders_and_revenue_equal_the_fakes_truth(synced):
 
 def test_customers_range_top_and_sort(synced):
     fake, env, since, until = synced
-    day = (NOW - timedelta(days=1)).date().isoformat()
+    day = (until - timedelta(days=1)).date().isoformat()  # until: the fake's now
     lo = f"{day}T00:00:00Z"
-    hi = (NOW - timedelta(days=1)).replace(hour=0, minute=0, second=0) + timedelta(days=1)
+    hi = (until - timedelta(days=1)).replace(hour=0, minute=0, second=0) + timedelta(days=1)
     want = truth(fake, lo, hi)
     run = run_cli(["customers", "--range", f"{day}..{day}", "--top", "0", "--format", "json"], env)
     got = json.loads(run.stdout)

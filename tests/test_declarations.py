@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pkgutil
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,10 @@ from klaviyo_sync.ratelimit import endpoint_key
 from klaviyo_sync.streams import declarations
 from klaviyo_sync.streams.engine import Table
 
-from .e2e_helpers import cli_env, floor_now, ids, query, run_cli
+from .e2e_helpers import cli_env, ids, query, run_cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 DECLARED = declarations()
-NOW = floor_now() - timedelta(minutes=1)
 CORE = {"sync-metrics", "sync-events", "sync-profiles", "sync-lists", "sync-segments", "sync-campaigns",
         "sync-flows", "sync-templates", "sync-flow-stats"}
 
@@ -130,9 +128,9 @@ def test_upsert_sql_quotes_identifiers_so_keywords_can_be_columns(tmp_path):
         database.close()
 
 
-def test_sync_all_skips_an_optional_step_without_its_scope_and_exits_0(tmp_path):
+def test_sync_all_skips_an_optional_step_without_its_scope_and_exits_0(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=200, now=NOW, scopes=ALL_SCOPES - {"images:read"}) as fake:
+    with FakeKlaviyo(n_events=200, now=now, scopes=ALL_SCOPES - {"images:read"}) as fake:
         # Four report requests at Klaviyo's 2 a minute: the run waits about a minute for them.
         run = run_cli(["sync-all", "--format", "json"], cli_env(fake, db), timeout=300)
         assert run.returncode == 0, run.describe()
@@ -150,9 +148,9 @@ def test_sync_all_skips_an_optional_step_without_its_scope_and_exits_0(tmp_path)
                                                                 "images:read scope")
 
 
-def test_sync_all_fails_with_4_when_a_core_step_lacks_its_scope(tmp_path):
+def test_sync_all_fails_with_4_when_a_core_step_lacks_its_scope(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=0, now=NOW, scopes=ALL_SCOPES - {"templates:read"}) as fake:
+    with FakeKlaviyo(n_events=0, now=now, scopes=ALL_SCOPES - {"templates:read"}) as fake:
         run = run_cli(["sync-all", "--only", "sync-metrics,sync-templates,images"], cli_env(fake, db))
         assert run.returncode == 4, run.describe()
         assert "sync-templates: permission denied: the API key lacks the templates:read scope" in run.stderr
@@ -160,9 +158,9 @@ def test_sync_all_fails_with_4_when_a_core_step_lacks_its_scope(tmp_path):
             "sync-metrics": "ok", "sync-templates": "failed", "sync-images": "ok"}
 
 
-def test_sync_all_only_and_skip_choose_steps_and_refuse_unknown_names(tmp_path):
+def test_sync_all_only_and_skip_choose_steps_and_refuse_unknown_names(tmp_path, now):
     db = tmp_path / "k.db"
-    with FakeKlaviyo(n_events=0, now=NOW, n_images=5) as fake:
+    with FakeKlaviyo(n_events=0, now=now, n_images=5) as fake:
         env = cli_env(fake, db)
         only = run_cli(["sync-all", "--only", "sync-metrics,images"], env)
         assert only.returncode == 0, only.describe()
