@@ -31,7 +31,7 @@ from ..timeutil import Window, iso, normalize_iso, parse_range, utcnow
 from .campaigns import EMAIL_COLUMNS, REPORT_STAT_COLUMNS, conversion_metric_id
 from .declare import FLOWS_READ, INTEGER, TEMPLATES_READ, TEXT, Column, Declaration, TableSpec, declare, flag
 from .engine import Cursor, Stream, SyncResult, Table, run_stream
-from .series import day_end, local_days, report_zone, timeframe
+from .series import day_end, fetch_series, local_days, report_zone, timeframe, value_at
 
 REPORT_BATCH = 100  # contains-any takes at most 100 flow ids
 SERIES_MAX_DAYS = 60  # a daily series may span at most 60 days
@@ -256,10 +256,6 @@ def stats_requests(needed: dict[str, list[date]]) -> list[tuple[list[str], date,
     return out
 
 
-def _at(values, i: int):
-    return values[i] if isinstance(values, list) and i < len(values) else None
-
-
 def series_body(ids: list[str], first: date, last: date, metric_id: str, zone: ZoneInfo = ZoneInfo("UTC")) -> dict:
     quoted = ",".join(f'"{i}"' for i in ids)
     return {"data": {"type": "flow-series-report", "attributes": {
@@ -278,24 +274,10 @@ def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: lis
                               result: SyncResult, now: datetime, zone: ZoneInfo = ZoneInfo("UTC")) -> None:
     fetched_at = iso(now)
     for ids, first, last in requests:
-        url: str | None = "/api/flow-series-reports"
-        body: dict | None = series_body(ids, first, last, metric_id, zone)
-        results, date_times = [], []
-        seen: set[str] = set()
-        while url:  # the spec declares only links.self; a links.next is followed if sent
-            resp = client.request("POST", url, json_body=body, expect="object")
-            attrs = (resp.get("data") or {}).get("attributes") or {}
-            results.extend(attrs.get("results") or [])
-            date_times = attrs.get("date_times") or date_times
-            url = (resp.get("links") or {}).get("next")
-            if url:
-                client.check_origin(url)
-                client.check_cursor(seen, url)
         # The i-th value is the i-th day of the timeframe (the account's days).
         span_days = (last - first).days + 1
-        if len(date_times) != span_days:
-            raise ApiError(f"POST /api/flow-series-reports: {len(date_times)} date_times for a {span_days}-day "
-                           "timeframe (a malformed answer)", endpoint="/api/flow-series-reports")
+        results, _ = fetch_series(client, "/api/flow-series-reports",
+                                  series_body(ids, first, last, metric_id, zone), span_days)
         days = [(first + timedelta(days=i)).isoformat() for i in range(span_days)]
         wanted = set(ids)
         rows = []
@@ -305,18 +287,17 @@ def fetch_and_save_flow_stats(client: KlaviyoClient, db: Database, requests: lis
                 continue
             st = r.get("statistics") or {}
             for i, day in enumerate(days):
-                values = [_at(st.get(name), i) for name in store.STAT_NAMES]
+                values = [value_at(st.get(name), i) for name in store.STAT_NAMES]
                 if not any(values):
                     continue  # a day the message sent nothing
                 rows.append((g["flow_id"], g["flow_message_id"], day, g.get("send_channel"), *values,
                              metric_id, fetched_at))
-        span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
         with db.atomic():
             marks = ",".join("?" for _ in ids)
             db.execute(f"DELETE FROM flow_stats_daily WHERE flow_id IN ({marks}) AND day >= ? AND day <= ?",
-                       [*ids, span[0], span[-1]])
+                       [*ids, days[0], days[-1]])
             result.add_rows("flow_stats_daily", STATS_TABLE.write(db, rows))
-            DAYS_TABLE.write(db, [(f, d, metric_id, fetched_at) for f in ids for d in span])
+            DAYS_TABLE.write(db, [(f, d, metric_id, fetched_at) for f in ids for d in days])
         result.extra["report_requests"] = result.extra.get("report_requests", 0) + 1
 
 

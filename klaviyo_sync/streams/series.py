@@ -211,12 +211,13 @@ def _read_series(client: KlaviyoClient, db: Database, result: SyncResult, report
             st = series.get(key, {})
             for i in range(span):
                 day = (first + timedelta(days=i)).isoformat()
-                values = [_at(st.get(s), i) for s in statistics]
+                values = [value_at(st.get(s), i) for s in statistics]
                 rows.append((key, day, *[0 if v is None else v for v in values], zone.key, fetched_at))
         with db.atomic():
             result.add_rows(table.name, table.write(db, rows))
         result.extra["report_requests"] = result.extra.get("report_requests", 0) + 1
 
 
-def _at(values, i: int):
+def value_at(values, i: int):
+    """The i-th day's value of a report series (None past its end or when it is not a list)."""
     return values[i] if isinstance(values, list) and i < len(values) else None
