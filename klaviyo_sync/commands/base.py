@@ -28,7 +28,7 @@ from .options import (  # noqa: F401 - re-exported for the command modules
 )
 from .report import (  # noqa: F401
     PROG, SUMMARY_FORMATS, _check_summary_format, _progress, _report, _summary, check_format, exit_if_partial,
-    human_summary, local_or_api, print_summary,
+    human_summary, local_or_api, print_summary, sync_age,
 )
 from .runs import (  # noqa: F401
     SYNC_ALL_STEPS, Interrupted, Skipped, Step, Terminated, denied_as, locked_db, recorded_run, run_record,

@@ -1,31 +1,25 @@
 """sync-campaigns and the analyst's campaigns command."""
 
-import sys
 from datetime import timedelta
 from typing import Annotated, Optional
 
 import typer
 
 from .. import db as store
-from .. import errors, output, queries
+from .. import output, queries
 from ..errors import UsageError
 from ..streams.campaigns import CHANNELS, sync_campaigns
 from ..timeutil import (
     RANGE_FORMS,
     Window,
-    humanize_age,
     iso,
-    parse_datetime,
     parse_duration,
-    parse_range,
     report_range,
-    utcnow,
 )
 from .base import (
     ConversionOpt,
     RowsFormatOpt,
     check_format,
-    PROG,
     Settings,
     SummaryFormatOpt,
     WaitOpt,
@@ -34,7 +28,10 @@ from .base import (
     _report,
     app,
     common,
+    exit_if_partial,
+    local_or_api,
     recorded_run,
+    sync_age,
 )
 
 ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", help="email, sms or mobile_push (repeatable; default: all).")]
@@ -110,37 +107,27 @@ def campaigns_cmd(
     max_age = _parse(parse_duration, stats_max_age, "--stats-max-age")
     channels = _channels(channel)
     tagged = None if tag is None else queries.tagged(settings.db, "campaign", tag)
-    rows: list[dict] = []
-    if not refresh and settings.db.exists():
-        database = store.open_db(settings.db)
-        try:
-            rows = queries.campaigns_in_range(database, window, channels)
-            synced = queries.last_run_finished(database, "sync-campaigns")
-        finally:
-            database.close()
-        if rows and not settings.quiet:
-            age = f"synced {humanize_age((utcnow() - parse_datetime(synced)).total_seconds())} ago" if synced else "sync time unknown"
-            missing = sum(1 for r in rows if r["stats_fetched_at"] is None)
-            gap = f"; statistics missing for {missing}" if missing else ""
-            print(f"{len(rows)} campaign(s) from the local database ({age}{gap}); --refresh fetches from the API",
-                  file=sys.stderr)
-    partial = None
-    if refresh or not rows:
-        run = _campaign_sync(settings, window, channels, not no_stats, conversion_metric, max_age, wait)
-        partial = run["result"].partial
+
+    def read(warn: bool) -> tuple:
         database = store.open_db(settings.db)
         try:
             rows = queries.campaigns_in_range(database, window, channels)
         finally:
             database.close()
-        if not settings.quiet:
-            print(f"{len(rows)} campaign(s) fetched from the API", file=sys.stderr)
+        return bool(rows), rows, None
+
+    def note(rows: list) -> str:
+        missing = sum(1 for r in rows if r["stats_fetched_at"] is None)
+        return f" ({sync_age(settings, 'sync-campaigns')}{f'; statistics missing for {missing}' if missing else ''})"
+
+    rows, _, partial = local_or_api(
+        settings, refresh, read,
+        lambda: _campaign_sync(settings, window, channels, not no_stats, conversion_metric, max_age, wait),
+        "campaign(s)", note)
     kind = output.resolve_format(fmt)
     if tagged is not None:
         rows = [r for r in rows if r["id"] in tagged]
     output.write_rows(rows, kind, queries.CAMPAIGN_TABLE,
                       title=f"Campaigns sent {iso(window.start)} .. {iso(window.end)}"
                       + (f" tagged {tag}" if tag is not None else ""))
-    if partial:
-        print(f"{PROG}: warning: {partial}", file=sys.stderr)
-        raise typer.Exit(errors.PARTIAL)
+    exit_if_partial(partial)

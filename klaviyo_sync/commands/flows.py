@@ -12,9 +12,9 @@ from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
 from ..streams.flows import sync_flow_stats, sync_flows, sync_templates
 from ..streams.series import report_zone
-from ..timeutil import RANGE_FORMS, Window, humanize_age, parse_datetime, parse_range, report_range, utcnow
+from ..timeutil import RANGE_FORMS, Window, parse_range, report_range
 from .base import (PROG, ChartFormatOpt, ConversionOpt, RowsFormatOpt, Settings, SummaryFormatOpt, WaitOpt,
-                   _check_summary_format, _parse, _report, app, check_format, common, exit_if_partial, local_or_api,
+                   _check_summary_format, _parse, _report, app, check_format, common, exit_if_partial, local_or_api, sync_age,
                    recorded_run)
 
 RangeOpt = Annotated[str, typer.Option("--range", metavar="RANGE",
@@ -126,18 +126,9 @@ def flows_cmd(
         raise UsageError(f"--by: {by!r} is not one of flow, message")
     tagged = None if tag is None else queries.tagged(settings.db, "flow", tag)
 
-    def synced() -> str:
-        database = store.open_db(settings.db)
-        try:
-            at = queries.last_run_finished(database, "sync-flows")
-        finally:
-            database.close()
-        return f" (synced {humanize_age((utcnow() - parse_datetime(at)).total_seconds())} ago)" if at else \
-            " (sync time unknown)"
-
     rows, zone, partial = local_or_api(settings, refresh, lambda warn: _query_flows(settings, window, by, warn=warn),
                                        lambda: _flow_sync(settings, window, True, conversion_metric, wait),
-                                       f"{by}(s)", synced)
+                                       f"{by}(s)", lambda rows: f" ({sync_age(settings, 'sync-flows')})")
     first, last = queries.day_bounds(window, zone)
     if tagged is not None:
         rows = [r for r in rows if r["flow_id" if by == "message" else "id"] in tagged]

@@ -8,10 +8,12 @@ from contextlib import contextmanager
 
 import typer
 
-from .. import errors, output
+from .. import db as store
+from .. import errors, output, queries
 from ..client import KlaviyoClient
 from ..errors import UsageError
 from ..streams.engine import SyncResult
+from ..timeutil import humanize_age, parse_datetime, utcnow
 from .settings import Settings
 
 PROG = "klaviyo-sync"
@@ -48,17 +50,17 @@ def _report(settings: Settings, run: dict, fmt: str = "auto") -> None:
 
 
 def local_or_api(settings: Settings, refresh: bool, read: Callable[[bool], tuple], fetch: Callable[[], dict],
-                 noun: str, note: Callable[[], str] = str) -> tuple[list, object, str | None]:
-    """The body the range commands share (flows, forms): the rows of a range from the database
-    when it covers the range, else (and with --refresh) from a sync first. ``read(warn)`` gives
-    (covered, rows, context), ``fetch()`` runs the sync and returns its run, ``note()`` adds to
-    the local line (e.g. the sync's age). Says on stderr where the rows came from; returns
+                 noun: str, note: Callable[[list], str] = lambda rows: "") -> tuple[list, object, str | None]:
+    """The body the range commands share (campaigns, flows, forms): the rows of a range from the
+    database when it covers the range, else (and with --refresh) from a sync first. ``read(warn)``
+    gives (covered, rows, context), ``fetch()`` runs the sync and returns its run, ``note(rows)``
+    adds to the local line (e.g. the sync's age). Says on stderr where the rows came from; returns
     (rows, context, why the sync was partial or None): write the rows, then ``exit_if_partial``."""
     covered, rows, context = False, [], None
     if not refresh and settings.db.exists():
         covered, rows, context = read(True)
         if covered and not settings.quiet:
-            print(f"{len(rows)} {noun} from the local database{note()}; --refresh fetches from the API",
+            print(f"{len(rows)} {noun} from the local database{note(rows)}; --refresh fetches from the API",
                   file=sys.stderr)
     partial = None
     if refresh or not covered:
@@ -67,6 +69,17 @@ def local_or_api(settings: Settings, refresh: bool, read: Callable[[bool], tuple
         if not settings.quiet:
             print(f"{len(rows)} {noun} fetched from the API", file=sys.stderr)
     return rows, context, partial
+
+
+def sync_age(settings: Settings, command: str) -> str:
+    """How long ago ``command`` last finished on the database: "synced 5m ago", or "sync time
+    unknown"."""
+    database = store.open_db(settings.db)
+    try:
+        at = queries.last_run_finished(database, command)
+    finally:
+        database.close()
+    return f"synced {humanize_age((utcnow() - parse_datetime(at)).total_seconds())} ago" if at else "sync time unknown"
 
 
 def exit_if_partial(partial: str | None) -> None:
