@@ -1,5 +1,9 @@
+import ctypes
 import json
+import platform
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -298,6 +302,44 @@ def test_seen_cache_skips_unchanged_and_is_bounded():
     for i in range(10):
         cache.fresh({"type": "profile", "id": f"X{i}", "attributes": {}})
     assert cache.fresh(changed)  # ...until ten others pushed it out: the cache holds at most 3
+
+_MAPPED_AGAIN = """
+import ctypes, sys
+from klaviyo_sync.streams.events_fetch import limit_malloc_arenas
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                              "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "limited":
+    limit_malloc_arenas()
+block = bytearray(2 << 20)  # an answer body's size
+del block
+before = libc.mallinfo2().hblkhd
+block = bytearray(2 << 20)
+print("mapped" if libc.mallinfo2().hblkhd - before >= 2 << 20 else "in an arena")
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_large_block_is_mapped_on_its_own_even_after_one_was_freed():
+    """README, Performance: a run fixes glibc's mmap threshold, so a page-sized buffer is mapped
+    on its own and unmapped when freed, however many were freed before (glibc would otherwise
+    raise the threshold to the first freed one's size and serve the next from an arena, whose
+    freed middle is never returned). Each case in a fresh interpreter; the first shows glibc's
+    default, the behaviour the call changes."""
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _MAPPED_AGAIN, mode], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    try:
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018 - glibc 2.33 and later
+    except (OSError, AttributeError):
+        pytest.skip("no mallinfo2 in this C library")
+    assert run("default") == "in an arena"
+    assert run("limited") == "mapped"
+
 
 
 def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatch):
