@@ -2,6 +2,7 @@
 (and how much report quota) it spends.
 
     PYTHONPATH=. python benchmarks/bench_sync_all.py            # 5,000,000 events, 200,000 profiles, 200 flows, 500 campaigns
+    PYTHONPATH=. python benchmarks/bench_sync_all.py --backfill-only --repeat 1   # the cache's backfill alone: its peak RSS
 
 The fake account holds the whole account at that size (5,000,000 events over a year: the fake
 stores a few bytes per event and computes the rest; built in about a minute), with its clock
@@ -182,6 +183,39 @@ def last_run_id(db: Path) -> int:
     return count(db, "SELECT coalesce(max(id), 0) FROM sync_runs")
 
 
+def backfill_only(a) -> int:
+    """The backfill that builds the cache, measured on its own: seconds, CPU and peak RSS (GNU
+    time) of `sync-events --since <a year before> -q` into an empty scratch database."""
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    t0 = time.monotonic()
+    fake = make_fake(a, now)
+    print(f"fake built in {time.monotonic() - t0:.0f} s", flush=True)
+    db = CACHE / "work" / f"backfill-{os.getpid()}.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    since = iso(now.timestamp() - 365 * 86400 - 3600)
+    out: dict = {"bench": "sync_all_backfill", "events": a.events, "profiles": a.profiles, "code": code_version(),
+                 "runs": []}
+    with fake:
+        env = {**os.environ, "KLAVIYO_API_KEY": FAKE_API_KEY, "KLAVIYO_BASE_URL": fake.base_url,
+               "KLAVIYO_SYNC_DB": str(db), "KLAVIYO_RATE_LIMITS": FAST_LIMITS}
+        for rep in range(a.repeat):
+            for code in (["before", "after"] if a.before else ["this"]):
+                remove_db(db)
+                remove_side_files(db)
+                load0 = os.getloadavg()[0]
+                r = run(["sync-events", "--since", since, "-q"], env, a.before if code == "before" else None)
+                r.update(code=code, load=[round(load0, 1), round(os.getloadavg()[0], 1)],
+                         events=count(db, "SELECT count(*) FROM events") if r["rc"] == 0 else None)
+                print(f"  backfill {rep} ({code}): {r['seconds']} s (rc {r['rc']}), CPU {r['cpu_s']} s, "
+                      f"peak RSS {r['peak_rss_mb']} MB, {r['events']} events, load {r['load'][0]}-{r['load'][1]}"
+                      f"{' ' + r['stderr'] if r['rc'] else ''}", flush=True)
+                out["runs"].append(r)
+    remove_db(db)
+    remove_side_files(db)
+    print(json.dumps(out))
+    return 0 if all(r["rc"] == 0 for r in out["runs"]) else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=5_000_000)
@@ -196,10 +230,15 @@ def main() -> int:
                          "the run 6 hours after they were read (--stats-age 6.05), when the settling ones are due")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     ap.add_argument("--build-only", action="store_true", help="build (or find) the cached database and stop")
+    ap.add_argument("--backfill-only", action="store_true",
+                    help="measure only the cache's backfill (`sync-events --since` a year) into a scratch database, "
+                         "--repeat times (with --before: alternating with the older code), and stop")
     ap.add_argument("--before", type=Path, default=None, metavar="DIR",
                     help="a directory holding older code's klaviyo_sync/ (e.g. from git archive): its runs alternate with this code's")
     a = ap.parse_args()
 
+    if a.backfill_only:
+        return backfill_only(a)
     src, meta = cached_db(a)
     print(f"database {src.name}: {meta['events']:,} events, {meta['profiles']:,} profiles, "
           f"{meta['bytes'] / 1e9:.2f} GB (built in {meta['build_s']} s); the fake's clock {meta['now']}", flush=True)
