@@ -352,8 +352,11 @@ class KlaviyoClient:
             # at once, so memory does not grow with --workers.
             with self._read_gate:
                 # One read of the whole body: resp.content would take 10 KB chunks, each a
-                # round through the GIL that the writer thread is waiting for.
-                content = resp.raw.read(self.max_body + 1, decode_content=True)  # a dropped connection raises here
+                # round through the GIL that the writer thread is waiting for. A body sent
+                # without a Content-Encoding is read as it comes: decoding it would only copy it
+                # through urllib3's buffer, a second page-sized block.
+                content = resp.raw.read(self.max_body + 1,  # a dropped connection raises here
+                                        decode_content=bool(resp.headers.get("Content-Encoding")))
                 if len(content) > self.max_body:
                     resp.close()
                     raise ApiError(f"{label}: the answer is larger than {self.max_body // 2**20} MB, the most "

@@ -1,3 +1,5 @@
+import gzip
+import json
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -133,6 +135,18 @@ def test_truncated_json_body_is_retried(mocked, client):
     mocked.get(METRICS, json=page(["a"]))
     assert client.request("GET", "/api/metrics")["data"][0]["id"] == "a"
     assert client.stats.retries == 1
+
+
+def test_a_compressed_answer_is_decoded_and_a_plain_one_read_as_it_comes(mocked, client):
+    """requests asks for gzip: an answer sent with Content-Encoding is decompressed before it is
+    read as JSON (and its size checked after decompression); one sent as is is read unchanged."""
+    first = page(["a", "b"], f"{METRICS}?page%5Bcursor%5D=c1")
+    mocked.get(METRICS, body=gzip.compress(json.dumps(first).encode()), content_type="application/vnd.api+json",
+               headers={"Content-Encoding": "gzip"}, match=[matchers.query_string_matcher("")])
+    mocked.get(METRICS, json=page(["c"]), match=[matchers.query_param_matcher({"page[cursor]": "c1"})])
+    pages = list(client.paginate("/api/metrics"))
+    assert [[r["id"] for r in p.data] for p in pages] == [["a", "b"], ["c"]]
+    assert client.stats.retries == 0
 
 
 @pytest.mark.parametrize("status,cls", [(400, ApiError), (401, AuthError), (403, AuthError), (404, ApiError)])
