@@ -133,10 +133,10 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
             env = None
         else:
             cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers)]  # no -q: its summary says how the fetchers grew
-            if kind == "noattr":  # --without-attributions: the same code asking include=metric,profile
+            if kind.endswith("noattr"):  # --without-attributions: the same code asking include=metric,profile
                 cmd[:1] = [PYTHON, str(BENCH_DIR / "without_attributions.py")]
             env = tool_env(fake.url, db)
-            if kind == "other":  # --other-code: the same command from another checkout
+            if kind.startswith("other"):  # --other-code: the same command from another checkout
                 env["PYTHONPATH"] = str(args.other_code)
         m = run_measured(cmd, env=env, cwd=REPO, timeout=args.timeout)
         fake_cpu = fake.cpu_seconds() - cpu0
@@ -217,8 +217,8 @@ def main(argv=None) -> int:
                     help="also run the tool from this checkout (PYTHONPATH=DIR), alternating with this code: "
                          "e.g. the code before a change, in the same rounds")
     ap.add_argument("--without-attributions", action="store_true",
-                    help="also run this code with sync-events asking include=metric,profile (no attributions; "
-                         "benchmarks/without_attributions.py), alternating: what attributions cost")
+                    help="also run this code (and --other-code's) with sync-events asking include=metric,profile "
+                         "(no attributions; benchmarks/without_attributions.py), alternating: what attributions cost")
     ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON line to this file")
     args = ap.parse_args(argv)
     args.latencies = [float(x) for x in str(args.latency).split(",") if x.strip()]
@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     plan = [(kind, w, lat) for lat in args.latencies
             for kind, w in ([] if args.no_baseline else [("baseline", None)]) + ([] if args.no_tool else [("tool", w) for w in workers])
             + ([("other", w) for w in workers] if args.other_code else [])
-            + ([("noattr", w) for w in workers] if args.without_attributions else [])]
+            + ([("noattr", w) for w in workers] if args.without_attributions else [])
+            + ([("other-noattr", w) for w in workers] if args.without_attributions and args.other_code else [])]
     rows: list[dict] = []
     verified = True
     problems: list[str] = []
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
                 if r["stored"]["events"] != n:
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: {r['stored']['events']} events stored, expected {n}")
-                if r["kind"] in ("tool", "other", "noattr") and r["stored"].get("status") != "ok":
+                if r["kind"] in ("tool", "other", "noattr", "other-noattr") and r["stored"].get("status") != "ok":
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: sync_runs status {r['stored'].get('status')!r}")
             if len(stored) > 1:
@@ -311,13 +312,13 @@ def main(argv=None) -> int:
     for s in summary:
         base = next((b for b in summary if b["events"] == s["events"] and b["kind"] == "baseline"
                      and b["latency"] == s["latency"]), None)
-        if s["kind"] in ("tool", "other", "noattr") and base:
+        if s["kind"] in ("tool", "other", "noattr", "other-noattr") and base:
             s["ratio"] = round(s["events_per_s"] / base["events_per_s"], 3)
             ratios[("" if s["kind"] == "tool" else f"{s['kind']}:") + f"{s['events']}:w{s['workers']}" + (f"@{s['latency']:g}" if len(args.latencies) > 1 else "")] = s["ratio"]
         # With --latency 0,X: the tool's rate at X as a share of its own no-latency rate in the same rounds.
         own = next((b for b in summary if b["events"] == s["events"] and b["kind"] == s["kind"]
                     and b["workers"] == s["workers"] and b["latency"] == 0 and s["latency"] > 0), None)
-        if s["kind"] in ("tool", "other", "noattr") and own:
+        if s["kind"] in ("tool", "other", "noattr", "other-noattr") and own:
             s["vs_no_latency"] = round(s["events_per_s"] / own["events_per_s"], 3)
 
     print()
