@@ -133,8 +133,10 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
             env = None
         else:
             cmd = [tool_exe(), "sync-events", "--since", since, "--until", until, "--workers", str(workers)]  # no -q: its summary says how the fetchers grew
+            if kind.endswith("noattr"):  # --without-attributions: the same code asking include=metric,profile
+                cmd[:1] = [PYTHON, str(BENCH_DIR / "without_attributions.py")]
             env = tool_env(fake.url, db)
-            if kind == "other":  # --other-code: the same command from another checkout
+            if kind.startswith("other"):  # --other-code: the same command from another checkout
                 env["PYTHONPATH"] = str(args.other_code)
         m = run_measured(cmd, env=env, cwd=REPO, timeout=args.timeout)
         fake_cpu = fake.cpu_seconds() - cpu0
@@ -142,7 +144,7 @@ def one_run(kind: str, workers: int | None, n: int, args, workdir: Path, rep: in
         stats = fake.stats()
     finally:
         fake.stop()
-    run = kind if workers is None else f"{'other' if kind == 'other' else 'tool'} w={workers}"
+    run = kind if workers is None else f"{kind} w={workers}"
     if len(args.latencies) > 1:
         run += f" @{latency * 1000:g}ms"
     row = {"events": n, "run": run, "kind": kind, "workers": workers, "latency": latency,
@@ -214,6 +216,9 @@ def main(argv=None) -> int:
     ap.add_argument("--other-code", type=Path, default=None, metavar="DIR",
                     help="also run the tool from this checkout (PYTHONPATH=DIR), alternating with this code: "
                          "e.g. the code before a change, in the same rounds")
+    ap.add_argument("--without-attributions", action="store_true",
+                    help="also run this code (and --other-code's) with sync-events asking include=metric,profile "
+                         "(no attributions; benchmarks/without_attributions.py), alternating: what attributions cost")
     ap.add_argument("--json-out", type=Path, default=None, help="also append the JSON line to this file")
     args = ap.parse_args(argv)
     args.latencies = [float(x) for x in str(args.latency).split(",") if x.strip()]
@@ -240,7 +245,9 @@ def main(argv=None) -> int:
           f"span={args.span_hours}h repeat={args.repeat} python={sys.version.split()[0]} code={code_version()}", flush=True)
     plan = [(kind, w, lat) for lat in args.latencies
             for kind, w in ([] if args.no_baseline else [("baseline", None)]) + ([] if args.no_tool else [("tool", w) for w in workers])
-            + ([("other", w) for w in workers] if args.other_code else [])]
+            + ([("other", w) for w in workers] if args.other_code else [])
+            + ([("noattr", w) for w in workers] if args.without_attributions else [])
+            + ([("other-noattr", w) for w in workers] if args.without_attributions and args.other_code else [])]
     rows: list[dict] = []
     verified = True
     problems: list[str] = []
@@ -267,7 +274,7 @@ def main(argv=None) -> int:
                 if r["stored"]["events"] != n:
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: {r['stored']['events']} events stored, expected {n}")
-                if r["kind"] in ("tool", "other") and r["stored"].get("status") != "ok":
+                if r["kind"] in ("tool", "other", "noattr", "other-noattr") and r["stored"].get("status") != "ok":
                     verified = False
                     problems.append(f"N={n} {r['run']} rep {r['rep']}: sync_runs status {r['stored'].get('status')!r}")
             if len(stored) > 1:
@@ -305,13 +312,13 @@ def main(argv=None) -> int:
     for s in summary:
         base = next((b for b in summary if b["events"] == s["events"] and b["kind"] == "baseline"
                      and b["latency"] == s["latency"]), None)
-        if s["kind"] in ("tool", "other") and base:
+        if s["kind"] in ("tool", "other", "noattr", "other-noattr") and base:
             s["ratio"] = round(s["events_per_s"] / base["events_per_s"], 3)
-            ratios[f"{s['events']}:w{s['workers']}" + (f"@{s['latency']:g}" if len(args.latencies) > 1 else "")] = s["ratio"]
+            ratios[("" if s["kind"] == "tool" else f"{s['kind']}:") + f"{s['events']}:w{s['workers']}" + (f"@{s['latency']:g}" if len(args.latencies) > 1 else "")] = s["ratio"]
         # With --latency 0,X: the tool's rate at X as a share of its own no-latency rate in the same rounds.
         own = next((b for b in summary if b["events"] == s["events"] and b["kind"] == s["kind"]
                     and b["workers"] == s["workers"] and b["latency"] == 0 and s["latency"] > 0), None)
-        if s["kind"] in ("tool", "other") and own:
+        if s["kind"] in ("tool", "other", "noattr", "other-noattr") and own:
             s["vs_no_latency"] = round(s["events_per_s"] / own["events_per_s"], 3)
 
     print()

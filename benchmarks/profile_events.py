@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--events-per-visit", type=int, default=4)
     ap.add_argument("--styles", default="cprofile,threads", help="cprofile (main thread only), threads (per thread)")
     ap.add_argument("--fake", action="store_true", help="also profile the fake API while the baseline pages through it")
+    ap.add_argument("--without-attributions", action="store_true",
+                    help="profile the tool asking include=metric,profile (benchmarks/without_attributions.py)")
     ap.add_argument("--outdir", type=Path, default=BENCH_DIR / ".cache" / "prof")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
@@ -56,21 +58,24 @@ def main(argv=None) -> int:
     fake_kw = dict(profiles=profiles_for(args.events, args), extra=shape_args(args))
     args.outdir.mkdir(parents=True, exist_ok=True)
     workers = [int(w) for w in args.workers.split(",")] if args.workers else sorted({1, default_workers()})
-    report = args.outdir / f"profiles-{args.events}.txt"
+    report = args.outdir / f"profiles-{args.events}{'-noattr' if args.without_attributions else ''}.txt"
     summary = []
     with open(report, "w") as out:
         for w in workers:
             for style in args.styles.split(","):
-                prof = args.outdir / f"tool-w{w}-{style}.prof"
-                db = args.outdir / f"tool-w{w}-{style}.db"
+                name = f"{'noattr' if args.without_attributions else 'tool'}-w{w}-{style}"
+                prof = args.outdir / f"{name}.prof"
+                db = args.outdir / f"{name}.db"
                 remove_db(db)
                 with Fake(events=args.events, span_hours=args.span_hours, **fake_kw) as fake:
                     since, until = window_for(fake, args.span_hours)
                     sync = ["sync-events", "--since", since, "--until", until, "--workers", str(w), "-q"]
+                    target = ([str(BENCH_DIR / "without_attributions.py")] if args.without_attributions
+                              else ["-m", "klaviyo_sync"])
                     if style == "cprofile":
-                        cmd = [PYTHON, "-m", "cProfile", "-o", str(prof), "-m", "klaviyo_sync", *sync]
+                        cmd = [PYTHON, "-m", "cProfile", "-o", str(prof), *target, *sync]
                     else:
-                        cmd = [PYTHON, str(BENCH_DIR / "profile_threads.py"), "-o", str(prof), "-m", "klaviyo_sync", *sync]
+                        cmd = [PYTHON, str(BENCH_DIR / "profile_threads.py"), "-o", str(prof), *target, *sync]
                     m = run_measured(cmd, env=tool_env(fake.url, db), cwd=REPO)
                 remove_db(db)
                 line = {"workers": w, "style": style, "rc": m.rc, "wall_s": round(m.wall_s, 2),

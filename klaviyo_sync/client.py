@@ -352,11 +352,12 @@ class KlaviyoClient:
             # at once, so memory does not grow with --workers.
             with self._read_gate:
                 # One read of the whole body: resp.content would take 10 KB chunks, each a
-                # round through the GIL that the writer thread is waiting for. A body sent
-                # without a Content-Encoding is read as it comes: decoding it would only copy it
-                # through urllib3's buffer, a second page-sized block.
-                content = resp.raw.read(self.max_body + 1,  # a dropped connection raises here
-                                        decode_content=bool(resp.headers.get("Content-Encoding")))
+                # round through the GIL that the writer thread is waiting for. A body whose
+                # length is announced (and not compressed) is read as one buffer; read(amt)
+                # copies it once more (urllib3's buffer): 0.6 instead of 0.37 ms of CPU for a
+                # 2 MB events page with attributions.
+                content = resp.raw.read(None if _announced(resp, self.max_body) else self.max_body + 1,
+                                        decode_content=True)  # a dropped connection raises here
                 if len(content) > self.max_body:
                     resp.close()
                     raise ApiError(f"{label}: the answer is larger than {self.max_body // 2**20} MB, the most "
@@ -615,6 +616,14 @@ _gc_paused_state = [True]
 def loads_json(content: bytes) -> object:
     """The JSON decoder this client uses (raises ValueError on invalid JSON)."""
     return _loads(content)
+
+
+def _announced(resp: requests.Response, limit: int) -> bool:
+    """Whether the answer announces a length of at most ``limit`` bytes and is not compressed:
+    it can then be read whole, and never holds more than that (a shorter body raises)."""
+    length = resp.headers.get("Content-Length", "")
+    return (length.isdigit() and int(length) <= limit
+            and resp.headers.get("Content-Encoding", "identity").strip().lower() == "identity")
 
 
 def _decode(content: bytes, ctype: str, decode: Callable[[bytes], object] | None = None) -> object:

@@ -357,26 +357,31 @@ def test_until_later_than_now_is_clamped_to_now(mocked, cli, db_path, monkeypatc
     database = store.open_db(db_path)
     assert ids(database) == {e["id"] for e in events if e["attributes"]["datetime"] < iso(now).replace("Z", "+00:00")}
     assert all(f"less-than(datetime,{iso(now)})" in unquote(url) for url in api.calls)
-def _event_index_sql(db):
+def _event_index_sql(db, table="events"):
     return {r[0]: " ".join(r[1].split()) for r in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                           "AND tbl_name = 'events' AND sql IS NOT NULL")}
+                                           "AND tbl_name = ? AND sql IS NOT NULL", [table])}
 
 
 def test_backfill_builds_the_event_indexes_at_the_end_and_a_killed_one_is_repaired(mocked, client, db, tmp_path):
     fresh = _event_index_sql(store.open_db(tmp_path / "fresh.db"))
     assert set(fresh) == set(store.EVENT_INDEXES)
+    # event_attributions' event_id index is dropped and built with them (as m007 made it)
+    fresh_attr = _event_index_sql(store.open_db(tmp_path / "fresh.db"), "event_attributions")
+    assert set(fresh_attr) == {"idx_event_attributions_event_id"}
     events = [make_event(i, T0 + timedelta(minutes=i)) for i in range(50)]
     api = serve(mocked, EventsApi(events, page_size=10, fail_on_call=3))
     window = Window(T0, T0 + timedelta(hours=1))
     with pytest.raises(Exception, match="Invalid cursor"):
         sync_events(client, db, window)  # a first backfill that fails midway
     assert _event_index_sql(db) == fresh
+    assert _event_index_sql(db, "event_attributions") == fresh_attr
     # A backfill killed (-9) before its end leaves the table without them: the next run builds them.
     store.drop_event_indexes(db)
     api.fail_on_call = None
     sync_events(client, db, window)
     assert ids(db) == {f"E{i:05d}" for i in range(50)}
     assert _event_index_sql(db) == fresh
+    assert _event_index_sql(db, "event_attributions") == fresh_attr
     plan = " ".join(str(r) for r in db.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM events WHERE metric_id = 'M1' AND datetime >= '2026'"))
     assert "idx_events_metric_id_datetime" in plan

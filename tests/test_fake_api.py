@@ -620,6 +620,19 @@ def test_enforce_limits_metrics_burst(fake, http):
     assert get(http, fake, "/api/events", **{"page[size]": "1"}).status_code == 200
 
 
+def test_enforce_limits_counts_each_endpoint_of_a_generic_tier_alone(fake, http):
+    """Klaviyo's tiers are sizes of per-endpoint limits: /api/tags spending its S-tier budget
+    (3/s, 60/m: a 429 comes by the 61st request whatever the machine's speed) leaves the other
+    S-tier endpoints theirs."""
+    fake.enforce_limits = True
+    statuses = []
+    while 429 not in statuses and len(statuses) <= 61:
+        statuses.append(get(http, fake, "/api/tags").status_code)
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+    assert get(http, fake, "/api/tag-groups").status_code == 200
+    assert get(http, fake, "/api/flows").status_code == 200
+
+
 def test_enforce_limits_reports(fake, http):
     fake.enforce_limits = True
     assert post_report(http, fake, report_body(fake)).status_code == 200

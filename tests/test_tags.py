@@ -79,6 +79,23 @@ def test_sync_tags_without_the_scope(tmp_path):
         assert ids(db, "tags") == set()
 
 
+def test_sync_tags_without_a_parents_scope_names_that_scope(tmp_path):
+    """The links are read from the campaigns' listing: a key with tags:read but not
+    campaigns:read is refused there, and the error names campaigns:read, not tags:read."""
+    db = tmp_path / "k.db"
+    with FakeKlaviyo(n_events=0, scopes=ALL_SCOPES - {"campaigns:read"}) as fake:
+        env = cli_env(fake, db)
+        alone = run_cli(["sync-tags"], env)
+        assert alone.returncode == 4, alone.describe()
+        assert alone.stderr == ("klaviyo-sync: error: sync-tags: permission denied: the API key lacks the "
+                                "campaigns:read scope (/api/campaigns)\n")
+        step = run_cli(["sync-all", "--only", "tags", "--format", "json"], env)
+        assert step.returncode == 0, step.describe()
+        assert "klaviyo-sync: skipped: sync-tags: the API key lacks the campaigns:read scope" in step.stderr
+        assert {"command": "sync-tags", "status": "skipped", "scope": "campaigns:read"}.items() <= \
+            json.loads(step.stdout.splitlines()[0]).items()
+
+
 def test_campaigns_and_flows_take_a_tag(tmp_path):
     db = tmp_path / "k.db"
     with FakeKlaviyo(n_events=0) as fake:

@@ -20,6 +20,7 @@ import typer
 from .. import errors
 from ..account import AccountMismatch
 from ..errors import AuthError, KlaviyoSyncError, UsageError
+from ..streams import declaration, scope_for
 from .audience import AllowRemovalsOpt, allow_removals
 from .base import (
     _STATE,
@@ -94,11 +95,12 @@ def sync_all_cmd(settings: Settings, wait: WaitOpt = 0.0, fmt: SummaryFormatOpt 
                         step.run(client, database, run["result"])
                     except AuthError as exc:
                         if exc.status == 403 and not step.core:
-                            raise Skipped(f"the API key lacks the {step.scope} scope") from None
+                            scope = scope_for(exc.endpoint, declaration(step.command))
+                            raise Skipped(f"the API key lacks the {scope} scope", scope) from None
                         raise
             except Skipped as exc:
                 print(f"{PROG}: skipped: {step.command}: {exc} (an optional step)", file=sys.stderr)
-                print_summary(settings, {"command": step.command, "status": "skipped", "scope": step.scope,
+                print_summary(settings, {"command": step.command, "status": "skipped", "scope": exc.scope,
                                          "reason": str(exc)}, fmt)
                 continue
             except (Interrupted, AccountMismatch):

@@ -12,7 +12,7 @@ from .. import db as store
 from .. import errors
 from ..errors import AuthError, KlaviyoSyncError, redact
 from ..lock import SyncLock
-from ..streams import declarations
+from ..streams import declarations, scope_for
 from ..streams.declare import Declaration
 from ..streams.engine import SyncResult
 from .report import _summary
@@ -112,14 +112,19 @@ def sync_commands() -> list[str]:
 class Skipped(KlaviyoSyncError):
     """An optional step the key has no scope for: recorded as ``skipped``, not a failure."""
 
+    def __init__(self, message: str, scope: str):
+        super().__init__(message)
+        self.scope = scope
+
 
 @contextmanager
 def denied_as(decl: Declaration, scope: str | None = None):
-    """A 403 becomes one line naming the declaration's scope (or ``scope``), exit 4."""
+    """A 403 becomes one line naming the scope (``scope``, or the one the refused path needs), exit 4."""
     try:
         yield
     except AuthError as exc:
         if exc.status == 403:
-            raise AuthError(f"{decl.command}: permission denied: the API key lacks the {scope or decl.scope} scope "
+            raise AuthError(f"{decl.command}: permission denied: the API key lacks the "
+                            f"{scope or scope_for(exc.endpoint, decl)} scope "
                             f"({exc.endpoint})", status=403, endpoint=exc.endpoint) from None
         raise

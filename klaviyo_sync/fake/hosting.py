@@ -191,7 +191,11 @@ REVISIONS = (
 
 
 # rate tier -> (burst per 1 s, steady per 60 s).  L/M/S/XS are the generic tiers of
-# shared/klaviyo-api.md section 10, for the resource families still to come.
+# shared/klaviyo-api.md section 10, for the resource families still to come. Klaviyo counts each
+# endpoint against its own limit ("the sizes apply to the different limits for endpoints, not
+# accounts"): a route at a generic tier has a bucket of its own (``Route.bucket``), while the
+# named tiers are one bucket each (``reports``: campaign, flow, form and segment reports share
+# one quota; ``campaigns``: campaigns and their messages).
 RATE_LIMITS = {
     "events": (350, 3500),
     "event": (10, 150),
@@ -214,6 +218,12 @@ ALL_SCOPES = frozenset({
 })
 
 _PARAM = re.compile(r"\{(\w+)\}")
+GENERIC_TIERS = frozenset({"XL", "L", "M", "S", "XS"})
+
+
+def endpoint_bucket(tier: str, endpoint: str) -> str:
+    """``"S /api/tags"`` for an endpoint at a generic tier; a named tier is its own bucket."""
+    return f"{tier} {endpoint}" if tier in GENERIC_TIERS else tier
 
 
 @dataclass(frozen=True)
@@ -245,6 +255,11 @@ class Route:
     @property
     def scopes(self) -> tuple[str, ...]:
         return (self.scope,) if isinstance(self.scope, str) else tuple(self.scope)
+
+    @property
+    def bucket(self) -> str:
+        """The rate bucket this route counts against (see RATE_LIMITS)."""
+        return endpoint_bucket(self.tier, self.pattern)
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -464,7 +479,9 @@ class FakeServer(_Hosted):
                            links={"type": "https://developers.klaviyo.com/en/docs/rate_limits_and_error_handling"})
 
     def _check_limits(self, bucket: str):
-        burst, steady = RATE_LIMITS[bucket]
+        """Count a request in ``bucket`` (a RATE_LIMITS tier, or ``endpoint_bucket``'s "TIER path"),
+        or raise Klaviyo's 429 when its burst or steady window is full."""
+        burst, steady = RATE_LIMITS[bucket.partition(" ")[0]]
         now = time.monotonic()
         with self._lock:
             wins = self._windows.get(bucket)
@@ -533,7 +550,7 @@ class FakeServer(_Hosted):
         route, args = found
         self._check_scopes(route)
         if self.enforce_limits:
-            self._check_limits(route.tier)
+            self._check_limits(route.bucket)
         if route.daily:
             self._check_daily()
         return getattr(self, route.handler)(ctx, *args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 
 from .declare import Declaration, registered
 
@@ -22,3 +23,19 @@ def declarations() -> list[Declaration]:
 def declaration(command: str) -> Declaration:
     """The declaration of a sync command, e.g. ``declaration("sync-images")``."""
     return next(d for d in declarations() if d.command == command)
+
+
+def _reads(decl: Declaration, path: str) -> bool:
+    return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(p)), path) for p in decl.paths)
+
+
+def scope_for(endpoint: str | None, decl: Declaration) -> str:
+    """The scope a 403 at ``endpoint`` during ``decl``'s run is about: ``decl``'s own when the
+    path is one it declares, else the scope of the stream that declares the path (sync-tags also
+    reads the campaigns', flows', lists' and segments' listings, each under its own scope)."""
+    path = (endpoint or "").rstrip("/")
+    if path and not _reads(decl, path):
+        for other in declarations():
+            if _reads(other, path):
+                return other.scope
+    return decl.scope

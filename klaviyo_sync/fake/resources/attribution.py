@@ -194,8 +194,11 @@ class AttributionResource(Resource):
         aid = f"{mix((self._salt_aid + i) & M64):016x}{mix((self._salt_aid2 + i) & M64):016x}"
         return aid, self._attr_touch[k], self._attr_slot[k]
 
-    def _attribution_json(self, i: int, base: str) -> str | None:
-        at = self._attribution_at(i)
+    def _attribution_json(self, i: int, base: str, at=None) -> str | None:
+        """The included attribution resource of event i; ``at``: its ``_attribution_at`` when
+        the caller already has it (an events page looks each event up once)."""
+        if at is None:
+            at = self._attribution_at(i)
         if at is None:
             return None
         aid, j, slot = at

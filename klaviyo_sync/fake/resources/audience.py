@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from ..data import CITIES, FIRST_NAMES, LAST_NAMES, dumps, iso, parse_iso, ulid
 from ..errors import bad, not_found
 from ..filters import cmp, filter_or_400
-from ..hosting import Route
+from ..hosting import Route, endpoint_bucket
 from ..jsonapi import fields_param, page_size, query_params, sparse
 from ..listing import ListEndpoint, page_of
 from . import Resource
@@ -330,7 +330,8 @@ class AudienceResource(Resource):
             if it not in ADDITIONAL:
                 raise bad(f"'{it}' is not a valid additional field for '{name}'.", name)
         if "predictive_analytics" in items and self.enforce_limits:
-            self._check_limits("M")  # predictive analytics lowers the endpoint to the M tier
+            # predictive analytics lowers the endpoint to the M tier
+            self._check_limits(endpoint_bucket("M", "/api/profiles?predictive_analytics"))
         return set(items)
 
     def _audience_page(self, ctx, params, rows: list, size: int, kind: str, render) -> tuple:
@@ -425,7 +426,7 @@ class AudienceResource(Resource):
         if extra is not None and extra != "profile_count":
             raise bad(f"'{extra}' is not a valid additional field for '{kind}'.", f"additional-fields[{kind}]")
         if extra and self.enforce_limits:
-            self._check_limits("XS")  # profile_count: 1/s, 15/m
+            self._check_limits(endpoint_bucket("XS", f"/api/{kind}s?profile_count"))  # 1/s, 15/m
         g = self._groups.get(gid)
         if g is None or g.kind != kind:
             raise not_found(f"A {kind} with id '{gid}' does not exist.")

@@ -213,8 +213,9 @@ class EventsResource(Resource):
             return f'{{"List":"Newsletter","$source":{(h2 >> 8) % 100}}}'
         return f'{{"source":"api","n":{h2 % 1000},"flag":{"true" if h2 & 1 else "false"}}}'
 
-    def _event_json(self, i: int, base: str, fe, with_attr: bool):
-        """(json text, profile index or -1, metric index) of event i."""
+    def _event_json(self, i: int, base: str, fe, with_attr: bool, got=False):
+        """(json text, profile index or -1, metric index) of event i. ``got``: the event's
+        ``_attribution_at`` when the caller already looked it up (False: not yet)."""
         if i < self.n_events:
             ts = self._start + self._sec[bisect.bisect_right(self._cum, i) - 1]
             m = self._mb[i]
@@ -248,7 +249,8 @@ class EventsResource(Resource):
         el = f"{base}/api/events/{eid}"
         pd = f'{{"type":"profile","id":"{self._pids[pidx]}"}}' if pidx >= 0 else "null"
         if with_attr:
-            got = self._attribution_at(i)
+            if got is False:
+                got = self._attribution_at(i)
             ad = f'{{"type":"attribution","id":"{got[0]}"}}' if got else ""
             at = (f',"attributions":{{"data":[{ad}],"links":{{"self":"{el}/relationships/attributions/",'
                   f'"related":"{el}/attributions/"}}}}')
@@ -489,15 +491,20 @@ class EventsResource(Resource):
         pseen: dict = {}
         mseen: dict = {}
         ej = self._event_json
+        attribution_at, attribution_json = self._attribution_at, self._attribution_json
         ov = self._overlay()
         at = int if ov is None else ov[0].__getitem__
         attrs_ = []
         for p in got:
             i = at(p)
-            s, pidx, m = ej(i, base, fe, with_attr)
+            if with_attr:  # looked up once for the event's relationship and its included resource
+                a = attribution_at(i)
+                s, pidx, m = ej(i, base, fe, True, a)
+                if a is not None:
+                    attrs_.append(attribution_json(i, base, a))
+            else:
+                s, pidx, m = ej(i, base, fe, False)
             parts_.append(s)
-            if with_attr and (a := self._attribution_json(i, base)) is not None:
-                attrs_.append(a)
             if inc_p and pidx >= 0:
                 pseen[pidx] = None
             if inc_m:
