@@ -119,7 +119,7 @@ def cached_db(a) -> tuple[Path, dict]:
     ignore = CACHE / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    stem = f"sync_all-e{a.events}-p{a.profiles}-f{a.flows}-c{a.campaigns}-{schema_fingerprint()}-v{BUILD_VERSION}"
+    stem = f"sync_all-e{a.events}-p{a.profiles}-f{a.flows}-c{a.campaigns}-{schema_fingerprint(BUILD_VERSION)}"
     path, meta_path = CACHE / f"{stem}.db", CACHE / f"{stem}.json"
     if path.exists() and meta_path.exists() and not a.rebuild:
         return path, json.loads(meta_path.read_text())
