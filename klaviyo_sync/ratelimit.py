@@ -86,13 +86,18 @@ _ENDPOINT_PATTERNS = [
 ]
 
 
+def path_regex(path: str) -> str:
+    """A declared path as a regular expression: "{id}" matches one path segment."""
+    return re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path))
+
+
 def declare_bucket(name: str, paths, tier: str) -> None:
     """A bucket for a declared stream's paths ("{id}" matches one path segment) at a generic tier."""
     if name in DEFAULT_LIMITS and DEFAULT_LIMITS[name] != TIERS[tier]:
         raise ValueError(f"rate bucket {name!r} exists with other limits")
     DEFAULT_LIMITS[name] = TIERS[tier]
     for path in paths:
-        pattern = re.compile("^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)) + "/?$")
+        pattern = re.compile("^" + path_regex(path) + "/?$")
         if all(p.pattern != pattern.pattern for p, _ in _ENDPOINT_PATTERNS):
             _ENDPOINT_PATTERNS.append((pattern, name))
 

@@ -77,7 +77,8 @@ def _to_one(relationships: dict, name: str) -> str | None:
 
 
 def event_row(resource: dict) -> tuple:
-    """The hot path of a backfill (one call per event), so it avoids helper calls it can inline."""
+    """The events row of an event resource decoded as plain JSON (a typed page goes straight to
+    ``event_tuple``: events_fetch)."""
     a = resource.get("attributes") or {}
     rels = resource.get("relationships") or {}
     return event_tuple(resource["id"], a.get("event_properties"), a.get("datetime"), a.get("timestamp"),

@@ -6,12 +6,11 @@ from typing import Annotated
 import typer
 
 from .. import attribution as queries
-from .. import db as store
 from .. import output
 from ..errors import UsageError
 from ..streams.attributions import refill_args, uncovered_events
 from ..timeutil import RANGE_FORMS, Window, parse_range
-from .customers import resolve_metric
+from .customers import open_database, resolve_metric
 from .base import PROG, ChartFormatOpt, RowsFormatOpt, Settings, _parse, app, check_format, common
 
 DEFAULT_METRIC = "Placed Order"
@@ -30,9 +29,7 @@ def _open(settings: Settings, metric: str, model: str, window_text: str, fmt: st
     check_format(fmt, formats)
     if model not in queries.MODELS:
         raise UsageError(f"--model: {model!r} is not one of {', '.join(queries.MODELS)}")
-    if not settings.db.exists():
-        raise UsageError(f"no database at {settings.db}: run sync-events first (or pass --db)")
-    database = store.open_db(settings.db)
+    database = open_database(settings)
     try:
         metric_id = resolve_metric(database, metric)
     except UsageError:

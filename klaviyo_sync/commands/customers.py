@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 import typer
 
 from .. import analytics, output, queries
-from ..queries import dict_rows
 from .. import db as store
 from ..errors import UsageError
 from ..streams.campaigns import DEFAULT_CONVERSION_METRIC
@@ -23,7 +22,9 @@ ConvRangeOpt = Annotated[Optional[str], typer.Option(
     "--range", metavar="RANGE", help=f"Conversions in this range: {RANGE_FORMS}.")]
 
 
-def _open(settings: Settings):
+def open_database(settings: Settings):
+    """The database the analytics commands read (all of customers.py and analytics.py); a
+    missing file is a usage error (exit 2)."""
     if not settings.db.exists():
         raise UsageError(f"no database at {settings.db}: run sync-events first (or pass --db)")
     return store.open_db(settings.db)
@@ -92,7 +93,7 @@ def customers_cmd(
     check_format(fmt)
     if sort not in CUSTOMER_SORTS:
         raise UsageError(f"--sort: {sort!r} is not one of {', '.join(CUSTOMER_SORTS)}")
-    database = _open(settings)
+    database = open_database(settings)
     try:
         metric_id = resolve_metric(database, metric)
         rows: list[dict] = []
@@ -100,7 +101,7 @@ def customers_cmd(
             where, params = _range_where(window)
             sql = (f"SELECT {', '.join(CUSTOMER_FIELDS)} FROM ({analytics.customers_sql(where)}) "
                    f"ORDER BY {CUSTOMER_SORTS[sort]}" + (" LIMIT ?" if top else ""))
-            rows = dict_rows(database.execute(sql, [metric_id, *params, *([top] if top else [])]))
+            rows = queries.dict_rows(database.execute(sql, [metric_id, *params, *([top] if top else [])]))
     finally:
         database.close()
     span = f"{iso(window.start)} .. {iso(window.end)}" if window else "all stored conversions"
@@ -146,13 +147,13 @@ def customer_cmd(
     Example: klaviyo-sync customer ada@example.com
     """
     check_format(fmt)
-    database = _open(settings)
+    database = open_database(settings)
     try:
         metric_id = resolve_metric(database, metric)
         profile_id, email = find_profile(database, who)
         sql = (f"SELECT *, metric_id IS ? AS conversion FROM ({analytics.timeline_sql('e.profile_id = ?')}) "
                "ORDER BY datetime, event_id")
-        rows = dict_rows(database.execute(sql, [metric_id, profile_id]))
+        rows = queries.dict_rows(database.execute(sql, [metric_id, profile_id]))
     finally:
         database.close()
     for row in rows:
@@ -205,7 +206,7 @@ def rfm_cmd(
     window = _parse(parse_range, range_, "--range")
     check_format(fmt)
     name = _group_name(group) if group is not None else None
-    database = _open(settings)
+    database = open_database(settings)
     try:
         metric_id = resolve_metric(database, metric)
         rows: list[dict] = []
@@ -214,11 +215,11 @@ def rfm_cmd(
             rfm = analytics.rfm_sql(where, "?")
             params = [iso(window.end), metric_id, *params]
             if name is not None:
-                rows = dict_rows(database.execute(
+                rows = queries.dict_rows(database.execute(
                     f"SELECT {', '.join(RFM_CUSTOMER_FIELDS)} FROM ({rfm}) WHERE rfm_group = ? "
                     "ORDER BY monetary DESC, profile_id", [*params, name]))
             else:
-                found = {r["rfm_group"]: r for r in dict_rows(database.execute(
+                found = {r["rfm_group"]: r for r in queries.dict_rows(database.execute(
                     f"SELECT * FROM ({analytics.rfm_groups_sql(rfm)})", params))}
                 total = sum(r["customers"] for r in found.values())
                 # Every group, in Klaviyo's order, zeros included, once there are customers.
@@ -270,7 +271,7 @@ def cohorts_cmd(
     check_format(fmt, output.CHART_FORMATS)
     if by != "month":
         raise UsageError(f"--by: {by!r} is not one of month")
-    database = _open(settings)
+    database = open_database(settings)
     try:
         metric_id = resolve_metric(database, metric)
         rows: list[dict] = []
@@ -279,7 +280,7 @@ def cohorts_cmd(
                                       [metric_id]).fetchone()[0]
             if latest:
                 first = _month_back(latest[:7], months - 1)
-                rows = dict_rows(database.execute(
+                rows = queries.dict_rows(database.execute(
                     f"SELECT cohort, cohort_size, months_after, month, customers, share "
                     f"FROM ({analytics.cohorts_sql('e.metric_id = ?')}) WHERE cohort >= ? "
                     "ORDER BY cohort, months_after", [metric_id, first]))
@@ -357,7 +358,7 @@ def deliverability_cmd(
         raise UsageError("--range and --last exclude each other")
     window = _parse(parse_range, range_ or "90d", "--range") if last is None else None
     check_format(fmt)
-    database = _open(settings)
+    database = open_database(settings)
     try:
         if window is not None:
             first, final = queries.day_bounds(window)
@@ -369,7 +370,7 @@ def deliverability_cmd(
                 "(SELECT campaign_id FROM campaign_stats WHERE campaign_message_id != '') "
                 "ORDER BY send_time DESC, id LIMIT ?)", "0")
             params = [last]
-        rows = dict_rows(database.execute(
+        rows = queries.dict_rows(database.execute(
             f"SELECT * FROM ({sql}) ORDER BY source, last_send DESC, parent_name, message_id", params))
     finally:
         database.close()

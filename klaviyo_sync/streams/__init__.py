@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import re
 
+from ..ratelimit import path_regex
 from .declare import Declaration, registered
 
 
@@ -26,7 +27,7 @@ def declaration(command: str) -> Declaration:
 
 
 def _reads(decl: Declaration, path: str) -> bool:
-    return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(p)), path) for p in decl.paths)
+    return any(re.fullmatch(path_regex(p), path) for p in decl.paths)
 
 
 def scope_for(endpoint: str | None, decl: Declaration) -> str:
