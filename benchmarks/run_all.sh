@@ -32,6 +32,11 @@ run throughput-100ms "$PY" benchmarks/bench_events.py --events "$N_THROUGHPUT" -
   --workers "$("$PY" -c 'from klaviyo_sync.cli import DEFAULT_WORKERS; print(DEFAULT_WORKERS)')" --json-out "$JSONL"
 run throughput-small "$PY" benchmarks/bench_events.py --shape small --events "$N_THROUGHPUT" --repeat "$REPEAT" --json-out "$JSONL"
 
+# 1b. What attributions cost, whole runs with and without them, then part by part.
+run attributions "$PY" benchmarks/bench_events.py --events "$N_THROUGHPUT" --repeat "$REPEAT" --no-baseline \
+  --without-attributions --json-out "$JSONL"
+run attribution-parts "$PY" benchmarks/attribution_cost.py --events "$N_THROUGHPUT" --repeat "$REPEAT" --json-out "$JSONL"
+
 # 2. Latency-bound: 200 ms a request, Klaviyo's limits enforced; >= 70% of min(58,000, the
 #    no-latency rate at the same N), and no 429 answered. The no-latency rate is measured first.
 run latency-reference "$PY" benchmarks/bench_events.py --events "$N_LATENCY" --no-baseline --json-out "$JSONL"
