@@ -245,6 +245,9 @@ class KlaviyoClient:
         self.backoff_max = backoff_max
         self.limiter = limiter or RateLimiter(clock=clock, sleep=sleep)
         self.stats = ClientStats()
+        # Seconds the API took to answer a request before this client made any (the run's account
+        # check, made by a client of its own): how many events fetchers to start with (autoscale.py).
+        self.latency_hint: float | None = None
         self._sleep = sleep
         self._read_gate = threading.BoundedSemaphore(concurrent_reads)
         self.session = requests.Session()

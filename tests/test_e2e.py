@@ -125,6 +125,20 @@ def test_metrics_over_several_pages_then_an_idempotent_rerun(make_fake, tmp_path
 
 
 # -- 2. events -------------------------------------------------------------------------------
+def test_a_slow_api_gets_its_fetchers_from_the_first_request(make_fake, tmp_path, std):
+    """The account check, before any event is read, measures how long the API takes to answer;
+    at 60 ms a request Little's law asks 2 * (60 + 15) / 15 = 10 fetchers, so a run with
+    --workers 8 starts all 8 at once instead of growing from 2 after its first half second."""
+    fake = make_fake(**std.fake)
+    fake.latency = 0.06
+    db = tmp_path / "slow.db"
+    run = run_cli(["sync-events", *window_args(std.since, std.until), "--workers", "8"], cli_env(fake, db))
+    assert run.returncode == 0, run.describe()
+    assert run.summary["fetchers_over_time"] == [[0.0, 8]]
+    assert_events_window(db, fake, std.since, std.until)
+    assert_events_match_fake(db, fake)
+
+
 def test_events_window_exact_and_workers_1_equals_workers_4(events_fake, clean_events, tmp_path, std):
     fake = events_fake
     db1, dump1, s1 = clean_events

@@ -4,6 +4,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -405,6 +406,13 @@ def test_autoscale_sizes_the_fetchers_from_latency_and_cpu_per_page():
     # It never shrinks, and stops at the limit: 300 ms a request, 20 ms besides -> 2 * 320 / 20 = 32.
     assert slow.tick(1.24, events=34_000, network_wait=1.0 + 7.2, active=12, requests=10 + 24) == 32
     assert slow.frozen and slow.tick(9.0, events=90_000, network_wait=60.0, active=32, requests=900) == 32
+    # The API's latency measured before the run (the account check) sets the first count: 2 *
+    # (latency + 15 ms) / 15 ms, no tick needed; without it, 2.
+    assert Autoscale(32, now=0.0, network_wait=0.0, latency_hint=0.1).target == 16
+    assert Autoscale(32, now=0.0, network_wait=0.0, latency_hint=0.004).target == 3
+    hinted = Autoscale(32, now=0.0, network_wait=0.0, latency_hint=0.3)
+    assert hinted.target == 32 and hinted.frozen and hinted.timeline == [(0.0, 32)]
+    assert Autoscale(32, now=0.0, network_wait=0.0, latency_hint=None).target == 2
     capped = Autoscale(8, now=0.0, network_wait=0.0, requests=0)
     assert capped.tick(0.6, events=10_000, network_wait=1.0, active=2, requests=10) == 8 and capped.frozen
     assert Autoscale(1, now=0.0, network_wait=0.0).target == 1
@@ -433,8 +441,81 @@ def test_fetchers_alone_hand_every_page_then_each_slice_end_then_their_own_end(m
                 got += [e[0] for e in item.events]
     finally:
         fetchers.stop()
-    assert sorted(got) == sorted(e["id"] for e in events)
+    # Every event; one read twice only where a slice was split at the end (the second its last
+    # page ended in starts the rest: test_a_split_hands_the_rest_...).
+    assert set(got) == {e["id"] for e in events}
+    halves = {s.start for s in slices[4:]}
+    assert all(T0 + timedelta(minutes=int(i[1:])) in halves for i in got if got.count(i) > 1)
     assert done == {s.index for s in slices} and len(fetchers.threads) == 2
+
+
+def _tile(slices, window):
+    """The slices, by start, meet end to start and cover the window exactly."""
+    ordered = sorted(slices, key=lambda s: s.start)
+    assert ordered[0].start == window.start and ordered[-1].end == window.end
+    assert all(a.end == b.start and a.start < a.end for a, b in zip(ordered, ordered[1:]))
+
+
+def test_a_split_hands_the_rest_of_a_slice_to_an_idle_fetcher(mocked, client):
+    """A fetcher that has a next page while another has no slice left ends its slice at the
+    second its last page ended in and queues the rest as two new slices (events_fetch._split):
+    every event comes, only the events of a split's second twice, and the slices still tile
+    the window, each ended once."""
+    from klaviyo_sync.streams.events_fetch import _DONE, Fetchers
+
+    events = [make_event(i, T0 + timedelta(seconds=30 * i)) for i in range(60)]
+    serve(mocked, EventsApi(events, page_size=5))
+    window = Window(T0, T0 + timedelta(minutes=30))
+    slices = plan_slices(window, 1)
+    assert len(slices) == 1
+    fetchers = Fetchers(client, slices, page_size=5)
+    fetchers.waiting = 1  # as if a second fetcher waited for work: the only reader splits
+    fetchers.start(1)
+    got, done, ended = [], [], 0
+    try:
+        while not ended:
+            s, item = fetchers.pages.get(timeout=30)
+            if s is None:
+                assert item is None, item
+                ended = 1
+            elif item is _DONE:
+                done.append(s.index)
+            else:
+                assert s.index not in done
+                got += [e[0] for e in item.events]
+    finally:
+        fetchers.stop()
+    assert fetchers.splits >= 2 and len(slices) == 1 + 2 * fetchers.splits
+    assert sorted(done) == [s.index for s in slices]
+    _tile(slices, window)
+    assert set(got) == {e["id"] for e in events}
+    starts = {s.start for s in slices}
+    twice = {i for i in got if got.count(i) > 1}
+    assert twice and all(T0 + timedelta(seconds=30 * int(i[1:])) in starts for i in twice)
+    assert len(got) == len(events) + len(twice)
+
+
+def test_the_last_long_slice_is_shared_and_each_event_stored_once(mocked, client, db):
+    """The window's last slice holds most events and answers slowly: the other fetcher runs out
+    of slices while it pages, so the slice is split for it. The rows and the mark are those of
+    a run without a split; the summary counts the planned slices and the splits."""
+    window = Window(T0, T0 + timedelta(hours=1))  # 2 workers: 4 slices of 15 minutes
+    events = [make_event(i, T0 + timedelta(minutes=1 + 15 * i)) for i in range(3)]
+    events += [make_event(3 + i, T0 + timedelta(minutes=45, seconds=10 * i)) for i in range(80)]
+    api = EventsApi(events, page_size=4)
+
+    def slow_last_slice(request):
+        if "datetime%2C2026-11-20T10%3A45%3A00Z" in request.url:  # the planned last slice's pages
+            time.sleep(0.02)
+        return api(request)
+
+    mocked.add_callback("GET", EVENTS, callback=slow_last_slice)
+    result = sync_events(client, db, window, workers=2)
+    assert ids(db) == {e["id"] for e in events}
+    assert store.get_state(db, "events.mark") == iso(window.end)
+    assert result.rows["events"] == 83 and result.extra["slices"] == 4
+    assert result.extra["slices_split"] >= 1
+    assert result.extra["events_seen"] >= 83
 
 
 def test_apply_page_writes_a_page_and_moves_its_slice(db):

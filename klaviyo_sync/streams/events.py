@@ -55,6 +55,7 @@ def sync_events(
     (a repair of a past hour, see verify.py) writes the events and touches no mark."""
     result = SyncResult.begin(result, ["events", "profiles", "metrics", "attributions"], window)
     slices = plan_slices(window, workers, metric_ids)
+    planned = len(slices)  # the fetchers may split some at the end of the run (events_fetch._split)
     key = mark_key(metric_ids)
     stored = store.get_state(db, key)
     stored_mark = parse_datetime(stored) if stored else None
@@ -64,8 +65,9 @@ def sync_events(
     limit_malloc_arenas()
     fetchers = Fetchers(client, slices, page_size)
     started = time.monotonic()
-    scale = Autoscale(max(1, min(workers, len(slices))), started, client.stats.network_wait_s,
-                      client.stats.requests)
+    stats = client.stats
+    scale = Autoscale(max(1, min(workers, len(slices))), started, stats.network_wait_s, stats.requests,
+                      latency_hint=stats.network_wait_s / stats.requests if stats.requests else client.latency_hint)
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
     failure: BaseException | None = None
 
@@ -121,7 +123,9 @@ def sync_events(
                 raise failure
         finally:
             fetchers.stop()
-    result.extra["slices"] = len(slices)
+    result.extra["slices"] = planned
+    if fetchers.splits:
+        result.extra["slices_split"] = fetchers.splits
     result.extra["workers"] = len(fetchers.threads)
     result.extra["max_workers"] = workers
     # When the fetcher count changed: [seconds into the run, fetchers] (see autoscale.py).

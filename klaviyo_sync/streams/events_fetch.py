@@ -17,7 +17,7 @@ import orjson
 
 from ..client import KlaviyoClient, Page, loads_json
 from ..db import to_json
-from ..timeutil import Window, iso
+from ..timeutil import Window, iso, parse_datetime
 from ..transform import event_row, event_tuple, metric_row, profile_row
 from .attributions import attributed_event_ids, attribution_rows
 from .metrics import METRIC_FIELDS
@@ -330,18 +330,23 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 PAGES_QUEUED = 4  # pages waiting for the writer, at most
+SPLIT_MIN_PAGES = 1.5  # a slice's rest is split only when it seems to hold more pages than this
+IDLE_WAIT_S = 0.5  # the longest an idle fetcher waits before it looks for a slice again (a split wakes it)
 
 
 class Fetchers:
     """The fetcher threads of one run. Each takes slices off a work queue, pages through its
     slice and hands each page's rows to the writer through ``pages``, a bounded queue (so
-    memory grows neither with the window nor with the number of fetchers). An item of
+    memory grows neither with the window nor with the number of fetchers). At the end of a
+    run, a fetcher with no slice left waits while others read, and a long slice is split for
+    it (``_split``), so the run does not end with one fetcher paging alone through a busy hour. An item of
     ``pages`` is ``(slice, rows)``, ``(slice, _DONE)`` when a slice is complete, ``(None, exc)``
     when a fetcher failed (the writer raises it) and ``(None, None)`` when a fetcher ended."""
 
     def __init__(self, client: KlaviyoClient, slices: list[EventSlice], page_size: int = EVENT_PAGE_SIZE):
         self.client = client
         self.page_size = page_size
+        self.slices = slices  # the run's, which the writer reads: a split appends its halves
         self.work: queue.Queue = queue.Queue()
         for s in slices:
             self.work.put(s)
@@ -350,28 +355,91 @@ class Fetchers:
         self.seen = SeenCache()
         self.threads: list[threading.Thread] = []
         self.running = 0  # started and not yet ended (the writer counts the ends)
+        self.waiting = 0  # fetchers with no slice, waiting for a split
+        self.splits = 0
+        self._turn = threading.Condition()  # waiting, and a split's halves or a slice's end
 
     def _put(self, item) -> None:
         put_or_stop(self.pages, item, self.stopping)
 
     def _fetch(self) -> None:
-        run_fetcher(self.work, self.stopping, self._put, self._read_slice, lambda exc: (None, exc), (None, None))
+        run_fetcher(self.work, self.stopping, self._put, self._read_slice, lambda exc: (None, exc), (None, None),
+                    idle=self._idle)
+
+    def _idle(self) -> bool:
+        """A fetcher found no slice: whether to look again. While another still reads one (a
+        slice taken off ``work`` is unfinished until read), that one may split it for this
+        fetcher (``_split``): wait for that, or for the last slice's end."""
+        with self._turn:
+            if not self.work.unfinished_tasks:
+                return False
+            self.waiting += 1
+            self._turn.wait(IDLE_WAIT_S)
+            self.waiting -= 1
+            return True
 
     def _read_slice(self, s: EventSlice) -> None:
+        try:
+            self._read_pages(s)
+        finally:
+            with self._turn:
+                self.work.task_done()  # after a split's halves were queued: never 0 before all are read
+                self._turn.notify_all()
+
+    def _read_pages(self, s: EventSlice) -> None:
         put = self._put
         start, end = iso(s.start), iso(s.end)
+        read = 0  # pages
 
-        def hand_over(page: Page) -> None:
+        def hand_over(page: Page):
             # Runs under the client's read gate: a fetcher that must wait for the
             # writer holds the gate, so the others leave their answers unread on the
             # socket and memory stays bounded however many workers and profiles.
-            put((s, _page_rows(page, start, end, self.seen)))
+            nonlocal read
+            rows = _page_rows(page, start, end, self.seen)
+            put((s, rows))
+            read += 1
+            return rows.last_datetime if page.next_url else None
 
-        for _ in self.client.paginate("/api/events", events_params(s, self.page_size), transform=hand_over,
-                                      decode=decode_events_page):
-            if self.stopping.is_set():
-                raise _Stop
+        pages = self.client.paginate("/api/events", events_params(s, self.page_size), transform=hand_over,
+                                     decode=decode_events_page)
+        try:
+            for last in pages:
+                if self.stopping.is_set():
+                    raise _Stop
+                if last is not None and self.waiting and self.work.empty() and self._split(s, last, read):
+                    break
+        finally:
+            pages.close()
         put((s, _DONE))
+
+    def _split(self, s: EventSlice, last: str, pages: int) -> bool:
+        """At the end of a run, when a fetcher has no slice left to start, hand the rest of a long
+        slice to it instead of paging through it alone: this slice ends where its last page
+        did (every event before that instant was on its pages), and the rest, from that instant
+        (its events on the last page are read again, and stored once), becomes two new slices.
+        Only when the rest seems to hold more than a page and a half, by this slice's pages so far."""
+        upto = parse_datetime(last).replace(microsecond=0)
+        if not s.start < upto < s.end:
+            return False
+        rest = (s.end - upto).total_seconds()
+        if pages * rest / max((upto - s.start).total_seconds(), 1.0) < SPLIT_MIN_PAGES:
+            return False
+        middle = (upto + (s.end - upto) / 2).replace(microsecond=0)
+        if not upto < middle < s.end:
+            return False
+        with self._turn:
+            halves = [EventSlice(len(self.slices), upto, middle, s.metric_id),
+                      EventSlice(len(self.slices) + 1, middle, s.end, s.metric_id)]
+            # In the run's slices before this one's end reaches the writer: the mark never
+            # counts this slice complete without the halves that now hold the rest.
+            self.slices.extend(halves)
+            s.end = upto
+            self.splits += 1
+            for half in halves:
+                self.work.put(half)
+            self._turn.notify(len(halves))
+        return True
 
     def start(self, count: int) -> None:
         """Run ``count`` fetchers in all (more are started, none stopped)."""
@@ -385,6 +453,8 @@ class Fetchers:
         """Fetchers see the stop between pages; one stuck in a slow request is a daemon thread
         and must not hold the process (and the lock) for the read timeout: wait ``grace`` s in all."""
         self.stopping.set()
+        with self._turn:
+            self._turn.notify_all()  # an idle fetcher sees the stop at once
         deadline = time.monotonic() + grace
         for t in self.threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -241,16 +241,20 @@ def put_or_stop(pages: queue.Queue, item, stopping: threading.Event) -> None:
 
 
 def run_fetcher(work: queue.Queue, stopping: threading.Event, put: Callable[[object], None],
-                read: Callable[[object], None], failed: Callable[[BaseException], object], ended: object) -> None:
+                read: Callable[[object], None], failed: Callable[[BaseException], object], ended: object,
+                idle: Callable[[], bool] | None = None) -> None:
     """A fetcher thread (of sliced reads and of events): ``read`` each piece of work taken off
-    ``work`` until none is left or the run stops; an exception is handed to the writer as
-    ``failed(exc)`` (the writer raises it), and the thread's end as ``ended``."""
+    ``work`` until none is left (with ``idle``: until it says none may come; it waits for
+    some, then says whether to look again) or the run stops; an exception is handed to the
+    writer as ``failed(exc)`` (the writer raises it), and the thread's end as ``ended``."""
     try:
         while not stopping.is_set():
             try:
                 item = work.get_nowait()
             except queue.Empty:
-                return
+                if idle is None or not idle():
+                    return
+                continue
             read(item)
     except _Stop:
         pass
