@@ -76,6 +76,10 @@ class ClientStats:
     network_wait_s: float = 0.0  # sending requests and waiting for their answers' headers
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def answer_time(self) -> float | None:
+        """Mean seconds a request waited for its answer, None before any."""
+        return self.network_wait_s / self.requests if self.requests else None
+
     def add(self, **kw: float) -> None:
         with self._lock:
             for k, v in kw.items():

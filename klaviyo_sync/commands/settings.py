@@ -72,8 +72,7 @@ def ensure_account(settings: Settings, database, *, record: bool = True) -> None
                             limiter=c.limiter, sleep=c._sleep, deadline=c.deadline, allow_http=True)
     try:
         check_account(checker, database)
-        if checker.stats.requests:
-            c.latency_hint = checker.stats.network_wait_s / checker.stats.requests
+        c.latency_hint = checker.stats.answer_time()
     except AccountMismatch:
         raise
     except KlaviyoSyncError as exc:

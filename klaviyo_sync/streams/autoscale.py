@@ -29,8 +29,8 @@ class Autoscale:
     run suggests (``latency_hint``: the account check's answer time, with ``CPU_HINT``). Each
     tick (half a second) measures both over the last tick and grows the
     fetchers to that count at once, up to ``limit`` (--workers); it never shrinks (a fetcher
-    waiting on the network costs no CPU). A fast API keeps 2-3 fetchers; at 100 ms a run has
-    its dozen after its first half second; at 300 ms, about thirty."""
+    waiting on the network costs no CPU). A fast API keeps 2-3 fetchers; after an account check
+    that took 100 ms a run starts with 16, after 300 ms with 32."""
 
     def __init__(self, limit: int, now: float, network_wait: float, requests: int = 0,
                  latency_hint: float | None = None):

@@ -67,7 +67,7 @@ def sync_events(
     started = time.monotonic()
     stats = client.stats
     scale = Autoscale(max(1, min(workers, len(slices))), started, stats.network_wait_s, stats.requests,
-                      latency_hint=stats.network_wait_s / stats.requests if stats.requests else client.latency_hint)
+                      latency_hint=stats.answer_time() or client.latency_hint)
     total_seconds = max((window.end - window.start).total_seconds(), 1.0)
     failure: BaseException | None = None
 
